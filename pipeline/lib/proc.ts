@@ -1,0 +1,97 @@
+// Child processes for steps: stdout captured, stderr streamed to ours (progress stays visible),
+// a missing tool becomes an InputError naming the tool and the package that provides it.
+import { spawn, SpawnOptions } from "node:child_process";
+import { InputError } from "./step";
+
+/** Debian package that provides each external tool, for "missing tool" errors. */
+export const TOOL_PACKAGES: Record<string, string> = {
+  nix: "nix-bin",
+  "nix-build": "nix-bin",
+  "nix-store": "nix-bin",
+  "nix-instantiate": "nix-bin",
+  "nix-hash": "nix-bin",
+  bwrap: "bubblewrap",
+  docker: "docker.io",
+  dockerd: "docker.io",
+  "qemu-system-x86_64": "qemu-system-x86",
+  busybox: "busybox-static",
+  diffoscope: "diffoscope",
+  "dpkg-deb": "dpkg",
+};
+
+export class CommandFailed extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly stderr: string,
+    readonly stdout: string,
+  ) {
+    super(`${command} failed (exit ${exitCode}): ${lastLines(stderr, 5) || lastLines(stdout, 5)}`);
+  }
+}
+
+export function lastLines(text: string, n: number): string {
+  return text.trimEnd().split("\n").slice(-n).join("\n");
+}
+
+export interface RunOptions extends SpawnOptions {
+  /** Bytes written to the child's stdin. */
+  input?: string | Buffer;
+  /** Copy the child's stderr to ours as it arrives (default true). */
+  streamStderr?: boolean;
+  /** Prefix for streamed stderr lines. */
+  label?: string;
+  /** Don't throw on non-zero exit; the caller inspects `code`. */
+  allowFailure?: boolean;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function missingTool(tool: string): InputError {
+  const pkg = TOOL_PACKAGES[tool];
+  return new InputError(`missing tool '${tool}' on PATH${pkg ? ` (install the Debian package ${pkg}, or run scripts/setup.sh)` : ""}`);
+}
+
+export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const { input, streamStderr = true, label, allowFailure, ...spawnOpts } = opts;
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { ...spawnOpts, stdio: ["pipe", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout!.on("data", (d: Buffer) => out.push(d));
+    child.stderr!.on("data", (d: Buffer) => {
+      err.push(d);
+      if (streamStderr) process.stderr.write(label ? prefixLines(d.toString(), label) : d);
+    });
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      reject(e.code === "ENOENT" ? missingTool(cmd) : e);
+    });
+    child.on("close", (code) => {
+      const result = { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+      if (code !== 0 && !allowFailure) {
+        reject(new CommandFailed([cmd, ...args].join(" ").slice(0, 200), code, result.stderr, result.stdout));
+      } else resolve(result);
+    });
+    child.stdin!.on("error", () => undefined); // a child that exits early closes its stdin: not our error
+    child.stdin!.end(input ?? undefined);
+  });
+}
+
+function prefixLines(text: string, label: string): string {
+  return text
+    .split("\n")
+    .map((l, i, all) => (i === all.length - 1 && l === "" ? "" : `  ${label}| ${l}\n`))
+    .join("");
+}
+
+/** Throws a missing-tool InputError unless every tool is on PATH. */
+export async function requireTools(...tools: string[]): Promise<void> {
+  for (const tool of tools) {
+    const found = await run("sh", ["-c", `command -v "$1"`, "sh", tool], { allowFailure: true, streamStderr: false });
+    if (found.code !== 0) throw missingTool(tool);
+  }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the host tools secure-supply-chain needs. Idempotent. On Debian/Ubuntu as root it installs
+# what is missing with apt-get; elsewhere it prints what is missing and how to get it, and exits 1.
+set -euo pipefail
+
+# command on PATH -> Debian package that provides it
+declare -A TOOLS=(
+  [nix-build]=nix-bin
+  [bwrap]=bubblewrap
+  [qemu-system-x86_64]=qemu-system-x86
+  [dockerd]=docker.io
+  [pg_ctlcluster]=postgresql
+  [cpio]=cpio
+  [ip]=iproute2
+  [cmake]=cmake
+  [g++]=g++
+  [jq]=jq
+  [curl]=curl
+)
+# files (not commands) -> package
+declare -A FILES=(
+  [/usr/include/pqxx/pqxx]=libpqxx-dev
+  [/usr/include/boost/asio.hpp]=libboost-dev
+  [/bin/busybox]=busybox-static
+)
+
+missing=()
+for tool in "${!TOOLS[@]}"; do command -v "$tool" >/dev/null 2>&1 || missing+=("${TOOLS[$tool]}"); done
+for file in "${!FILES[@]}"; do [ -e "$file" ] || missing+=("${FILES[$file]}"); done
+# busybox-static specifically (the dynamic busybox cannot be a sandboxed Nix builder)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "setup: all host tools present"
+else
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing host packages: ${missing[*]}" >&2
+    echo "setup: on Debian/Ubuntu run as root: apt-get install ${missing[*]}" >&2
+    echo "setup: elsewhere install Nix (>= 2.8), bubblewrap, QEMU, Docker, PostgreSQL, libpqxx, Boost, a static busybox" >&2
+    exit 1
+  fi
+fi
+
+# Rust toolchain for apps/db-reader
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install Rust with rustup (https://rustup.rs) or apt-get install cargo" >&2
+  exit 1
+fi
