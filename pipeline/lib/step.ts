@@ -68,7 +68,7 @@ export async function runStep<R>(def: StepDefinition<R>, argv: string[]): Promis
   try {
     const options: ParseArgsConfig["options"] = {};
     for (const [name, o] of Object.entries(def.options)) {
-      options![name] = { type: o.type, multiple: o.multiple, default: o.default as any };
+      options![name] = { type: o.type, multiple: o.multiple ?? false, ...(o.default !== undefined ? { default: o.default as any } : {}) };
     }
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as any;
     const wanted = def.positionals ?? [];
