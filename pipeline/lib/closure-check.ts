@@ -1,0 +1,131 @@
+// The auditor's offline tamper check. `nix-store --import` trusts whatever a closure contains, and the
+// export format carries no hashes (DESIGN.md), so we derive what every source MUST be from the reviewed
+// Nix files (their derivation graph, never the closure) and re-hash each exported path:
+// - fixed-output sources: content hashed in the declared mode (recursive = NAR, flat/text = the single
+//   file's contents) with the declared algorithm, compared with the declared hash;
+// - evaluation-time paths (local sources, builtins.toFile): the store path recomputed from content and
+//   references (type "source" from the NAR's sha256, or "text" from the file's sha256) must equal the path.
+import * as fs from "node:fs";
+import { collectSources, Derivation, dumpDerivations, SourceSet, Target, DerivationGraph } from "./derivation";
+import { fileReader, parseExport, ExportedPath } from "./nar";
+import { InputError } from "./step";
+import { nix32Encode, sourcePath, splitStorePath, textPath } from "./storepath";
+
+export interface TamperedSource {
+  path: string;
+  drv: string;
+  mode: string;
+  algo: string;
+  expected: string;
+  actual: string;
+}
+
+export interface ClosureCheckResult {
+  ok: boolean;
+  checked: number;
+  tampered: TamperedSource[];
+  missing: { path: string; drv: string }[];
+  /** Paths in the closure that the reviewed files do not call for. They fail the check too: an extra path
+   * could pre-populate a derivation's output and so skip (replace) its build in the offline rebuild. */
+  extra: string[];
+  /** Set when the closure is not a readable export stream. */
+  error?: string;
+}
+
+export interface ExpectedSource {
+  path: string;
+  /** The fixed-output derivation, or for an evaluation-time path the first derivation that needs it. */
+  drv: string;
+  kind: "fixed-output" | "eval";
+  fixed?: Derivation["outputs"][string]["fixed"];
+}
+
+/** Every path a source closure of this graph must contain. */
+export function expectedSources(g: DerivationGraph, s: SourceSet): Map<string, ExpectedSource> {
+  const want = new Map<string, ExpectedSource>();
+  for (const d of s.fods) {
+    for (const o of Object.values(d.outputs)) {
+      if (o.fixed && o.path) want.set(o.path, { path: o.path, drv: d.drvPath, kind: "fixed-output", fixed: o.fixed });
+    }
+  }
+  for (const [p, drv] of s.evalPaths) if (!want.has(p)) want.set(p, { path: p, drv, kind: "eval" });
+  return want;
+}
+
+function fmt(algo: string, hex: string): string {
+  return `${algo}:${nix32Encode(Buffer.from(hex, "hex"))}`;
+}
+
+/** Verifies one exported path against what the reviewed derivations say it must be; null when it matches. */
+export function verifyExported(e: ExportedPath, want: ExpectedSource, storeDir: string): TamperedSource | null {
+  if (want.kind === "fixed-output") {
+    const f = want.fixed!;
+    const actualHex = f.mode === "recursive" ? e.narHashes[f.algo] : e.flatHashes?.[f.algo];
+    if (actualHex === f.hex) return null;
+    return {
+      path: e.path,
+      drv: want.drv,
+      mode: f.mode,
+      algo: f.algo,
+      expected: fmt(f.algo, f.hex),
+      actual: actualHex ? fmt(f.algo, actualHex) : f.mode === "recursive" ? "(not hashed)" : "(not a single regular file)",
+    };
+  }
+  const { name } = splitStorePath(e.path);
+  const asSource = sourcePath(e.narHashes.sha256, name, e.references, e.path, storeDir);
+  if (asSource === e.path) return null;
+  if (e.flatHashes && textPath(e.flatHashes.sha256, name, e.references, storeDir) === e.path) return null;
+  return { path: e.path, drv: want.drv, mode: "source-path", algo: "sha256", expected: e.path, actual: asSource };
+}
+
+/** Checks a closure stream against an already-computed expectation (no Nix needed). */
+export async function checkExportAgainst(closure: string, want: Map<string, ExpectedSource>, storeDir: string): Promise<ClosureCheckResult> {
+  const algos = new Set<string>(["sha256"]);
+  for (const w of want.values()) if (w.fixed) algos.add(w.fixed.algo);
+  const result: ClosureCheckResult = { ok: false, checked: 0, tampered: [], missing: [], extra: [] };
+  const seen = new Set<string>();
+  try {
+    await parseExport(fileReader(closure), {
+      algos: [...algos],
+      onPath(e) {
+        const w = want.get(e.path);
+        if (!w || seen.has(e.path)) {
+          result.extra.push(e.path);
+          return;
+        }
+        seen.add(e.path);
+        result.checked++;
+        const bad = verifyExported(e, w, storeDir);
+        if (bad) result.tampered.push(bad);
+      },
+    });
+  } catch (err: any) {
+    result.error = `${closure} is not a valid nix-store --export stream: ${err.message}`;
+  }
+  for (const w of want.values()) if (!seen.has(w.path)) result.missing.push({ path: w.path, drv: w.drv });
+  result.missing.sort((a, b) => a.path.localeCompare(b.path));
+  result.ok = !result.error && result.tampered.length === 0 && result.missing.length === 0 && result.extra.length === 0;
+  return result;
+}
+
+/**
+ * Library entry point (CONTRACTS.md): evaluates the reviewed Nix files, then checks the closure.
+ * Returns the verdict; throws only for bad input (missing closure file, unevaluable target, no nix).
+ */
+export async function checkClosure(opts: Target & { closure: string }): Promise<ClosureCheckResult> {
+  if (!fs.existsSync(opts.closure)) throw new InputError(`closure file not found: ${opts.closure}`);
+  const { graph } = await dumpDerivations(opts, "check-closure");
+  const sources = collectSources(graph);
+  return checkExportAgainst(opts.closure, expectedSources(graph, sources), graph.storeDir);
+}
+
+/** One line naming what failed, for exit-1 reasons. */
+export function describeFailure(r: ClosureCheckResult): string {
+  const parts: string[] = [];
+  if (r.error) parts.push(r.error);
+  if (r.tampered.length)
+    parts.push(`${r.tampered.length} tampered source(s): ${r.tampered.slice(0, 3).map((t) => `${t.path} (from ${t.drv}, ${t.mode} ${t.algo} expected ${t.expected}, got ${t.actual})`).join("; ")}`);
+  if (r.missing.length) parts.push(`${r.missing.length} missing source(s): ${r.missing.slice(0, 3).map((m) => `${m.path} (from ${m.drv})`).join("; ")}`);
+  if (r.extra.length) parts.push(`${r.extra.length} unexpected path(s): ${r.extra.slice(0, 3).join("; ")}`);
+  return parts.join(" | ");
+}

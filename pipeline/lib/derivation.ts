@@ -1,0 +1,264 @@
+// Derivation JSON from every Nix we meet, normalised to one shape with absolute store paths:
+// - Nix 2.8 .. 2.31: `{"/nix/store/x.drv": {outputs:{out:{path, hashAlgo:"r:sha256", hash}}, inputSrcs, inputDrvs}}`
+//   (later 2.x: separate `method` + `hashAlgo`, inputDrvs values `{outputs, dynamicOutputs}`);
+// - Nix 2.32 (format v3): the same, but every store path is a basename;
+// - Nix 2.33 (format v4): `{version: 4, derivations: {...}}`, `inputs: {srcs, drvs}`, fixed outputs as a
+//   content address `{method, hash}` (SRI string, or `{algorithm, format, hash}` in later releases),
+//   output `path` may be absent (we compute it).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { run } from "./proc";
+import { InputError } from "./step";
+import { fixedOutputPath, HashAlgo, HashMode, isHashAlgo, parseHash } from "./storepath";
+
+export interface FixedHash {
+  mode: HashMode;
+  algo: HashAlgo;
+  /** lowercase base16 */
+  hex: string;
+}
+
+export interface DrvOutput {
+  path?: string;
+  fixed?: FixedHash;
+}
+
+export interface Derivation {
+  drvPath: string;
+  name: string;
+  outputs: Record<string, DrvOutput>;
+  inputDrvs: Record<string, string[]>;
+  inputSrcs: string[];
+  builder: string;
+  env: Record<string, string>;
+}
+
+export interface DerivationGraph {
+  storeDir: string;
+  /** Format seen: 1-2 (full paths), 3 (basenames), 4 (inputs object). */
+  format: number;
+  drvs: Map<string, Derivation>;
+}
+
+const METHOD_TO_MODE: Record<string, HashMode> = { nar: "recursive", recursive: "recursive", flat: "flat", text: "text", git: "recursive" };
+
+function abs(storeDir: string, p: string): string {
+  return p.startsWith("/") ? p : `${storeDir}/${p}`;
+}
+
+function outputsOf(x: any): string[] {
+  if (Array.isArray(x)) return x.map(String);
+  if (x && Array.isArray(x.outputs)) return x.outputs.map(String);
+  return [];
+}
+
+function parseOutput(storeDir: string, drvName: string, outName: string, o: any): DrvOutput {
+  const out: DrvOutput = {};
+  if (typeof o?.path === "string" && o.path) out.path = abs(storeDir, o.path);
+  if (o?.hash !== undefined && o.hash !== null && o.hash !== "") {
+    let method: string | undefined = o.method;
+    let algo: string | undefined = o.hashAlgo;
+    if (algo && algo.includes(":")) {
+      // 2.8's A-Term spelling: "r:sha256" (recursive), "text:sha256", or plain "sha256" (flat).
+      const [prefix, a] = algo.split(":");
+      method = prefix === "r" ? "nar" : prefix;
+      algo = a;
+    }
+    const parsed = parseHash(o.hash, algo && isHashAlgo(algo) ? algo : undefined);
+    const mode = METHOD_TO_MODE[method ?? "flat"];
+    if (!mode) throw new Error(`derivation output ${outName} of ${drvName}: unknown content-address method '${method}'`);
+    out.fixed = { mode, algo: parsed.algo, hex: parsed.hex };
+    if (!out.path) {
+      const name = outName === "out" ? drvName : `${drvName}-${outName}`;
+      out.path = fixedOutputPath(mode, parsed.algo, parsed.hex, name, storeDir);
+    }
+  }
+  return out;
+}
+
+/** Guesses the store dir of a basename-only dump from its env (paths there stay absolute), else /nix/store. */
+function guessStoreDir(drvs: Record<string, any>): string {
+  for (const d of Object.values(drvs)) {
+    for (const v of Object.values<string>(d?.env ?? {})) {
+      const m = /^(\/[^ ]*)\/[0-9a-df-np-sv-z]{32}-/.exec(String(v));
+      if (m) return m[1];
+    }
+  }
+  return "/nix/store";
+}
+
+/** Parses the text or object printed by `nix show-derivation -r` / `nix derivation show -r`. */
+export function parseDerivationDump(input: string | object, storeDirHint?: string): DerivationGraph {
+  const doc: any = typeof input === "string" ? JSON.parse(input) : input;
+  if (!doc || typeof doc !== "object") throw new Error("derivation JSON is not an object");
+  let map: Record<string, any> = doc;
+  let format = 2;
+  if (doc.derivations && typeof doc.derivations === "object" && typeof doc.version === "number") {
+    map = doc.derivations;
+    format = doc.version;
+  }
+  const keys = Object.keys(map);
+  const basenames = keys.length > 0 && !keys[0].startsWith("/");
+  if (basenames && format < 3) format = 3;
+  const storeDir = storeDirHint ?? (basenames ? guessStoreDir(map) : keys.length ? keys[0].slice(0, keys[0].lastIndexOf("/")) : "/nix/store");
+  const drvs = new Map<string, Derivation>();
+  for (const key of keys) {
+    const d = map[key];
+    const drvPath = abs(storeDir, key);
+    const name: string = d.name ?? d.env?.name ?? key.slice(key.lastIndexOf("/") + 1).replace(/^[0-9a-z]{32}-/, "").replace(/\.drv$/, "");
+    const srcsRaw: string[] = d.inputs?.srcs ?? d.inputSrcs ?? [];
+    const drvsRaw: Record<string, any> = d.inputs?.drvs ?? d.inputDrvs ?? {};
+    const inputDrvs: Record<string, string[]> = {};
+    for (const [p, o] of Object.entries(drvsRaw)) inputDrvs[abs(storeDir, p)] = outputsOf(o);
+    const outputs: Record<string, DrvOutput> = {};
+    for (const [outName, o] of Object.entries<any>(d.outputs ?? {})) outputs[outName] = parseOutput(storeDir, name, outName, o);
+    drvs.set(drvPath, {
+      drvPath,
+      name,
+      outputs,
+      inputDrvs,
+      inputSrcs: srcsRaw.map((p) => abs(storeDir, p)),
+      builder: d.builder ?? "",
+      env: d.env ?? {},
+    });
+  }
+  return { storeDir, format, drvs };
+}
+
+export function isFixedOutput(d: Derivation): boolean {
+  return Object.values(d.outputs).some((o) => o.fixed !== undefined);
+}
+
+/** URLs a fetcher declares (nixpkgs fetchurl: `urls`; builtin:fetchurl: `url`). */
+export function urlsOf(d: Derivation): string[] {
+  const raw = d.env.urls ?? d.env.url ?? "";
+  return raw.split(/\s+/).filter(Boolean);
+}
+
+export interface SourceSet {
+  root: string;
+  /** BFS parent pointers over inputDrvs, root has none. */
+  parent: Map<string, string>;
+  fods: Derivation[];
+  /** Evaluation-time paths: inputSrcs not produced by any derivation in the graph -> first drv (BFS) needing it. */
+  evalPaths: Map<string, string>;
+}
+
+/** The single derivation no other derivation in the dump depends on. */
+export function findRoot(g: DerivationGraph): string {
+  const referenced = new Set<string>();
+  for (const d of g.drvs.values()) for (const p of Object.keys(d.inputDrvs)) referenced.add(p);
+  const roots = [...g.drvs.keys()].filter((p) => !referenced.has(p));
+  if (roots.length !== 1) throw new Error(`expected one target derivation in the dump, found ${roots.length}${roots.length ? `: ${roots.slice(0, 3).join(", ")}` : ""}`);
+  return roots[0];
+}
+
+/** Walks the graph from `root` breadth-first: fixed-output derivations, eval-time paths, and why-chains. */
+export function collectSources(g: DerivationGraph, root = findRoot(g)): SourceSet {
+  if (!g.drvs.has(root)) throw new Error(`derivation ${root} is not in the dump`);
+  const produced = new Set<string>();
+  for (const d of g.drvs.values()) for (const o of Object.values(d.outputs)) if (o.path) produced.add(o.path);
+  const parent = new Map<string, string>();
+  const seen = new Set<string>([root]);
+  const queue: string[] = [root];
+  const fods: Derivation[] = [];
+  const evalPaths = new Map<string, string>();
+  for (let i = 0; i < queue.length; i++) {
+    const p = queue[i];
+    const d = g.drvs.get(p);
+    if (!d) throw new Error(`derivation ${p} (input of ${parent.get(p)}) is missing from the dump`);
+    if (isFixedOutput(d)) fods.push(d);
+    for (const s of d.inputSrcs) if (!produced.has(s) && !evalPaths.has(s)) evalPaths.set(s, p);
+    for (const dep of Object.keys(d.inputDrvs)) {
+      if (!seen.has(dep)) {
+        seen.add(dep);
+        parent.set(dep, p);
+        queue.push(dep);
+      }
+    }
+  }
+  return { root, parent, fods, evalPaths };
+}
+
+/** Derivation chain from the root to `drv`, root first. */
+export function chainTo(s: SourceSet, drv: string): string[] {
+  const chain = [drv];
+  for (let p = s.parent.get(drv); p !== undefined; p = s.parent.get(p)) chain.push(p);
+  return chain.reverse();
+}
+
+// ---- running Nix ----
+
+export interface Target {
+  file?: string;
+  attribute?: string;
+  flake?: string;
+}
+
+let nixVersionCache: number[] | undefined;
+
+/** Nix's version as numbers, e.g. [2, 8, 0]. */
+export async function nixVersion(): Promise<number[]> {
+  if (!nixVersionCache) {
+    const r = await run("nix", ["--version"], { streamStderr: false });
+    const m = /(\d+)\.(\d+)(?:\.(\d+))?/.exec(r.stdout);
+    if (!m) throw new InputError(`cannot read the Nix version from 'nix --version': ${r.stdout.trim()}`);
+    nixVersionCache = [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
+  }
+  return nixVersionCache;
+}
+
+function atLeast(v: number[], major: number, minor: number): boolean {
+  return v[0] > major || (v[0] === major && v[1] >= minor);
+}
+
+export function describeTarget(t: Target): string {
+  return t.flake ? `flake ${t.flake}` : `attribute '${t.attribute}' of ${t.file}`;
+}
+
+/** Checks the target options: exactly one of --file+--attribute or --flake, and the file exists. */
+export function validateTarget(t: Target): void {
+  if (t.flake) {
+    if (t.file || t.attribute) throw new InputError("give either --flake or --file with --attribute, not both");
+    return;
+  }
+  if (!t.file) throw new InputError("missing --file (or --flake)");
+  if (t.attribute === undefined || t.attribute === "") throw new InputError(`missing --attribute for ${t.file}`);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(t.file);
+  } catch {
+    throw new InputError(`Nix file not found: ${t.file}`);
+  }
+  if (st.isDirectory() && !fs.existsSync(path.join(t.file, "default.nix"))) throw new InputError(`${t.file} is a directory without default.nix`);
+}
+
+/**
+ * ONE recursive derivation dump of the target: evaluation (which instantiates the .drv files and adds
+ * local sources to the store) and the dump happen in a single Nix process.
+ */
+export async function dumpDerivations(t: Target, label = "nix"): Promise<{ graph: DerivationGraph; raw: string; nixVersion: string }> {
+  validateTarget(t);
+  const v = await nixVersion();
+  const show = atLeast(v, 2, 15) ? ["derivation", "show"] : ["show-derivation"];
+  const features = t.flake ? "nix-command flakes" : "nix-command";
+  const args = ["--extra-experimental-features", features, ...show, "--recursive"];
+  if (t.flake) args.push(t.flake);
+  else args.push("--file", path.resolve(t.file!), t.attribute!);
+  const r = await run("nix", args, { allowFailure: true, streamStderr: false, label });
+  if (r.code !== 0) {
+    const errLines = r.stderr.split("\n").filter((l) => l.trim());
+    const first = errLines.find((l) => /error:/.test(l)) ?? errLines[errLines.length - 1] ?? `exit ${r.code}`;
+    const missingAttr = /attribute '([^']+)' in selection path '[^']*' not found|flake '[^']*' does not provide attribute '([^']+)'/.exec(r.stderr);
+    if (missingAttr) throw new InputError(`unknown attribute '${missingAttr[1] ?? missingAttr[2]}' in ${t.flake ?? t.file}`);
+    throw new InputError(`cannot evaluate ${describeTarget(t)}: ${first.replace(/^\s*error:\s*/, "").trim()}`);
+  }
+  let graph: DerivationGraph;
+  try {
+    graph = parseDerivationDump(r.stdout);
+  } catch (e: any) {
+    throw new Error(`cannot parse the derivation dump of ${describeTarget(t)} (Nix ${v.join(".")}): ${e.message}`);
+  }
+  if (graph.drvs.size === 0) throw new InputError(`${describeTarget(t)} evaluates to no derivation`);
+  return { graph, raw: r.stdout, nixVersion: v.join(".") };
+}

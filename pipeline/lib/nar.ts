@@ -1,0 +1,263 @@
+// Streaming parsers for Nix archives (NAR) and `nix-store --export` streams. Constant memory: file
+// contents are passed on in chunks (to hashers), never collected, so multi-GiB closures are fine.
+//
+// Wire format: integers are u64 little-endian; a string is its u64 length, the bytes, zero padding to 8.
+// NAR: "nix-archive-1" then a node: "(" "type" ("regular" ["executable" ""] "contents" <bytes>
+//      | "symlink" "target" <str> | "directory" ("entry" "(" "name" <str> "node" <node> ")")*) ")".
+// Export: for each path: u64 1, NAR, u64 0x4558494e ("NIXE"), path, u64 n + n reference paths,
+//      deriver (or ""), u64 0 (1 = a legacy signature string follows); then u64 0.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+
+export class NarFormatError extends Error {}
+
+const EXPORT_MAGIC = 0x4558494e;
+
+/** Pull reader over an async byte source with absolute offsets and taps that see every consumed byte. */
+export class ByteReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private pos = 0;
+  /** Absolute offset of the next unread byte. */
+  offset = 0;
+  /** Called with every consumed slice (used to hash a NAR as it is parsed). */
+  taps: ((b: Buffer) => void)[] = [];
+  private it: AsyncIterator<Buffer>;
+  private done = false;
+
+  constructor(source: AsyncIterable<Buffer | string> | Buffer) {
+    const iterable: AsyncIterable<Buffer | string> = Buffer.isBuffer(source)
+      ? (async function* () {
+          yield source;
+        })()
+      : source;
+    const inner = iterable[Symbol.asyncIterator]();
+    this.it = {
+      next: async () => {
+        const r = await inner.next();
+        return r.done ? r : { done: false, value: typeof r.value === "string" ? Buffer.from(r.value) : r.value };
+      },
+    };
+  }
+
+  private async fill(n: number): Promise<boolean> {
+    while (this.buf.length - this.pos < n) {
+      if (this.done) return false;
+      const r = await this.it.next();
+      if (r.done) {
+        this.done = true;
+        return this.buf.length - this.pos >= n;
+      }
+      this.buf = this.pos < this.buf.length ? Buffer.concat([this.buf.subarray(this.pos), r.value]) : r.value;
+      this.pos = 0;
+    }
+    return true;
+  }
+
+  private consume(n: number): Buffer {
+    const b = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    this.offset += n;
+    for (const t of this.taps) t(b);
+    return b;
+  }
+
+  async atEnd(): Promise<boolean> {
+    return !(await this.fill(1));
+  }
+
+  async read(n: number): Promise<Buffer> {
+    if (!(await this.fill(n))) throw new NarFormatError(`truncated stream at byte ${this.offset} (wanted ${n} more bytes)`);
+    return this.consume(n);
+  }
+
+  async readU64(): Promise<number> {
+    const b = await this.read(8);
+    const v = b.readBigUInt64LE(0);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new NarFormatError(`integer too large at byte ${this.offset - 8}`);
+    return Number(v);
+  }
+
+  private async skipPadding(len: number): Promise<void> {
+    const pad = (8 - (len % 8)) % 8;
+    if (pad) {
+      const p = await this.read(pad);
+      if (p.some((x) => x !== 0)) throw new NarFormatError(`non-zero padding at byte ${this.offset - pad}`);
+    }
+  }
+
+  async readBytes(max = 1 << 20): Promise<Buffer> {
+    const len = await this.readU64();
+    if (len > max) throw new NarFormatError(`string of ${len} bytes at byte ${this.offset - 8} exceeds ${max}`);
+    const b = Buffer.from(await this.read(len));
+    await this.skipPadding(len);
+    return b;
+  }
+
+  async readString(max?: number): Promise<string> {
+    return (await this.readBytes(max)).toString("utf8");
+  }
+
+  async expect(token: string): Promise<void> {
+    const at = this.offset;
+    const s = await this.readString(256);
+    if (s !== token) throw new NarFormatError(`expected '${token}' at byte ${at}, found '${s.slice(0, 40)}'`);
+  }
+
+  /** Streams `len` bytes to `sink` in chunks, then skips the padding. Returns the offset of the first byte. */
+  async readStreamed(len: number, sink: (chunk: Buffer) => void): Promise<number> {
+    const start = this.offset;
+    let left = len;
+    while (left > 0) {
+      if (!(await this.fill(1))) throw new NarFormatError(`truncated file contents at byte ${this.offset}`);
+      const n = Math.min(left, this.buf.length - this.pos);
+      sink(this.consume(n));
+      left -= n;
+    }
+    await this.skipPadding(len);
+    return start;
+  }
+}
+
+export type NarEntry =
+  | { type: "regular"; path: string; executable: boolean; size: number; contentsOffset: number }
+  | { type: "symlink"; path: string; target: string }
+  | { type: "directory"; path: string };
+
+export interface NarVisitor {
+  /** Called before a regular file's contents; the returned sink (if any) receives the contents. */
+  file?(entry: { path: string; executable: boolean; size: number; contentsOffset: number }): ((chunk: Buffer) => void) | void;
+  entry?(entry: NarEntry): void;
+}
+
+const MAX_DEPTH = 512;
+
+/** Parses one NAR from the reader. Paths are relative ("" is the root). */
+export async function parseNar(r: ByteReader, visitor: NarVisitor = {}): Promise<void> {
+  await r.expect("nix-archive-1");
+  await parseNode(r, "", visitor, 0);
+}
+
+async function parseNode(r: ByteReader, path: string, v: NarVisitor, depth: number): Promise<void> {
+  if (depth > MAX_DEPTH) throw new NarFormatError(`NAR nested deeper than ${MAX_DEPTH} at ${path}`);
+  await r.expect("(");
+  await r.expect("type");
+  const type = await r.readString(16);
+  if (type === "regular") {
+    let tag = await r.readString(16);
+    let executable = false;
+    if (tag === "executable") {
+      executable = true;
+      await r.expect("");
+      tag = await r.readString(16);
+    }
+    if (tag !== "contents") throw new NarFormatError(`expected 'contents' for ${path || "/"} at byte ${r.offset}`);
+    const size = await r.readU64();
+    const contentsOffset = r.offset;
+    const sink = v.file?.({ path, executable, size, contentsOffset }) || undefined;
+    v.entry?.({ type: "regular", path, executable, size, contentsOffset });
+    await r.readStreamed(size, sink ?? (() => undefined));
+    await r.expect(")");
+  } else if (type === "symlink") {
+    await r.expect("target");
+    const target = await r.readString(4096);
+    v.entry?.({ type: "symlink", path, target });
+    await r.expect(")");
+  } else if (type === "directory") {
+    v.entry?.({ type: "directory", path });
+    let prev: string | undefined;
+    for (;;) {
+      const tag = await r.readString(16);
+      if (tag === ")") break;
+      if (tag !== "entry") throw new NarFormatError(`expected 'entry' or ')' in ${path || "/"} at byte ${r.offset}`);
+      await r.expect("(");
+      await r.expect("name");
+      const name = await r.readString(255);
+      if (!name || name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
+        throw new NarFormatError(`invalid file name '${name}' in ${path || "/"}`);
+      }
+      if (prev !== undefined && !(name > prev)) throw new NarFormatError(`directory ${path || "/"} entries not sorted/unique at '${name}'`);
+      prev = name;
+      await r.expect("node");
+      await parseNode(r, path ? `${path}/${name}` : name, v, depth + 1);
+      await r.expect(")");
+    }
+  } else {
+    throw new NarFormatError(`unknown node type '${type}' at ${path || "/"}`);
+  }
+}
+
+export interface ExportedPath {
+  path: string;
+  references: string[];
+  deriver: string;
+  /** Stream offset of this path's NAR and its length (the NAR size). */
+  narStart: number;
+  narSize: number;
+  /** Hash of the NAR serialisation, per requested algorithm (lowercase hex). */
+  narHashes: Record<string, string>;
+  /** When the NAR is a single regular file: hash of its contents (flat/text mode), per algorithm. */
+  flatHashes?: Record<string, string>;
+  /** Every entry of the NAR, in order (only when `entries` was requested). */
+  entries?: NarEntry[];
+}
+
+export interface ExportOptions {
+  /** Hash algorithms to compute over each NAR and each single-file content; default ["sha256"]. */
+  algos?: string[];
+  /** Keep each NAR's entry list (offsets of file contents), e.g. to locate bytes in tests. */
+  entries?: boolean;
+  /** Called as each path is complete. */
+  onPath?(p: ExportedPath): void | Promise<void>;
+}
+
+/** Parses a `nix-store --export` stream, hashing as it goes; returns the paths in stream order. */
+export async function parseExport(r: ByteReader, opts: ExportOptions = {}): Promise<ExportedPath[]> {
+  const algos = [...new Set(opts.algos ?? ["sha256"])];
+  const out: ExportedPath[] = [];
+  for (;;) {
+    const more = await r.readU64();
+    if (more === 0) break;
+    if (more !== 1) throw new NarFormatError(`bad export stream marker ${more} at byte ${r.offset - 8}`);
+    const narStart = r.offset;
+    const narHashers = algos.map((a) => crypto.createHash(a));
+    const tap = (b: Buffer) => narHashers.forEach((h) => h.update(b));
+    r.taps.push(tap);
+    let flatHashers: crypto.Hash[] | undefined;
+    const entries: NarEntry[] = [];
+    try {
+      await parseNar(r, {
+        file(e) {
+          if (e.path !== "") return undefined;
+          const hs = algos.map((a) => crypto.createHash(a));
+          flatHashers = hs;
+          return (chunk) => hs.forEach((h) => h.update(chunk));
+        },
+        entry: opts.entries ? (e) => entries.push(e) : undefined,
+      });
+    } finally {
+      r.taps.splice(r.taps.indexOf(tap), 1);
+    }
+    const narSize = r.offset - narStart;
+    const magic = await r.readU64();
+    if (magic !== EXPORT_MAGIC) throw new NarFormatError(`bad export magic at byte ${r.offset - 8}`);
+    const path = await r.readString(4096);
+    const n = await r.readU64();
+    if (n > 1_000_000) throw new NarFormatError(`implausible reference count ${n} for ${path}`);
+    const references: string[] = [];
+    for (let i = 0; i < n; i++) references.push(await r.readString(4096));
+    const deriver = await r.readString(4096);
+    if ((await r.readU64()) === 1) await r.readString(1 << 16);
+    const digest = (hs: crypto.Hash[]) => Object.fromEntries(hs.map((h, i) => [algos[i], h.digest("hex")]));
+    const p: ExportedPath = { path, references, deriver, narStart, narSize, narHashes: digest(narHashers) };
+    if (flatHashers) p.flatHashes = digest(flatHashers);
+    if (opts.entries) p.entries = entries;
+    out.push(p);
+    await opts.onPath?.(p);
+  }
+  if (!(await r.atEnd())) throw new NarFormatError(`trailing data after the export stream at byte ${r.offset}`);
+  return out;
+}
+
+export function fileReader(file: string): ByteReader {
+  return new ByteReader(fs.createReadStream(file, { highWaterMark: 1 << 20 }));
+}

@@ -1,0 +1,235 @@
+// `supply-chain closure`: the source-only closure of a target — every evaluation-time path and every
+// fixed-output derivation in its derivation graph — exported for an offline rebuild, with a manifest
+// and a report of the biggest sources and why each is needed.
+//
+// Speed: ONE `nix show-derivation -r` (evaluation and dump in one Nix process), graph work in memory,
+// ONE `nix-store -q --size` for all sizes. No per-source processes.
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { expectedSources } from "../lib/closure-check";
+import { chainTo, collectSources, Derivation, DerivationGraph, dumpDerivations, SourceSet, Target, urlsOf, describeTarget } from "../lib/derivation";
+import { produceAtomic, sha256File, writeFileAtomic, writeJsonAtomic } from "../lib/fsx";
+import { missingTool, run } from "../lib/proc";
+import { InputError, log, StepDefinition } from "../lib/step";
+import { nix32Encode } from "../lib/storepath";
+
+export interface ClosureResult {
+  closureFile: string | null;
+  closureSha256: string | null;
+  /** Number of fixed-output sources. */
+  sources: number;
+  /** Number of evaluation-time paths. */
+  evalPaths: number;
+  /** Total NAR size of all exported paths (null entries, i.e. unrealised ones, count as 0). */
+  bytes: number;
+  manifest: string;
+  report: string;
+}
+
+export interface ManifestSource {
+  drv: string;
+  name: string;
+  path: string;
+  urls: string[];
+  hash: { mode: string; algo: string; value: string; nix32: string };
+  /** NAR size in bytes; null when the path is not valid in this store (only with --no-export). */
+  size: number | null;
+  /** Derivations from the target down to this source's derivation, then the source path. */
+  chain: string[];
+}
+
+export interface ManifestEvalPath {
+  path: string;
+  /** First derivation (breadth-first from the target) whose inputSrcs list this path. */
+  neededBy: string;
+  size: number | null;
+  chain: string[];
+}
+
+export interface Manifest {
+  version: 1;
+  target: { file?: string; attribute?: string; flake?: string; drvPath: string };
+  nixVersion: string;
+  derivations: number;
+  sources: ManifestSource[];
+  evalPaths: ManifestEvalPath[];
+  bytes: number;
+}
+
+const STEP = "closure";
+
+/** NAR sizes in one Nix call; paths that are not valid get null. */
+async function narSizes(paths: string[]): Promise<Map<string, number | null>> {
+  const sizes = new Map<string, number | null>();
+  if (paths.length === 0) return sizes;
+  let valid = paths;
+  let r = await run("nix-store", ["--query", "--size", ...valid], { allowFailure: true, streamStderr: false });
+  if (r.code !== 0) {
+    const check = await run("nix-store", ["--check-validity", "--print-invalid", ...paths], { allowFailure: true, streamStderr: false });
+    const invalid = new Set(check.stdout.split("\n").filter(Boolean));
+    valid = paths.filter((p) => !invalid.has(p));
+    r = valid.length ? await run("nix-store", ["--query", "--size", ...valid], { streamStderr: false }) : { code: 0, stdout: "", stderr: "" };
+  }
+  const lines = r.stdout.split("\n").filter(Boolean);
+  valid.forEach((p, i) => sizes.set(p, Number(lines[i])));
+  for (const p of paths) if (!sizes.has(p)) sizes.set(p, null);
+  return sizes;
+}
+
+export function buildManifest(t: Target, graph: DerivationGraph, s: SourceSet, sizes: Map<string, number | null>, nixVersion: string): Manifest {
+  const fodSources: ManifestSource[] = [];
+  for (const d of s.fods) {
+    const chain = chainTo(s, d.drvPath);
+    for (const o of Object.values(d.outputs)) {
+      if (!o.fixed || !o.path) continue;
+      fodSources.push({
+        drv: d.drvPath,
+        name: d.name,
+        path: o.path,
+        urls: urlsOf(d),
+        hash: { mode: o.fixed.mode, algo: o.fixed.algo, value: o.fixed.hex, nix32: `${o.fixed.algo}:${nix32Encode(Buffer.from(o.fixed.hex, "hex"))}` },
+        size: sizes.get(o.path) ?? null,
+        chain: [...chain, o.path],
+      });
+    }
+  }
+  const fodPaths = new Set(fodSources.map((f) => f.path));
+  const evalPaths: ManifestEvalPath[] = [];
+  for (const [p, drv] of s.evalPaths) {
+    if (fodPaths.has(p)) continue;
+    evalPaths.push({ path: p, neededBy: drv, size: sizes.get(p) ?? null, chain: [...chainTo(s, drv), p] });
+  }
+  fodSources.sort((a, b) => a.path.localeCompare(b.path));
+  evalPaths.sort((a, b) => a.path.localeCompare(b.path));
+  const bytes = [...fodSources, ...evalPaths].reduce((n, x) => n + (x.size ?? 0), 0);
+  return {
+    version: 1,
+    target: { file: t.file ? path.resolve(t.file) : undefined, attribute: t.attribute, flake: t.flake, drvPath: s.root },
+    nixVersion,
+    derivations: graph.drvs.size,
+    sources: fodSources,
+    evalPaths,
+    bytes,
+  };
+}
+
+function human(n: number | null): string {
+  if (n === null) return "not realised";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u ? v.toFixed(1) : v} ${units[u]}`;
+}
+
+function shortName(p: string): string {
+  return path.basename(p).replace(/^[0-9a-z]{32}-/, "");
+}
+
+export function renderReport(m: Manifest, top: number): string {
+  const all = [
+    ...m.sources.map((x) => ({ kind: "fixed-output", path: x.path, size: x.size, chain: x.chain, urls: x.urls })),
+    ...m.evalPaths.map((x) => ({ kind: "eval-time", path: x.path, size: x.size, chain: x.chain, urls: [] as string[] })),
+  ].sort((a, b) => (b.size ?? -1) - (a.size ?? -1) || a.path.localeCompare(b.path));
+  const target = m.target.flake ?? `${m.target.file} -A ${m.target.attribute}`;
+  const lines = [
+    `# Source closure of ${target}`,
+    "",
+    `Target derivation: \`${m.target.drvPath}\` (${m.derivations} derivations in its graph).`,
+    `${m.sources.length} fixed-output sources and ${m.evalPaths.length} evaluation-time paths, ${human(m.bytes)} in total (NAR size).`,
+    "",
+    `## The ${Math.min(top, all.length)} biggest sources and why each is needed`,
+    "",
+    "| # | source | kind | size | needed because (target → … → source) |",
+    "|---|--------|------|------|--------------------------------------|",
+  ];
+  all.slice(0, top).forEach((x, i) => {
+    const why = x.chain.map(shortName).join(" → ");
+    lines.push(`| ${i + 1} | \`${x.path}\`${x.urls.length ? `<br>${x.urls.join(" ")}` : ""} | ${x.kind} | ${human(x.size)} | ${why} |`);
+  });
+  lines.push("", "Full list with hashes and chains: `manifest.json`.", "");
+  return lines.join("\n");
+}
+
+/** `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs). */
+function exportTo(tmp: string, paths: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fd = fs.openSync(tmp, "w");
+    const child = spawn("nix-store", ["--export", ...paths], { stdio: ["ignore", fd, "pipe"] });
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => {
+      err += d.toString();
+      process.stderr.write(d);
+    });
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      fs.closeSync(fd);
+      reject(e.code === "ENOENT" ? missingTool("nix-store") : e);
+    });
+    child.on("close", (code) => {
+      fs.closeSync(fd);
+      if (code === 0) resolve();
+      else reject(new Error(`nix-store --export failed (exit ${code}): ${err.trim().split("\n").slice(-3).join(" ")}`));
+    });
+  });
+}
+
+export const step: StepDefinition<ClosureResult> = {
+  name: "closure",
+  summary: "export every source (eval-time paths + fixed-output derivations) a target needs, with manifest and report",
+  options: {
+    file: { type: "string", description: "Nix file to evaluate (with --attribute)" },
+    attribute: { type: "string", description: "attribute of --file to collect the sources of" },
+    flake: { type: "string", description: "flake reference (e.g. path:/src#pkg) instead of --file/--attribute" },
+    out: { type: "string", description: "directory for source-export.closure, manifest.json, report.md", required: true },
+    "no-export": { type: "boolean", description: "analysis only: no realisation, no closure file (sizes of unrealised sources are null)", default: false },
+    top: { type: "string", description: "how many of the biggest sources the report explains", default: "10" },
+  },
+  async run({ values }) {
+    const t: Target = { file: values.file, attribute: values.attribute, flake: values.flake };
+    const top = Number(values.top);
+    if (!Number.isInteger(top) || top < 0) throw new InputError(`--top must be a non-negative integer, got '${values.top}'`);
+    const outDir = path.resolve(values.out);
+    if (fs.existsSync(outDir) && !fs.statSync(outDir).isDirectory()) throw new InputError(`--out ${outDir} exists and is not a directory`);
+    const noExport = values["no-export"] === true;
+
+    log(STEP, `evaluating ${describeTarget(t)} and dumping its derivation graph`);
+    const { graph, nixVersion } = await dumpDerivations(t, STEP);
+    const s = collectSources(graph);
+    const want = expectedSources(graph, s);
+    log(STEP, `${graph.drvs.size} derivations: ${s.fods.length} fixed-output, ${s.evalPaths.size} evaluation-time paths`);
+
+    if (!noExport && s.fods.length) {
+      log(STEP, `realising ${s.fods.length} fixed-output derivation(s)`);
+      await run("nix-store", ["--realise", ...s.fods.map((d: Derivation) => d.drvPath)], { label: "nix-store -r", streamStderr: true });
+    }
+    const paths = [...want.keys()].sort();
+    const sizes = await narSizes(paths);
+    const manifest = buildManifest(t, graph, s, sizes, nixVersion);
+
+    fs.mkdirSync(outDir, { recursive: true });
+    const closureFile = path.join(outDir, "source-export.closure");
+    let closureSha256: string | null = null;
+    if (!noExport) {
+      log(STEP, `exporting ${paths.length} path(s) (${human(manifest.bytes)}) to ${closureFile}`);
+      await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths));
+      closureSha256 = await sha256File(closureFile);
+    }
+    const manifestFile = path.join(outDir, "manifest.json");
+    const reportFile = path.join(outDir, "report.md");
+    writeJsonAtomic(manifestFile, manifest);
+    writeFileAtomic(reportFile, renderReport(manifest, top));
+    return {
+      closureFile: noExport ? null : closureFile,
+      closureSha256,
+      sources: manifest.sources.length,
+      evalPaths: manifest.evalPaths.length,
+      bytes: manifest.bytes,
+      manifest: manifestFile,
+      report: reportFile,
+    };
+  },
+};
