@@ -1,0 +1,138 @@
+// Runs a shell script with NO network and an EMPTY /nix, by bubblewrap or by a Docker container.
+// Both backends see the same things: the host paths in `readOnly` (closure, reviewed Nix files) at
+// the same paths read-only, `workDir` read-write, nothing else of ours. Output goes to `logFile`.
+import * as fs from "node:fs";
+import * as crypto from "node:crypto";
+import { spawn } from "node:child_process";
+import { InputError } from "./step";
+import { requireTools, run } from "./proc";
+
+export type Backend = "bwrap" | "docker";
+
+export interface IsolatedRun {
+  backend: Backend;
+  /** Docker image (required for docker): its nix must live outside /nix, so /nix starts empty. */
+  image?: string;
+  /** Host paths visible read-only at the same path. */
+  readOnly: string[];
+  /** Host directory visible read-write at the same path (the only writable host path). */
+  workDir: string;
+  /** Shell script (POSIX sh, busybox-compatible) and its arguments. */
+  script: string;
+  args: string[];
+  env: Record<string, string>;
+  logFile: string;
+  /** Labels a docker container so a re-run can remove one a killed run left behind. */
+  owner: string;
+  /** Copy log lines to our stderr with this prefix. */
+  label?: string;
+}
+
+export interface IsolatedResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export async function checkBackend(backend: string, image?: string): Promise<void> {
+  if (backend === "bwrap") return requireTools("bwrap");
+  if (backend === "docker") {
+    await requireTools("docker");
+    if (!image) throw new InputError("--isolation docker needs --image (build one with pipeline/rebuilder-image/build.sh)");
+    const info = await run("docker", ["info", "--format", "{{.ServerVersion}}"], { allowFailure: true, streamStderr: false });
+    if (info.code !== 0) {
+      throw new InputError(`cannot reach the Docker engine${process.env.DOCKER_HOST ? ` at ${process.env.DOCKER_HOST}` : ""}: start it with scripts/dockerd.sh (${info.stderr.trim().split("\n").pop()})`);
+    }
+    const img = await run("docker", ["image", "inspect", "--format", "{{.Id}}", image], { allowFailure: true, streamStderr: false });
+    if (img.code !== 0) throw new InputError(`Docker image ${image} is not present locally (no registry is used: build it with pipeline/rebuilder-image/build.sh, or docker load it)`);
+    return;
+  }
+  throw new InputError(`unknown --isolation '${backend}' (expected bwrap or docker)`);
+}
+
+/**
+ * bwrap: the host root read-only, tmpfs over /nix and /tmp, a fresh network namespace (loopback
+ * only) and pid namespace. Nix's own sandbox then runs inside (same build environment as the
+ * original build). It clones a user namespace and mounts a fresh /proc, which the kernel allows only
+ * if a fully visible proc is mounted; bwrap's --proc adds read-only submounts that forbid that, so
+ * the script mounts its own /proc first.
+ */
+export function bwrapArgs(r: IsolatedRun): string[] {
+  const a = ["--ro-bind", "/", "/", "--tmpfs", "/nix", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var/tmp", "--dev", "/dev"];
+  for (const p of r.readOnly) a.push("--ro-bind", p, p);
+  a.push("--bind", r.workDir, r.workDir);
+  a.push("--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session", "--clearenv");
+  for (const [k, v] of Object.entries(r.env)) a.push("--setenv", k, v);
+  a.push("--", "/bin/sh", "-c", 'mount -t proc proc /proc && exec /bin/sh "$@"', "sh", r.script, ...r.args);
+  return a;
+}
+
+export function containerName(owner: string): string {
+  return `sc-rebuild-${crypto.createHash("sha256").update(owner).digest("hex").slice(0, 16)}`;
+}
+
+/** docker: --network=none; only the read-only inputs and the work dir are mounted. */
+export function dockerArgs(r: IsolatedRun): string[] {
+  const a = ["run", "--rm", "--name", containerName(r.owner), "--label", "supply-chain.rebuild=1", "--network=none"];
+  for (const p of r.readOnly) a.push("--mount", `type=bind,source=${p},target=${p},readonly`);
+  a.push("--mount", `type=bind,source=${r.workDir},target=${r.workDir}`);
+  for (const [k, v] of Object.entries(r.env)) a.push("-e", `${k}=${v}`);
+  a.push("--entrypoint", "/bin/sh", r.image!, r.script, ...r.args);
+  return a;
+}
+
+/** Removes a container a killed earlier run with the same owner left behind. */
+async function removeStale(owner: string): Promise<void> {
+  await run("docker", ["rm", "-f", containerName(owner)], { allowFailure: true, streamStderr: false });
+}
+
+export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
+  let cmd: string;
+  let args: string[];
+  if (r.backend === "bwrap") {
+    cmd = "bwrap";
+    args = bwrapArgs(r);
+  } else {
+    if (!r.image) throw new InputError("docker isolation needs an image");
+    await removeStale(r.owner);
+    cmd = "docker";
+    args = dockerArgs(r);
+  }
+  const log = fs.openSync(r.logFile, "a");
+  fs.writeSync(log, `# ${cmd} ${args.map((x) => (/[\s'"]/.test(x) ? JSON.stringify(x) : x)).join(" ")}\n`);
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  // A killed `docker run` client leaves its container running: stop it with us.
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (r.backend === "docker") spawn("docker", ["rm", "-f", containerName(r.owner)], { stdio: "ignore" }).on("close", () => process.kill(process.pid, sig));
+    else {
+      child.kill("SIGKILL");
+      process.kill(process.pid, sig);
+    }
+  };
+  const sigs: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  const handlers = sigs.map((s) => {
+    const h = () => {
+      for (const [i, x] of sigs.entries()) process.removeListener(x, handlers[i]);
+      onSignal(s);
+    };
+    process.on(s, h);
+    return h;
+  });
+  const copy = (d: Buffer) => {
+    fs.writeSync(log, d);
+    if (r.label) {
+      const text = d.toString().replace(/\n$/, "").split("\n").map((l) => `  ${r.label}| ${l}\n`).join("");
+      process.stderr.write(text);
+    }
+  };
+  child.stdout!.on("data", copy);
+  child.stderr!.on("data", copy);
+  try {
+    return await new Promise<IsolatedResult>((resolve, reject) => {
+      child.on("error", (e: NodeJS.ErrnoException) => reject(e.code === "ENOENT" ? new InputError(`missing tool '${cmd}'`) : e));
+      child.on("close", (code, signal) => resolve({ code, signal }));
+    });
+  } finally {
+    for (const [i, s] of sigs.entries()) process.removeListener(s, handlers[i]);
+    fs.closeSync(log);
+  }
+}

@@ -1,0 +1,182 @@
+// `supply-chain verify`: is the offline rebuild bit-for-bit the original? Path by path, the NAR hash
+// of every rebuilt non-fixed-output path against the local store's (building the original with the
+// sandbox on when it is not there); for each mismatch, the files that differ (both NARs unpacked and
+// compared; diffoscope adds a detailed report when installed). Writes <out>/verify.md with the
+// r13y-style "X of Y paths reproducible".
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
+import { run } from "../lib/proc";
+import { writeFileAtomic } from "../lib/fsx";
+import { dumpDerivations, findRoot, isFixedOutput } from "../lib/derivation";
+import { realise } from "../lib/nix";
+import { ByteReader } from "../lib/nar";
+import { diffListings, FileDifference, listNar, listNarFile, narHashOfFile } from "../lib/nar-diff";
+import { MARKER, RebuildResult } from "./rebuild";
+
+const STEP = "verify";
+
+export interface Mismatch {
+  path: string;
+  original: string;
+  rebuilt: string;
+  files: string[];
+  changes: FileDifference[];
+  diffoscope?: string;
+}
+
+export interface VerifyResult {
+  reproducible: boolean;
+  checked: number;
+  matched: number;
+  mismatched: Mismatch[];
+  report: string;
+  drvPath: string;
+  outPath: string;
+  isolation: string;
+}
+
+/** Reads the rebuild's JSON and refuses anything that is not a complete rebuild. */
+export async function loadRebuild(file: string): Promise<RebuildResult> {
+  let r: RebuildResult;
+  try {
+    r = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e: any) {
+    throw new InputError(`cannot read the rebuild result ${file}: ${e.message}`);
+  }
+  if (!r || typeof r.out !== "string" || !Array.isArray(r.paths) || typeof r.runId !== "string") {
+    throw new InputError(`${file} is not the JSON of a completed \`supply-chain rebuild\` (no out/paths/runId)`);
+  }
+  const marker = path.join(r.out, MARKER);
+  let done: RebuildResult | undefined;
+  try {
+    done = JSON.parse(fs.readFileSync(marker, "utf8"));
+  } catch {
+    done = undefined;
+  }
+  if (!done || done.runId !== r.runId) {
+    throw new InputError(`rebuild in ${r.out} is incomplete or was superseded (${marker} ${done ? `belongs to run ${done.runId}, not ${r.runId}` : "is missing"}): re-run the rebuild`);
+  }
+  for (const p of r.paths) {
+    if (!fs.existsSync(p.nar)) throw new InputError(`rebuilt NAR ${p.nar} of ${p.path} is missing: re-run the rebuild`);
+    const h = await narHashOfFile(p.nar);
+    if (h !== p.narHash) throw new InputError(`rebuilt NAR ${p.nar} has hash ${h}, the rebuild recorded ${p.narHash}: the rebuild directory was modified`);
+  }
+  return r;
+}
+
+async function localNarListing(storePath: string) {
+  const { spawn } = await import("node:child_process");
+  const child = spawn("nix-store", ["--dump", storePath], { stdio: ["ignore", "pipe", "inherit"] });
+  const listing = await listNar(new ByteReader(child.stdout as AsyncIterable<Buffer>));
+  await new Promise((resolve) => child.on("close", resolve));
+  return listing;
+}
+
+async function diffoscope(original: string, nar: string, work: string): Promise<string | undefined> {
+  const which = await run("sh", ["-c", "command -v diffoscope"], { allowFailure: true, streamStderr: false });
+  if (which.code !== 0) return undefined;
+  const unpacked = path.join(work, "rebuilt");
+  fs.rmSync(unpacked, { recursive: true, force: true });
+  await run("sh", ["-c", 'nix-store --restore "$1" < "$2"', "sh", unpacked, nar], { streamStderr: false });
+  const report = path.join(work, "diffoscope.txt");
+  await run("diffoscope", ["--text", report, "--no-progress", original, unpacked], { allowFailure: true, streamStderr: false });
+  fs.rmSync(unpacked, { recursive: true, force: true });
+  return fs.existsSync(report) ? report : undefined;
+}
+
+function markdown(r: Omit<VerifyResult, "report">, rebuilt: RebuildResult): string {
+  const lines = [
+    `# Reproducibility of ${r.outPath}`,
+    "",
+    `**${r.matched} of ${r.checked} paths reproducible** (rebuilt offline with ${rebuilt.isolation}${rebuilt.image ? ` image ${rebuilt.image}` : ""}; network inside: ${rebuilt.network.interfaces.join(", ")}).`,
+    "",
+    `Derivation: \`${r.drvPath}\``,
+    "",
+  ];
+  if (r.mismatched.length) {
+    lines.push("## Not reproducible", "");
+    for (const m of r.mismatched) {
+      lines.push(`- \`${m.path}\`: original ${m.original}, rebuild ${m.rebuilt}`);
+      for (const c of m.changes.slice(0, 50)) lines.push(`  - \`${c.file}\` (${c.change})`);
+      if (m.changes.length > 50) lines.push(`  - ... ${m.changes.length - 50} more`);
+      if (m.diffoscope) lines.push(`  - diffoscope: ${m.diffoscope}`);
+    }
+    lines.push("");
+  }
+  return lines.join("\n") + "\n";
+}
+
+export async function verify(file: string, attribute: string, rebuiltFile: string): Promise<VerifyResult> {
+  const rebuilt = await loadRebuild(rebuiltFile);
+  const { graph } = await dumpDerivations({ file, attribute }, STEP);
+  const drvPath = findRoot(graph);
+  if (drvPath !== rebuilt.drvPath) {
+    throw new InputError(`the rebuild in ${rebuilt.out} is of ${rebuilt.drvPath}, but ${attribute} of ${file} is ${drvPath}`);
+  }
+  const expected = new Set<string>();
+  for (const d of graph.drvs.values()) if (!isFixedOutput(d)) for (const o of Object.values(d.outputs)) if (o.path) expected.add(o.path);
+  const covered = new Set(rebuilt.paths.map((p) => p.path));
+  const uncovered = [...expected].filter((p) => !covered.has(p));
+  if (uncovered.length) throw new InputError(`the rebuild in ${rebuilt.out} lacks ${uncovered.length} built path(s), e.g. ${uncovered[0]}`);
+
+  // The original: build it here, sandboxed, if the local store does not have it yet.
+  const missingLocal: string[] = [];
+  for (const p of expected) {
+    const v = await run("nix-store", ["--check-validity", p], { allowFailure: true, streamStderr: false });
+    if (v.code !== 0) missingLocal.push(p);
+  }
+  if (missingLocal.length) {
+    log(STEP, `${missingLocal.length} original path(s) not in the local store: building ${drvPath} with the sandbox on`);
+    await realise(drvPath, { sandbox: true, offline: true, label: STEP });
+  }
+
+  const mismatched: Mismatch[] = [];
+  for (const p of rebuilt.paths) {
+    const local = (await run("nix-store", ["--query", "--hash", p.path], { streamStderr: false })).stdout.trim();
+    if (local === p.narHash) continue;
+    log(STEP, `${p.path} differs (original ${local}, rebuild ${p.narHash}); comparing files`);
+    const changes = diffListings(await localNarListing(p.path), await listNarFile(p.nar));
+    const m: Mismatch = { path: p.path, original: local, rebuilt: p.narHash, files: changes.map((c) => c.file), changes };
+    const work = path.join(rebuilt.out, "diffoscope", path.basename(p.path));
+    fs.mkdirSync(work, { recursive: true });
+    const d = await diffoscope(p.path, p.nar, work);
+    if (d) m.diffoscope = d;
+    mismatched.push(m);
+  }
+  const checked = rebuilt.paths.length;
+  const partial = {
+    reproducible: mismatched.length === 0,
+    checked,
+    matched: checked - mismatched.length,
+    mismatched,
+    drvPath,
+    outPath: rebuilt.outPath,
+    isolation: rebuilt.isolation,
+  };
+  const report = path.join(rebuilt.out, "verify.md");
+  writeFileAtomic(report, markdown(partial, rebuilt));
+  log(STEP, `${partial.matched} of ${checked} paths reproducible (report ${report})`);
+  return { ...partial, report };
+}
+
+export const step: StepDefinition<VerifyResult> = {
+  name: "verify",
+  summary: "Compare an offline rebuild with the original build, path by path and file by file",
+  options: {
+    file: { type: "string", description: "the reviewed Nix file", required: true },
+    attribute: { type: "string", description: "attribute that was rebuilt", required: true },
+    rebuilt: { type: "string", description: "the rebuild step's JSON (e.g. <out>/rebuild.json)", required: true },
+  },
+  async run({ values }) {
+    const r = await verify(values.file, values.attribute, values.rebuilt);
+    if (!r.reproducible) {
+      const first = r.mismatched[0];
+      throw new CheckFailed(
+        `not reproducible: ${r.mismatched.length} of ${r.checked} paths differ, e.g. ${first.path} (${first.files.slice(0, 3).join(", ") || "no file listed"})`,
+        r,
+      );
+    }
+    return r;
+  },
+};
