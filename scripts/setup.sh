@@ -47,6 +47,9 @@ else
   fi
 fi
 
+# The demo world's kernel package (a Debian .deb in /var/cache/secure-supply-chain)
+bash "$(dirname "$0")/fetch-demo-inputs.sh"
+
 # Rust toolchain for apps/db-reader
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found: install Rust with rustup (https://rustup.rs) or apt-get install cargo" >&2

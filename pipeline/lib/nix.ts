@@ -1,0 +1,151 @@
+// Small, generic helpers around the Nix CLI shared by the steps: evaluate a target to its .drv,
+// realise it, query a store path. Evaluation errors become InputErrors naming the file/attribute;
+// build failures stay CommandFailed (exit 1: the build ran and failed).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { InputError } from "./step";
+import { run } from "./proc";
+
+/** What to build: a non-flake Nix file plus attribute path, or a flake reference plus attribute. */
+export interface NixTarget {
+  file?: string;
+  flake?: string;
+  attribute: string;
+}
+
+export interface NixOptions {
+  /** Run builders in the Nix sandbox (`--option sandbox true`); default true. */
+  sandbox?: boolean;
+  /** Turn substituters off, so nothing is downloaded (`--option substituters ""`). */
+  offline?: boolean;
+  /** Extra `--option name value` pairs. */
+  options?: Record<string, string>;
+  /** Label for streamed nix stderr lines. */
+  label?: string;
+}
+
+/** Nix 2.8 ships flakes and `nix <command>` behind experimental features. */
+export const EXPERIMENTAL = ["--extra-experimental-features", "nix-command flakes"];
+
+export function nixOptionArgs(o: NixOptions = {}): string[] {
+  const args: string[] = [];
+  const opts: Record<string, string> = { ...(o.options ?? {}) };
+  if (o.sandbox !== false) opts.sandbox = "true";
+  if (o.offline) opts.substituters = "";
+  for (const [k, v] of Object.entries(opts)) args.push("--option", k, v);
+  return args;
+}
+
+export function describeTarget(t: NixTarget): string {
+  return t.flake ? `${t.flake}#${t.attribute}` : `attribute '${t.attribute}' of ${t.file}`;
+}
+
+/** Checks the target's file exists (a clear exit-2 reason before Nix's own message). */
+export function checkTarget(t: NixTarget): NixTarget {
+  if (!t.attribute) throw new InputError("missing attribute (--attribute)");
+  if (!!t.file === !!t.flake) throw new InputError("give exactly one of --file or --flake");
+  if (t.file) {
+    const file = path.resolve(t.file);
+    if (!fs.existsSync(file)) throw new InputError(`Nix file not found: ${t.file}`);
+    const entry = fs.statSync(file).isDirectory() ? path.join(file, "default.nix") : file;
+    if (!fs.existsSync(entry)) throw new InputError(`Nix file not found: ${entry}`);
+    return { ...t, file };
+  }
+  return t;
+}
+
+/** Turns a Nix evaluation error into a one-line InputError naming the file and attribute. */
+export function evalError(t: NixTarget, stderr: string): InputError {
+  const errLine = stderr.split("\n").find((l) => l.startsWith("error:"))?.replace(/^error:\s*/, "") ?? "";
+  const missing = /attribute '([^']+)' in selection path '([^']+)' not found/.exec(errLine);
+  if (missing) return new InputError(`unknown attribute '${missing[2]}' in ${t.file ?? t.flake} ('${missing[1]}' not found)`);
+  const flakeMissing = /flake '([^']+)' does not provide attribute '([^']+)'/.exec(errLine);
+  if (flakeMissing) return new InputError(`unknown attribute '${t.attribute}' in flake ${flakeMissing[1]} (tried '${flakeMissing[2]}')`);
+  if (/does not evaluate to a derivation/.test(errLine) || /expected a derivation/.test(errLine))
+    return new InputError(`${describeTarget(t)} is not a derivation`);
+  const at = /\bat (\/[^\s:]+):(\d+):(\d+)/.exec(stderr);
+  const where = at ? ` (at ${at[1]}:${at[2]}:${at[3]})` : "";
+  return new InputError(`cannot evaluate ${describeTarget(t)}: ${errLine || stderr.trim().split("\n").pop()}${where}`);
+}
+
+/** Evaluates the target to its store derivation path, without building anything. */
+export async function instantiate(t: NixTarget, o: NixOptions = {}): Promise<string> {
+  t = checkTarget(t);
+  const args = t.flake
+    ? [...EXPERIMENTAL, "eval", "--raw", `${t.flake}#${t.attribute}.drvPath`, ...nixOptionArgs({ ...o, sandbox: false })]
+    : [t.file!, "-A", t.attribute, ...nixOptionArgs({ ...o, sandbox: false })];
+  const res = await run(t.flake ? "nix" : "nix-instantiate", args, { allowFailure: true, streamStderr: false });
+  if (res.code !== 0) throw evalError(t, res.stderr);
+  const drvs = res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+  if (drvs.length !== 1 || !drvs[0].endsWith(".drv"))
+    throw new InputError(`${describeTarget(t)} must be exactly one derivation (got ${drvs.length ? drvs.join(", ") : "none"})`);
+  return drvs[0];
+}
+
+/** Builds (or fetches) a derivation; returns its output paths, `out` first. */
+export async function realise(drvPath: string, o: NixOptions = {}, extraArgs: string[] = []): Promise<string[]> {
+  const res = await run("nix-store", ["--realise", drvPath, ...nixOptionArgs(o), ...extraArgs], { label: o.label ?? "nix" });
+  return res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+/** The output paths a derivation will have (no build). */
+export async function outputsOf(drvPath: string): Promise<string[]> {
+  const res = await run("nix-store", ["--query", "--outputs", drvPath], { streamStderr: false });
+  return res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+export interface PathInfo {
+  path: string;
+  /** `sha256:<base32>` as printed by `nix-store -q --hash`. */
+  narHash: string;
+  narSize: number;
+}
+
+/** NAR hash and size of a valid store path, from the store's database. */
+export async function pathInfo(storePath: string): Promise<PathInfo> {
+  const [hash, size] = await Promise.all([
+    run("nix-store", ["--query", "--hash", storePath], { streamStderr: false }),
+    run("nix-store", ["--query", "--size", storePath], { streamStderr: false }),
+  ]);
+  return { path: storePath, narHash: hash.stdout.trim(), narSize: Number(size.stdout.trim()) };
+}
+
+/** Nix's base32 alphabet (no e, o, u, t) as used in store paths and `sha256:` hashes. */
+const NIX32 = "0123456789abcdfghijklmnpqrsvwxyz";
+
+export function nix32ToHex(s: string): string {
+  const len = Math.floor((s.length * 5) / 8);
+  const bytes = Buffer.alloc(len);
+  for (let n = 0; n < s.length; n++) {
+    const c = s[s.length - n - 1];
+    const digit = NIX32.indexOf(c);
+    if (digit < 0) throw new Error(`invalid nix base32 character '${c}'`);
+    const b = n * 5;
+    const i = b >> 3;
+    const j = b % 8;
+    bytes[i] |= (digit << j) & 0xff;
+    if (i + 1 < len) bytes[i + 1] |= digit >> (8 - j);
+  }
+  return bytes.toString("hex");
+}
+
+export function hexToNix32(hex: string): string {
+  const bytes = Buffer.from(hex, "hex");
+  const len = Math.ceil((bytes.length * 8) / 5);
+  let out = "";
+  for (let n = len - 1; n >= 0; n--) {
+    const b = n * 5;
+    const i = b >> 3;
+    const j = b % 8;
+    const c = (bytes[i] >> j) | (i + 1 < bytes.length ? bytes[i + 1] << (8 - j) : 0);
+    out += NIX32[c & 0x1f];
+  }
+  return out;
+}
+
+/** `sha256:<base32>` → hex digest. */
+export function narHashHex(narHash: string): string {
+  const [algo, value] = narHash.split(":");
+  if (algo !== "sha256" || !value) throw new Error(`unexpected hash format '${narHash}'`);
+  return value.length === 64 ? value : nix32ToHex(value);
+}

@@ -1,0 +1,84 @@
+// `supply-chain build`: evaluates a target to its derivation, builds it with the Nix sandbox on,
+// and reports what was built by content: drvPath, outPath, narHash, narSize (+ the bootable artifact).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { InputError, log, StepDefinition } from "../lib/step";
+import { sha256File } from "../lib/fsx";
+import { instantiate, narHashHex, NixTarget, pathInfo, realise } from "../lib/nix";
+
+export interface BuildResult {
+  drvPath: string;
+  outPath: string;
+  narHash: string;
+  narSize: number;
+  /** The bootable thing: an ISO file, or the kernel+initrd image directory. */
+  artifact?: string;
+  /** sha256 (hex) of the ISO file; for an image directory, of its NAR serialisation (= narHash). */
+  artifactSha256?: string;
+}
+
+export interface BuildOptions extends NixTarget {
+  sandbox?: boolean;
+  offline?: boolean;
+}
+
+/** Finds the bootable artifact in a build output, per CONTRACTS.md "Image layout". */
+export async function findArtifact(outPath: string, narHash: string): Promise<{ artifact: string; artifactSha256: string } | undefined> {
+  const st = fs.statSync(outPath);
+  if (st.isFile()) {
+    if (!outPath.endsWith(".iso")) return undefined;
+    return { artifact: outPath, artifactSha256: await sha256File(outPath) };
+  }
+  const isoDir = path.join(outPath, "iso");
+  if (fs.existsSync(isoDir) && fs.statSync(isoDir).isDirectory()) {
+    const isos = fs.readdirSync(isoDir).filter((f) => f.endsWith(".iso")).sort();
+    if (isos.length > 0) {
+      const artifact = path.join(isoDir, isos[0]);
+      return { artifact, artifactSha256: await sha256File(artifact) };
+    }
+  }
+  if (fs.existsSync(path.join(outPath, "kernel")) && fs.existsSync(path.join(outPath, "initrd"))) {
+    // A directory has no single file hash: its NAR hash covers kernel, initrd and cmdline together
+    // (recompute with `nix-hash --type sha256 DIR` or `nix-store --dump DIR | sha256sum`).
+    return { artifact: outPath, artifactSha256: narHashHex(narHash) };
+  }
+  return undefined;
+}
+
+export async function build(o: BuildOptions): Promise<BuildResult> {
+  const target: NixTarget = { file: o.file, flake: o.flake, attribute: o.attribute };
+  log("build", `evaluating ${o.flake ? `${o.flake}#${o.attribute}` : `${o.file} -A ${o.attribute}`}`);
+  const drvPath = await instantiate(target);
+  log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""})`);
+  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline });
+  const outPath = outs[0];
+  if (!outPath) throw new Error(`nix-store --realise ${drvPath} printed no output path`);
+  const info = await pathInfo(outPath);
+  const result: BuildResult = { drvPath, outPath, narHash: info.narHash, narSize: info.narSize };
+  const art = await findArtifact(outPath, info.narHash);
+  if (art) Object.assign(result, art);
+  log("build", `built ${outPath} (${info.narSize} bytes, ${info.narHash})`);
+  return result;
+}
+
+export const step: StepDefinition<BuildResult> = {
+  name: "build",
+  summary: "Build a Nix target (sandbox on) and print {drvPath, outPath, narHash, narSize[, artifact, artifactSha256]}",
+  options: {
+    file: { type: "string", description: "Nix file (non-flake) to evaluate" },
+    flake: { type: "string", description: "flake reference instead of --file (Nix 2.8: flakes are experimental; enabled per call)" },
+    attribute: { type: "string", description: "attribute path to build, e.g. image", required: true },
+    "no-sandbox": { type: "boolean", description: "build without the Nix sandbox (not recommended)" },
+    offline: { type: "boolean", description: "turn substituters off: build only from what is in the store and the sources" },
+  },
+  async run({ values }) {
+    if (!values.file && !values.flake) throw new InputError("missing --file (or --flake)");
+    return build({
+      file: values.file,
+      flake: values.flake,
+      attribute: values.attribute,
+      sandbox: !values["no-sandbox"],
+      offline: !!values.offline,
+    });
+  },
+};

@@ -1,0 +1,266 @@
+// `supply-chain demo-world <dir>`: writes the hermetic demo world (DESIGN.md): Nix expressions with
+// no nixpkgs whose only inputs are two fixed-output bootstrap sources taken from the host's Debian
+// packages (a static busybox, a kernel package), pinned in <dir>/lock.json, plus a probe spec.
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { pathToFileURL, fileURLToPath } from "node:url";
+import { InputError, log, StepDefinition } from "../lib/step";
+import { run } from "../lib/proc";
+import { produceAtomic, sha256File, writeFileAtomic, writeJsonAtomic } from "../lib/fsx";
+import { instantiate, realise } from "../lib/nix";
+
+export const TEMPLATE_DIR = path.join(__dirname, "..", "demo-world");
+export const DEFAULT_CACHE_DIR = "/var/cache/secure-supply-chain";
+const KERNEL_DEB = /^linux-image-(\d[^_]*-amd64)_([^_]+)_amd64\.deb$/;
+
+export interface DemoWorldResult {
+  file: string;
+  attribute: string;
+  nonReproducibleAttribute: string;
+  probes: string;
+  lock: string;
+  kernelVersion: string;
+}
+
+export interface LockedSource {
+  name: string;
+  url: string;
+  unpack?: boolean;
+  hash: { algo: "sha256"; mode: "flat" | "recursive"; value: string };
+  /** Where the bytes come from on the host (informational; the hash is what is pinned). */
+  origin: { debianPackage: string; version?: string; file: string };
+}
+
+export interface DemoLock {
+  lockVersion: 1;
+  kernelVersion: string;
+  sources: { busybox: LockedSource; kernel: LockedSource };
+}
+
+/** The probe spec for the demo image (CONTRACTS.md "Probe spec" and "Demo-world services"). */
+export const DEMO_PROBES = {
+  probes: [
+    { name: "writer acknowledges a line", tcp: { port: 1300, send: "hello {{token}}", expect: "OK" } },
+    { name: "reader is healthy", http: { port: 8000, path: "/healthz", status: 200 } },
+    {
+      name: "end to end, newest first",
+      sequence: [
+        { tcp: { port: 1300, send: "e2e {{token}}", expect: "OK" } },
+        { http: { port: 8000, path: "/", status: 200, firstLineContains: "e2e {{token}}" } },
+      ],
+    },
+  ],
+};
+
+/** True when the ELF file has no PT_INTERP program header (a dynamic busybox cannot run sandboxed). */
+export function isStaticElf(file: string): boolean {
+  const fd = fs.openSync(file, "r");
+  try {
+    const h = Buffer.alloc(64);
+    fs.readSync(fd, h, 0, 64, 0);
+    if (h.readUInt32BE(0) !== 0x7f454c46 || h[4] !== 2) return false; // ELF, 64-bit
+    const phoff = Number(h.readBigUInt64LE(0x20));
+    const phentsize = h.readUInt16LE(0x36);
+    const phnum = h.readUInt16LE(0x38);
+    const ph = Buffer.alloc(phentsize * phnum);
+    fs.readSync(fd, ph, 0, ph.length, phoff);
+    for (let i = 0; i < phnum; i++) if (ph.readUInt32LE(i * phentsize) === 3) return false;
+    return true;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function debVersion(pkg: string): Promise<string | undefined> {
+  const r = await run("dpkg-query", ["-W", "-f=${Version}", pkg], { allowFailure: true, streamStderr: false }).catch(() => undefined);
+  return r && r.code === 0 && r.stdout.trim() ? r.stdout.trim() : undefined;
+}
+
+function compareVersions(a: string, b: string): number {
+  return a.localeCompare(b, "en", { numeric: true });
+}
+
+/** The Debian kernel package to use: the one given, or the newest in the cache directory. */
+export function findKernelDeb(cacheDir: string, explicit?: string): { file: string; kernelVersion: string; version: string } {
+  const hint = `run scripts/fetch-demo-inputs.sh (part of scripts/setup.sh), or: apt-get download linux-image-<version>-amd64 into ${cacheDir}`;
+  if (explicit) {
+    const file = path.resolve(explicit);
+    if (!fs.existsSync(file)) throw new InputError(`kernel package not found: ${explicit}`);
+    const m = KERNEL_DEB.exec(path.basename(file));
+    if (!m) throw new InputError(`${explicit} is not named like a Debian kernel package (linux-image-<version>-amd64_<debversion>_amd64.deb)`);
+    return { file, kernelVersion: m[1], version: m[2] };
+  }
+  const found = fs.existsSync(cacheDir)
+    ? fs.readdirSync(cacheDir).map((f) => ({ f, m: KERNEL_DEB.exec(f) })).filter((x) => x.m)
+    : [];
+  if (found.length === 0) throw new InputError(`no Debian kernel package (linux-image-<version>-amd64_*.deb) in ${cacheDir}: ${hint}`);
+  found.sort((x, y) => compareVersions(x.m![2], y.m![2]) || compareVersions(x.f, y.f));
+  const best = found[found.length - 1];
+  return { file: path.join(cacheDir, best.f), kernelVersion: best.m![1], version: best.m![2] };
+}
+
+/** Copies the world's Nix expressions, builders and guest scripts (pipeline/demo-world/**). */
+function copyTemplate(src: string, dst: string): void {
+  for (const entry of fs.readdirSync(src, { withFileTypes: true })) {
+    if (entry.name === "lock.json") continue;
+    const from = path.join(src, entry.name);
+    const to = path.join(dst, entry.name);
+    if (entry.isDirectory()) copyTemplate(from, to);
+    else if (entry.isFile()) {
+      writeFileAtomic(to, fs.readFileSync(from));
+      fs.chmodSync(to, fs.statSync(from).mode & 0o777);
+    }
+  }
+}
+
+/** Serialises a directory holding bin/busybox as a NAR, the form builtin:fetchurl can `unpack`. */
+async function busyboxNar(busybox: string, target: string): Promise<void> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "demo-busybox-"));
+  try {
+    fs.mkdirSync(path.join(tmp, "bin"));
+    fs.copyFileSync(busybox, path.join(tmp, "bin", "busybox"));
+    fs.chmodSync(path.join(tmp, "bin", "busybox"), 0o755);
+    await produceAtomic(target, async (out) => {
+      const fd = fs.openSync(out, "w");
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const child = spawn("nix-store", ["--dump", tmp], { stdio: ["ignore", fd, "inherit"] });
+          child.on("error", reject);
+          child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`nix-store --dump ${tmp} failed (exit ${code})`))));
+        });
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Re-hashes each locally available source and fails if it no longer matches the lock. */
+async function verifyLock(lock: DemoLock, lockFile: string): Promise<void> {
+  for (const [key, src] of Object.entries(lock.sources)) {
+    if (!src.url.startsWith("file://")) continue;
+    const file = fileURLToPath(src.url);
+    if (!fs.existsSync(file))
+      throw new InputError(`${lockFile} pins source '${key}' at ${file}, which does not exist (restore it, or rerun with --update-lock)`);
+    const actual = await sha256File(file);
+    if (actual !== src.hash.value)
+      throw new InputError(`${lockFile} pins source '${key}' as sha256 ${src.hash.value} but ${file} now hashes to ${actual} (rerun with --update-lock to re-pin)`);
+  }
+}
+
+export interface DemoWorldOptions {
+  dir: string;
+  cacheDir?: string;
+  kernelDeb?: string;
+  busybox?: string;
+  updateLock?: boolean;
+  /** Realise the two bootstrap sources now (default true). */
+  fetch?: boolean;
+}
+
+export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
+  // Fails with "missing tool nix-store (install nix-bin)" when Nix is absent.
+  await run("nix-store", ["--version"], { streamStderr: false });
+  const dir = path.resolve(o.dir);
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new InputError(`${o.dir} exists and is not a directory`);
+  const busybox = o.busybox ?? "/bin/busybox";
+  if (!fs.existsSync(busybox)) throw new InputError(`missing ${busybox}: install the Debian package busybox-static (or run scripts/setup.sh)`);
+  if (!isStaticElf(busybox))
+    throw new InputError(`${busybox} is not a static x86_64 binary: install the Debian package busybox-static (the dynamic busybox cannot run in the Nix sandbox)`);
+  const cacheDir = path.resolve(o.cacheDir ?? process.env.SUPPLY_CHAIN_CACHE ?? DEFAULT_CACHE_DIR);
+
+  fs.mkdirSync(dir, { recursive: true });
+  log("demo-world", `writing the demo world to ${dir}`);
+  copyTemplate(TEMPLATE_DIR, dir);
+
+  const narFile = path.join(dir, "bootstrap", "busybox-static.nar");
+  await busyboxNar(busybox, narFile);
+
+  const lockFile = path.join(dir, "lock.json");
+  let lock: DemoLock;
+  if (fs.existsSync(lockFile) && !o.updateLock) {
+    try {
+      lock = JSON.parse(fs.readFileSync(lockFile, "utf8"));
+    } catch (e: any) {
+      throw new InputError(`${lockFile} is not valid JSON (${e.message}); rerun with --update-lock to regenerate it`);
+    }
+    if (lock?.lockVersion !== 1 || !lock.sources?.busybox || !lock.sources?.kernel)
+      throw new InputError(`${lockFile} is not a demo-world lock (lockVersion 1); rerun with --update-lock`);
+    log("demo-world", `keeping the existing lock ${lockFile}; checking its sources`);
+    await verifyLock(lock, lockFile);
+  } else {
+    const deb = findKernelDeb(cacheDir, o.kernelDeb);
+    log("demo-world", `pinning ${busybox} and ${deb.file}`);
+    lock = {
+      lockVersion: 1,
+      kernelVersion: deb.kernelVersion,
+      sources: {
+        busybox: {
+          name: "busybox-static",
+          url: pathToFileURL(narFile).href,
+          unpack: true,
+          hash: { algo: "sha256", mode: "recursive", value: await sha256File(narFile) },
+          origin: { debianPackage: "busybox-static", version: await debVersion("busybox-static"), file: busybox },
+        },
+        kernel: {
+          name: path.basename(deb.file),
+          url: pathToFileURL(deb.file).href,
+          hash: { algo: "sha256", mode: "flat", value: await sha256File(deb.file) },
+          origin: { debianPackage: `linux-image-${deb.kernelVersion}`, version: deb.version, file: deb.file },
+        },
+      },
+    };
+    writeJsonAtomic(lockFile, lock);
+  }
+  const probes = path.join(dir, "probes.json");
+  writeJsonAtomic(probes, DEMO_PROBES);
+
+  const file = path.join(dir, "default.nix");
+  if (o.fetch !== false) {
+    // builtin:fetchurl runs inside the sandbox, which sees a file:// URL only when its directory is
+    // an extra sandbox path. Fetching here (rather than `nix-store --add-fixed`) runs the real
+    // fetcher and its hash check; later builds, and an offline rebuild from a closure, find the
+    // sources already valid in the store.
+    const dirs = [...new Set(Object.values(lock.sources).filter((s) => s.url.startsWith("file://")).map((s) => path.dirname(fileURLToPath(s.url))))];
+    for (const attribute of ["busybox", "kernelDeb"]) {
+      const drv = await instantiate({ file, attribute });
+      log("demo-world", `fetching ${attribute} (${drv})`);
+      try {
+        await realise(drv, { sandbox: true, offline: true, options: { "extra-sandbox-paths": dirs.join(" ") }, label: attribute });
+      } catch (e: any) {
+        const mismatch = /hash mismatch[^\n]*/.exec(e.stderr ?? "");
+        if (mismatch) throw new InputError(`source '${attribute}' does not match ${lockFile}: ${mismatch[0]} (rerun with --update-lock to re-pin)`);
+        throw e;
+      }
+    }
+  }
+  log("demo-world", `ready: nix-build ${file} -A image --option sandbox true`);
+  return { file, attribute: "image", nonReproducibleAttribute: "nonReproducible", probes, lock: lockFile, kernelVersion: lock.kernelVersion };
+}
+
+export const step: StepDefinition<DemoWorldResult> = {
+  name: "demo-world",
+  summary: "Write the hermetic demo world (no nixpkgs; bootstrap sources pinned in lock.json) to <dir>",
+  positionals: [{ name: "dir", description: "directory to write default.nix, lock.json, probes.json and the builders into" }],
+  options: {
+    "cache-dir": { type: "string", description: `where the Debian kernel package is (default $SUPPLY_CHAIN_CACHE or ${DEFAULT_CACHE_DIR})` },
+    "kernel-deb": { type: "string", description: "use this linux-image-*-amd64 .deb instead of the newest in the cache dir" },
+    busybox: { type: "string", description: "static busybox to bootstrap from (default /bin/busybox from busybox-static)" },
+    "update-lock": { type: "boolean", description: "re-pin the sources even if <dir>/lock.json exists" },
+    "no-fetch": { type: "boolean", description: "don't realise the two bootstrap sources into the Nix store now" },
+  },
+  async run({ values, positionals }) {
+    return demoWorld({
+      dir: positionals[0],
+      cacheDir: values["cache-dir"],
+      kernelDeb: values["kernel-deb"],
+      busybox: values.busybox,
+      updateLock: !!values["update-lock"],
+      fetch: !values["no-fetch"],
+    });
+  },
+};
