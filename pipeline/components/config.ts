@@ -1,0 +1,163 @@
+// The stack's configuration, validated up front: a wrong key or value is ONE error that names the
+// key and what is allowed, before any resource is declared. Pure (no Pulumi import) so it is tested
+// directly and by the mocked program.
+
+export const PROJECT = "secure-supply-chain";
+
+export type Isolation = "bwrap" | "docker";
+export type Policy = "fail" | "warn";
+
+export interface SupplyChainConfig {
+  /** `demo-world`: generate the hermetic demo world; `nix`: a reviewed Nix file of this repo. */
+  source: "demo-world" | "nix";
+  /** demo-world: directory the demo world is generated into (once; edits there are kept). */
+  demoWorldDir: string;
+  /** The reviewed Nix file and the attribute that is the image. */
+  file: string;
+  attribute: string;
+  /** Probe spec for the boot test (demo-world: its generated probes.json). */
+  probes: string;
+  isolation: Isolation;
+  /** docker: the rebuilder image, pinned by digest (`repo@sha256:<64 hex>`). */
+  rebuilderImage?: string;
+  /** What a failed verdict (not reproducible, probe failed) does to `pulumi up`. */
+  policy: Policy;
+  bootTest: boolean;
+  bootTimeout: number;
+  bootMemory: number;
+  /** Where the steps write their files (closure, rebuild, reports). */
+  workDir: string;
+  closureTop: number;
+}
+
+interface KeySpec {
+  allowed: string;
+  parse(v: string): unknown;
+}
+
+const oneOf = (...vals: string[]): KeySpec => ({
+  allowed: `one of ${vals.map((v) => JSON.stringify(v)).join(", ")}`,
+  parse(v) {
+    if (!vals.includes(v)) throw new Error();
+    return v;
+  },
+});
+const text: KeySpec = {
+  allowed: "a non-empty string",
+  parse(v) {
+    if (!v.trim()) throw new Error();
+    return v;
+  },
+};
+const bool: KeySpec = {
+  allowed: "true or false",
+  parse(v) {
+    if (v !== "true" && v !== "false") throw new Error();
+    return v === "true";
+  },
+};
+const int = (min: number, max: number): KeySpec => ({
+  allowed: `an integer from ${min} to ${max}`,
+  parse(v) {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || n < min || n > max) throw new Error();
+    return n;
+  },
+});
+const digestPinned: KeySpec = {
+  allowed: "an image pinned by digest, like nixos/nix@sha256:<64 hex digits>",
+  parse(v) {
+    if (!/^[a-z0-9][a-z0-9._\/:-]*@sha256:[0-9a-f]{64}$/.test(v)) throw new Error();
+    return v;
+  },
+};
+
+export const KEYS: Record<keyof SupplyChainConfig, KeySpec> = {
+  source: oneOf("demo-world", "nix"),
+  demoWorldDir: text,
+  file: text,
+  attribute: text,
+  probes: text,
+  isolation: oneOf("bwrap", "docker"),
+  rebuilderImage: digestPinned,
+  policy: oneOf("fail", "warn"),
+  bootTest: bool,
+  bootTimeout: int(10, 7200),
+  bootMemory: int(128, 65536),
+  workDir: text,
+  closureTop: int(1, 1000),
+};
+
+export class ConfigError extends Error {}
+
+/**
+ * `all` is what `pulumi.runtime.allConfig()` returns: `<namespace>:<key>` → string (objects as
+ * JSON). Keys of other namespaces (e.g. `docker:host`) belong to providers and are left alone.
+ */
+export function parseConfig(all: Record<string, string>, stack: string): SupplyChainConfig {
+  const raw: Record<string, string> = {};
+  for (const [k, v] of Object.entries(all)) {
+    const i = k.indexOf(":");
+    if (k.slice(0, i) !== PROJECT) continue;
+    const key = k.slice(i + 1);
+    if (!(key in KEYS)) {
+      throw new ConfigError(
+        `config key '${k}' is not known (allowed keys: ${Object.keys(KEYS).map((x) => `${PROJECT}:${x}`).join(", ")})`,
+      );
+    }
+    raw[key] = v;
+  }
+  const v: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    try {
+      v[key] = KEYS[key as keyof SupplyChainConfig].parse(value);
+    } catch {
+      throw new ConfigError(
+        `config key '${PROJECT}:${key}' has value ${JSON.stringify(value)}; allowed: ${KEYS[key as keyof SupplyChainConfig].allowed}`,
+      );
+    }
+  }
+  const need = (key: keyof SupplyChainConfig, why: string): never => {
+    throw new ConfigError(`config key '${PROJECT}:${key}' is required ${why}; allowed: ${KEYS[key].allowed}`);
+  };
+
+  const source = (v.source as SupplyChainConfig["source"] | undefined) ?? need("source", "");
+  const demoWorldDir = (v.demoWorldDir as string | undefined) ?? `.supply-chain/${stack}/demo-world`;
+  let file: string, attribute: string, probes: string;
+  if (source === "demo-world") {
+    for (const k of ["file", "probes"] as const) {
+      if (k in v) throw new ConfigError(`config key '${PROJECT}:${k}' cannot be set with source "demo-world" (the demo world generates it; set demoWorldDir instead)`);
+    }
+    file = `${demoWorldDir}/default.nix`;
+    attribute = (v.attribute as string | undefined) ?? "image";
+    probes = `${demoWorldDir}/probes.json`;
+  } else {
+    if ("demoWorldDir" in v) throw new ConfigError(`config key '${PROJECT}:demoWorldDir' only applies to source "demo-world"`);
+    file = (v.file as string | undefined) ?? need("file", 'with source "nix"');
+    attribute = (v.attribute as string | undefined) ?? need("attribute", 'with source "nix"');
+    probes = (v.probes as string | undefined) ?? "";
+  }
+  const isolation = (v.isolation as Isolation | undefined) ?? "bwrap";
+  const rebuilderImage = v.rebuilderImage as string | undefined;
+  if (isolation === "docker" && !rebuilderImage) need("rebuilderImage", 'with isolation "docker"');
+  if (isolation !== "docker" && rebuilderImage) {
+    throw new ConfigError(`config key '${PROJECT}:rebuilderImage' only applies to isolation "docker" (isolation is "${isolation}")`);
+  }
+  const bootTest = (v.bootTest as boolean | undefined) ?? true;
+  if (bootTest && !probes) need("probes", "when bootTest is true");
+  return {
+    source,
+    demoWorldDir,
+    file,
+    attribute,
+    probes,
+    isolation,
+    ...(rebuilderImage ? { rebuilderImage } : {}),
+    policy: (v.policy as Policy | undefined) ?? "fail",
+    bootTest,
+    bootTimeout: (v.bootTimeout as number | undefined) ?? 600,
+    bootMemory: (v.bootMemory as number | undefined) ?? 1024,
+    workDir: (v.workDir as string | undefined) ?? `.supply-chain/${stack}`,
+    closureTop: (v.closureTop as number | undefined) ?? 10,
+  };
+}

@@ -1,0 +1,187 @@
+// Rebuild: the offline, isolated rebuild from the closure alone.
+//   bwrap:  `supply-chain rebuild --isolation bwrap` through @pulumi/command.
+//   docker: the isolation is a Pulumi resource: a RemoteImage pinned by digest (kept locally) and a
+//           Container with no network and read-only mounts of the closure and the reviewed Nix files.
+//           The closure's sources are first re-hashed against the reviewed files (`check-closure`);
+//           afterwards `collect-rebuild` turns the container's files into the rebuild step's JSON.
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import { Isolation } from "./config";
+import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
+import { RebuildJson } from "./types";
+
+export interface RebuildArgs {
+  file: pulumi.Input<string>;
+  attribute: pulumi.Input<string>;
+  drvPath: pulumi.Input<string>;
+  closureFile: pulumi.Input<string>;
+  closureSha256: pulumi.Input<string>;
+  isolation: Isolation;
+  /** docker: `repo@sha256:<digest>`. */
+  image?: string;
+  outDir: pulumi.Input<string>;
+}
+
+/** Runs inside the container (nixos/nix has a POSIX sh): import, build offline, hash and dump. */
+export const CONTAINER_SCRIPT = String.raw`set -eu
+W="$1"
+mkdir -p "$W/nars" "$W/home"
+export HOME="$W/home"
+# Proof of isolation: this network namespace's interfaces.
+tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
+set -- --option substituters "" --option builders "" --option sandbox false --option fallback false
+nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
+drv=$(nix-instantiate "$@" "$SC_FILE" -A "$SC_ATTR")
+if [ "$drv" != "$SC_DRV" ]; then echo "error: the reviewed files evaluate to $drv inside the container, $SC_DRV outside" >&2; exit 91; fi
+nix-store "$@" --realise "$drv" > "$W/outpath"
+# Every output of every derivation in the graph that was built here (not imported) is compared.
+: > "$W/hashes.tmp"
+for d in $(nix-store -qR "$drv" | grep '\.drv$'); do
+  for p in $(nix-store -q --outputs "$d"); do
+    grep -qxF "$p" "$W/imported" && continue
+    [ -e "$p" ] || continue
+    echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
+    nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
+  done
+done
+sort -u "$W/hashes.tmp" > "$W/hashes"
+rm "$W/hashes.tmp"
+`;
+
+export interface ContainerSpecInput {
+  image: string;
+  closureFile: string;
+  nixDir: string;
+  entry: string;
+  attribute: string;
+  drvPath: string;
+  closureSha256: string;
+  work: string;
+}
+
+/** The container's arguments, shared by the component and the test that runs them on Docker. */
+export function containerSpec(s: ContainerSpecInput) {
+  return {
+    image: s.image,
+    networkMode: "none",
+    mounts: [
+      { type: "bind", source: s.closureFile, target: s.closureFile, readOnly: true },
+      { type: "bind", source: s.nixDir, target: s.nixDir, readOnly: true },
+      { type: "bind", source: s.work, target: s.work, readOnly: false },
+    ],
+    entrypoints: ["/bin/sh"],
+    command: ["-c", CONTAINER_SCRIPT, "sh", s.work],
+    envs: [
+      `SC_CLOSURE=${s.closureFile}`,
+      `SC_FILE=${s.entry}`,
+      `SC_ATTR=${s.attribute}`,
+      `SC_DRV=${s.drvPath}`,
+      // Not read by the script: a different closure must replace the container.
+      `SC_CLOSURE_SHA256=${s.closureSha256}`,
+    ],
+    attach: true,
+    logs: true,
+    mustRun: false,
+    rm: false,
+    start: true,
+  };
+}
+
+export class Rebuild extends pulumi.ComponentResource {
+  readonly outPath: pulumi.Output<string>;
+  readonly narHash: pulumi.Output<string>;
+  /** The rebuild's result file (`<out>/rebuild.json`), what verify reads. */
+  readonly rebuilt: pulumi.Output<string>;
+  readonly interfaces: pulumi.Output<string[]>;
+  /** Content address of this rebuild's result (changes with every re-run). */
+  readonly digest: pulumi.Output<string>;
+  readonly container?: docker.Container;
+
+  constructor(name: string, args: RebuildArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("secure-supply-chain:components:Rebuild", name, {}, opts);
+    const outDir = pulumi.output(args.outDir).apply((o) => path.resolve(REPO_ROOT, o));
+    let stdout: pulumi.Output<string>;
+    if (args.isolation === "bwrap") {
+      const cmd = stepCommand(
+        `${name}-rebuild`,
+        {
+          step: "rebuild",
+          args: ["--file", args.file, "--attribute", args.attribute, "--closure", args.closureFile, "--isolation", "bwrap", "--out", args.outDir],
+          triggers: [args.drvPath, args.closureSha256],
+        },
+        { parent: this },
+      );
+      stdout = cmd.stdout;
+    } else {
+      if (!args.image) throw new Error("docker isolation needs an image pinned by digest");
+      const image = new docker.RemoteImage(`${name}-image`, { name: args.image, keepLocally: true }, { parent: this });
+      const work = pulumi.interpolate`${outDir}/container`;
+      // Sources are re-hashed against the reviewed files BEFORE the container trusts the closure.
+      const check = new command.local.Command(
+        `${name}-check-sources`,
+        {
+          create: pulumi
+            .all([args.file, args.attribute, args.closureFile, work])
+            .apply(([f, a, c, w]) => `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c])} >&2 && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`),
+          dir: REPO_ROOT,
+          triggers: [args.drvPath, args.closureSha256],
+          logging: "stderr",
+        },
+        { parent: this },
+      );
+      const spec = pulumi
+        .all([image.repoDigest, args.closureFile, args.file, args.attribute, args.drvPath, args.closureSha256, work])
+        .apply(([img, closureFile, file, attribute, drvPath, closureSha256, w]) => {
+          const entry = path.resolve(REPO_ROOT, file);
+          return containerSpec({ image: img, closureFile, nixDir: path.dirname(entry), entry, attribute, drvPath, closureSha256, work: w });
+        });
+      const container = new docker.Container(
+        `${name}-container`,
+        {
+          image: spec.image,
+          networkMode: spec.networkMode,
+          mounts: spec.mounts,
+          entrypoints: spec.entrypoints,
+          command: spec.command,
+          envs: spec.envs,
+          attach: true,
+          logs: true,
+          mustRun: false,
+          rm: false,
+          start: true,
+        },
+        { parent: this, dependsOn: [check] },
+      );
+      this.container = container;
+      // The provider does not fail on a non-zero exit: we do.
+      const exited = pulumi.all([container.exitCode, container.containerLogs]).apply(([code, logs]) => {
+        if (code !== 0) throw new Error(`the rebuild container exited with ${code}: ${(logs ?? "").trim().split("\n").slice(-5).join(" | ")}`);
+        return code;
+      });
+      const collect = new command.local.Command(
+        `${name}-collect`,
+        {
+          create: pulumi
+            .all([work, outDir, args.drvPath, args.closureFile, exited])
+            .apply(([w, o, d, c]) =>
+              ["node", "-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, o, d, c, args.image!].map(shellQuote).join(" "),
+            ),
+          dir: REPO_ROOT,
+          triggers: [args.drvPath, args.closureSha256, container.id],
+          logging: "stderr",
+        },
+        { parent: this, dependsOn: [container] },
+      );
+      stdout = collect.stdout;
+    }
+    const r = parseStepJson<RebuildJson>("rebuild", stdout);
+    this.outPath = r.outPath;
+    this.narHash = r.narHash;
+    this.rebuilt = outDir.apply((o) => path.join(o, "rebuild.json"));
+    this.interfaces = r.apply((j) => j.network.interfaces);
+    this.digest = r.apply((j) => j.runId ?? j.narHash);
+    this.registerOutputs({ outPath: this.outPath, narHash: this.narHash, rebuilt: this.rebuilt, interfaces: this.interfaces, digest: this.digest });
+  }
+}

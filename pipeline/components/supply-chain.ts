@@ -1,0 +1,90 @@
+// SupplyChain wires the steps: build → closure → rebuild → verify, and build → boot test.
+// Everything starts from the target's .drv path, which the `local.run` invoke obtains with
+// nix-instantiate during preview as well, so `pulumi preview --diff` shows which drv changed and
+// what it replaces down the chain.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import { SupplyChainConfig } from "./config";
+import { Build } from "./build";
+import { Closure } from "./closure";
+import { Rebuild } from "./rebuild";
+import { Verify } from "./verify";
+import { BootTest } from "./boot-test";
+import { REPO_ROOT, shellQuote, stepShell } from "./step-command";
+
+/** The shell command whose stdout is the target's .drv path (generating the demo world once). */
+export function instantiateShell(c: Pick<SupplyChainConfig, "source" | "demoWorldDir" | "file" | "attribute">): string {
+  const inst = `nix-instantiate ${shellQuote(c.file)} -A ${shellQuote(c.attribute)}`;
+  if (c.source !== "demo-world") return inst;
+  // Generated only when absent: edits to the generated sources are what a preview should show.
+  return `{ [ -f ${shellQuote(c.file)} ] || ${stepShell("demo-world", [c.demoWorldDir])} >/dev/null; } && ${inst}`;
+}
+
+export function lastLine(s: string): string {
+  return s.trim().split("\n").pop()!.trim();
+}
+
+export class SupplyChain extends pulumi.ComponentResource {
+  readonly drvPath: pulumi.Output<string>;
+  readonly build: Build;
+  readonly closure: Closure;
+  readonly rebuild: Rebuild;
+  readonly verify: Verify;
+  readonly bootTest?: BootTest;
+
+  constructor(name: string, c: SupplyChainConfig, opts?: pulumi.ComponentResourceOptions) {
+    super("secure-supply-chain:components:SupplyChain", name, {}, opts);
+    const inst = command.local.runOutput({ command: instantiateShell(c), dir: REPO_ROOT }, { parent: this });
+    this.drvPath = inst.stdout.apply((s) => {
+      const drv = lastLine(s);
+      if (!/^\/nix\/store\/[0-9a-z]{32}-.+\.drv$/.test(drv)) throw new Error(`nix-instantiate ${c.file} -A ${c.attribute} printed no .drv path: ${s.slice(0, 200)}`);
+      return drv;
+    });
+    const target = { file: c.file, attribute: c.attribute, drvPath: this.drvPath };
+
+    this.build = new Build(`${name}-build`, target, { parent: this });
+    this.closure = new Closure(`${name}-closure`, { ...target, outDir: `${c.workDir}/closure`, top: c.closureTop }, { parent: this });
+    this.rebuild = new Rebuild(
+      `${name}-rebuild`,
+      {
+        ...target,
+        closureFile: this.closure.closureFile,
+        closureSha256: this.closure.closureSha256,
+        isolation: c.isolation,
+        image: c.rebuilderImage,
+        outDir: `${c.workDir}/rebuild`,
+      },
+      { parent: this, dependsOn: [this.closure] },
+    );
+    this.verify = new Verify(
+      `${name}-verify`,
+      { ...target, rebuilt: this.rebuild.rebuilt, buildDigest: this.build.narHash, rebuildDigest: this.rebuild.digest, policy: c.policy },
+      { parent: this, dependsOn: [this.build, this.rebuild] },
+    );
+    if (c.bootTest) {
+      // The probe spec is content-addressed too (read once the source step has produced it).
+      const probesDigest = this.drvPath.apply(() => {
+        const p = path.resolve(REPO_ROOT, c.probes);
+        if (!fs.existsSync(p)) throw new Error(`probe spec ${c.probes} does not exist (config key secure-supply-chain:probes)`);
+        return `sha256:${crypto.createHash("sha256").update(fs.readFileSync(p)).digest("hex")}`;
+      });
+      this.bootTest = new BootTest(
+        `${name}-boot-test`,
+        {
+          image: this.build.image,
+          imageDigest: this.build.imageDigest,
+          probes: c.probes,
+          probesDigest,
+          timeout: c.bootTimeout,
+          memory: c.bootMemory,
+          policy: c.policy,
+        },
+        { parent: this, dependsOn: [this.build] },
+      );
+    }
+    this.registerOutputs({ drvPath: this.drvPath });
+  }
+}

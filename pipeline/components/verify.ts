@@ -1,0 +1,64 @@
+// Verify: `supply-chain verify`, the original build against the isolated rebuild, path by path.
+import * as pulumi from "@pulumi/pulumi";
+import { Policy } from "./config";
+import { applyPolicy } from "./policy";
+import { parseStepJson, stepCommand } from "./step-command";
+import { VerifyJson } from "./types";
+
+export interface VerifyArgs {
+  file: pulumi.Input<string>;
+  attribute: pulumi.Input<string>;
+  drvPath: pulumi.Input<string>;
+  /** The rebuild step's result file. */
+  rebuilt: pulumi.Input<string>;
+  /** Content addresses of both sides: the original's NAR hash and the rebuild's result digest. */
+  buildDigest: pulumi.Input<string>;
+  rebuildDigest: pulumi.Input<string>;
+  policy: Policy;
+}
+
+export class Verify extends pulumi.ComponentResource {
+  readonly reproducible: pulumi.Output<boolean>;
+  readonly checked: pulumi.Output<number>;
+  readonly matched: pulumi.Output<number>;
+  readonly reproducibleRatio: pulumi.Output<number>;
+  readonly mismatched: pulumi.Output<VerifyJson["mismatched"]>;
+  readonly report: pulumi.Output<string>;
+
+  constructor(name: string, args: VerifyArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("secure-supply-chain:components:Verify", name, {}, opts);
+    const cmd = stepCommand(
+      `${name}-verify`,
+      {
+        step: "verify",
+        args: ["--file", args.file, "--attribute", args.attribute, "--rebuilt", args.rebuilt],
+        triggers: [args.drvPath, args.buildDigest, args.rebuildDigest],
+        allowCheckFailure: args.policy === "warn",
+      },
+      { parent: this },
+    );
+    const r = parseStepJson<VerifyJson>("verify", cmd.stdout);
+    const ok = r.apply((j) => j.reproducible === true);
+    const why = r.apply(
+      (j) =>
+        `not reproducible: ${j.mismatched.length} of ${j.checked} store paths differ (${j.mismatched
+          .slice(0, 3)
+          .map((m) => m.path)
+          .join(", ")}); report ${j.report}`,
+    );
+    this.reproducible = applyPolicy(args.policy, ok, why, this);
+    this.checked = r.checked;
+    this.matched = r.apply((j) => j.matched ?? j.checked - j.mismatched.length);
+    this.reproducibleRatio = r.apply((j) => (j.checked ? (j.matched ?? j.checked - j.mismatched.length) / j.checked : 0));
+    this.mismatched = r.mismatched;
+    this.report = r.report;
+    this.registerOutputs({
+      reproducible: this.reproducible,
+      checked: this.checked,
+      matched: this.matched,
+      reproducibleRatio: this.reproducibleRatio,
+      mismatched: this.mismatched,
+      report: this.report,
+    });
+  }
+}

@@ -1,0 +1,150 @@
+// Runs the Pulumi program (index.ts) under Pulumi's mocks: no engine, no steps. Each step's
+// local.Command "returns" the JSON a test chooses, and every registration is recorded with the
+// dependencies the program declared to the (mock) engine.
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
+
+export const DRV = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-image.drv";
+
+export interface Registered {
+  type: string;
+  name: string;
+  inputs: Record<string, any>;
+  urn: string;
+  parent: string;
+  dependencies: string[];
+}
+
+export interface StepOutputs {
+  build: Record<string, unknown>;
+  closure: Record<string, unknown>;
+  rebuild: Record<string, unknown>;
+  verify: Record<string, unknown>;
+  "boot-test": Record<string, unknown>;
+  collect: Record<string, unknown>;
+}
+
+export function defaultOutputs(drv = DRV): StepOutputs {
+  const out = "/nix/store/abcdfghijklmnpqrsvwxyz0123456789-image";
+  return {
+    build: { drvPath: drv, outPath: out, narHash: "sha256:1build", narSize: 1000 },
+    closure: { closureFile: "/w/closure/closure.nar", closureSha256: "c1osure", sources: 7, evalPaths: 3, bytes: 12345, manifest: "/w/closure/manifest.json", report: "/w/closure/report.md" },
+    rebuild: { isolation: "bwrap", network: { interfaces: ["lo"] }, outPath: out, narHash: "sha256:1build", paths: [], log: "/w/rebuild/build.log", runId: "run1" },
+    collect: { isolation: "docker", network: { interfaces: ["lo"] }, outPath: out, narHash: "sha256:1build", paths: [], log: "-", runId: "run2" },
+    verify: { reproducible: true, checked: 4, matched: 4, mismatched: [], report: "/w/rebuild/verify.md" },
+    "boot-test": { passed: true, accel: "tcg", bootSeconds: 5, probes: [{ name: "p", ok: true, ms: 10, detail: "ok" }], serialLog: "/w/serial.log" },
+  };
+}
+
+const STEP_OF = /bin\/supply-chain\.js ([a-z-]+)/;
+
+export interface ProgramRun {
+  resources: Registered[];
+  invokes: { token: string; inputs: Record<string, any> }[];
+  outputs: Record<string, unknown>;
+  byName(suffix: string): Registered;
+}
+
+let running = false;
+
+/** Imports index.ts afresh with this config; resolves every export (rejects if one fails). */
+export async function runProgram(opts: { config: Record<string, string>; stack?: string; steps?: Partial<StepOutputs>; drv?: string }): Promise<ProgramRun> {
+  if (running) throw new Error("runProgram is not re-entrant: use test.serial");
+  running = true;
+  try {
+    const steps = { ...defaultOutputs(opts.drv), ...opts.steps };
+    const resources: Registered[] = [];
+    const invokes: ProgramRun["invokes"] = [];
+    const orig = MockMonitor.prototype.registerResource;
+    // Record what the program tells the engine: type, name, parent and dependency URNs.
+    (MockMonitor.prototype as any).registerResource = function (this: MockMonitor, req: any, cb: any) {
+      const type = req.getType();
+      const name = req.getName();
+      const parent = req.getParent();
+      const urn = (this as any).newUrn(parent, type, name);
+      resources.push({ type, name, inputs: {}, urn, parent, dependencies: req.getDependenciesList() });
+      return orig.call(this, req, cb);
+    };
+    await pulumi.runtime.setMocks(
+      {
+        newResource(args: pulumi.runtime.MockResourceArgs) {
+          const r = resources.filter((x) => x.name === args.name).pop();
+          if (r) r.inputs = args.inputs;
+          const state: Record<string, unknown> = { ...args.inputs };
+          if (args.type === "command:local:Command") {
+            const create = String(args.inputs.create ?? "");
+            const step = create.includes("collect-rebuild.ts") ? "collect" : STEP_OF.exec(create)?.[1];
+            const json = step && (steps as any)[step];
+            state.stdout = json ? JSON.stringify(json) : "";
+            state.stderr = "";
+          }
+          if (args.type === "docker:index/remoteImage:RemoteImage") state.repoDigest = args.inputs.name;
+          if (args.type === "docker:index/container:Container") {
+            state.exitCode = (opts.steps as any)?.containerExitCode ?? 0;
+            state.containerLogs = "rebuild log";
+          }
+          return { id: `${args.name}-id`, state };
+        },
+        call(args: pulumi.runtime.MockCallArgs) {
+          invokes.push({ token: args.token, inputs: args.inputs });
+          if (args.token === "command:local:run") return { stdout: `${opts.drv ?? DRV}\n`, stderr: "" };
+          throw new Error(`unexpected invoke ${args.token}`);
+        },
+      },
+      "secure-supply-chain",
+      opts.stack ?? "test",
+      false,
+    );
+    pulumi.runtime.setAllConfig(opts.config);
+    const root = path.resolve(__dirname, "..", "..");
+    for (const k of Object.keys(require.cache)) {
+      if (k === path.join(root, "index.ts") || k.startsWith(path.join(root, "pipeline", "components"))) delete require.cache[k];
+    }
+    // A program that fails (as the engine would see it) leaves rejected promises inside the Pulumi
+    // runtime that nobody awaits; they are this run's failure, not the test process's.
+    const saved = process.listeners("unhandledRejection");
+    process.removeAllListeners("unhandledRejection");
+    let failRun: (e: unknown) => void = () => {};
+    const failed = new Promise<never>((_, reject) => (failRun = reject));
+    failed.catch(() => {});
+    process.on("unhandledRejection", (e) => failRun(e));
+    try {
+      const program = require(path.join(root, "index.ts"));
+      const outputs: Record<string, unknown> = {};
+      const all = (async () => {
+        for (const [k, v] of Object.entries(program)) {
+          outputs[k] = pulumi.Output.isInstance(v) ? await (v as any).promise() : v;
+        }
+        // Let the last registrations (registerOutputs) drain: a rejection there fails the run too.
+        await new Promise((r) => setTimeout(r, 100));
+      })();
+      await Promise.race([all, failed]);
+      return {
+        resources,
+        invokes,
+        outputs,
+        byName(suffix: string) {
+          const found = resources.filter((x) => x.name.endsWith(suffix));
+          if (found.length !== 1) throw new Error(`expected one resource named *${suffix}, found ${found.map((x) => x.name).join(", ") || "none"}`);
+          return found[0];
+        },
+      };
+    } finally {
+      // Leftovers of a failed run settle before the next run's mocks are installed.
+      await new Promise((r) => setTimeout(r, 200));
+      process.removeAllListeners("unhandledRejection");
+      for (const l of saved) process.on("unhandledRejection", l as (...a: any[]) => void);
+      MockMonitor.prototype.registerResource = orig;
+    }
+  } finally {
+    running = false;
+  }
+}
+
+export const DEMO_CONFIG = {
+  "secure-supply-chain:source": "demo-world",
+  "secure-supply-chain:demoWorldDir": "test/fixtures-not-used/demo-world",
+  "secure-supply-chain:isolation": "bwrap",
+  "secure-supply-chain:bootTest": "false",
+};

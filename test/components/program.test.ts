@@ -1,0 +1,156 @@
+// The Pulumi program under Pulumi's mocks (no engine, no nix: what the steps print is given).
+import test from "ava";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { DRV, runProgram, Registered, ProgramRun } from "./harness";
+
+const P = "secure-supply-chain";
+
+function demoWorld(t: { teardown(fn: () => void): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-components-"));
+  fs.writeFileSync(path.join(dir, "probes.json"), JSON.stringify({ probes: [{ name: "reader", http: { port: 8000, path: "/healthz" } }] }));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function demoConfig(dir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { [`${P}:source`]: "demo-world", [`${P}:demoWorldDir`]: dir, [`${P}:isolation`]: "bwrap", ...extra };
+}
+
+const stepCommands = (run: ProgramRun) => run.resources.filter((r) => r.type === "command:local:Command");
+const stepOf = (r: Registered) => /bin\/supply-chain\.js ([a-z-]+)/.exec(String(r.inputs.create))?.[1];
+const urnOf = (run: ProgramRun, step: string) => stepCommands(run).find((r) => stepOf(r) === step)!.urn;
+/** Every URN `r` depends on, directly or through its parents' explicit dependencies. */
+function dependsOn(run: ProgramRun, r: Registered, target: string): boolean {
+  const seen = new Set<string>();
+  const walk = (x: Registered | undefined): boolean => {
+    if (!x || seen.has(x.urn)) return false;
+    seen.add(x.urn);
+    if (x.dependencies.includes(target)) return true;
+    return x.dependencies.some((d) => walk(run.resources.find((y) => y.urn === d))) || walk(run.resources.find((y) => y.urn === x.parent));
+  };
+  return walk(r);
+}
+
+test.serial("(mocked: no engine or nix in unit tests) the chain: one command per step, wired build → closure → rebuild → verify and build → boot test", async (t) => {
+  const run = await runProgram({ config: demoConfig(demoWorld(t)) });
+  t.deepEqual(stepCommands(run).map(stepOf).sort(), ["boot-test", "build", "closure", "rebuild", "verify"]);
+  const types = new Set(run.resources.map((r) => r.type));
+  for (const c of ["SupplyChain", "Build", "Closure", "Rebuild", "Verify", "BootTest"]) t.true(types.has(`${P}:components:${c}`), c);
+
+  const cmd = (s: string) => stepCommands(run).find((r) => stepOf(r) === s)!;
+  // rebuild reads the closure's outputs, verify waits for build and rebuild, boot waits for build only.
+  t.true(dependsOn(run, cmd("rebuild"), urnOf(run, "closure")), "rebuild depends on closure");
+  t.true(dependsOn(run, cmd("verify"), urnOf(run, "rebuild")), "verify depends on rebuild");
+  t.true(dependsOn(run, cmd("verify"), urnOf(run, "build")), "verify depends on build");
+  t.true(dependsOn(run, cmd("boot-test"), urnOf(run, "build")), "boot test depends on build");
+  t.false(dependsOn(run, cmd("boot-test"), urnOf(run, "rebuild")), "boot test does not wait for the rebuild");
+  t.false(dependsOn(run, cmd("boot-test"), urnOf(run, "closure")), "boot test does not wait for the closure");
+  t.false(dependsOn(run, cmd("build"), urnOf(run, "closure")));
+
+  t.is(run.outputs.imageDrvPath, DRV);
+  t.is(run.outputs.imageNarHash, "sha256:1build");
+  t.is(run.outputs.closureSha256, "c1osure");
+  t.is(run.outputs.closureSources, 7);
+  t.is(run.outputs.reproducible, true);
+  t.is(run.outputs.reproducibleRatio, 1);
+  t.is(run.outputs.bootTestPassed, true);
+});
+
+test.serial("(mocked: no engine or nix in unit tests) triggers are content addresses: the drv path from the preview-time invoke, closure digest, image digest", async (t) => {
+  const dir = demoWorld(t);
+  const run = await runProgram({ config: demoConfig(dir) });
+  const inv = run.invokes.find((i) => i.token === "command:local:run");
+  t.truthy(inv, "the drv path comes from the local.run invoke (runs in preview too)");
+  t.regex(inv!.inputs.command, /nix-instantiate .*default\.nix -A image/);
+  t.regex(inv!.inputs.command, /supply-chain\.js demo-world/);
+  const cmd = (s: string) => stepCommands(run).find((r) => stepOf(r) === s)!;
+  t.deepEqual(cmd("build").inputs.triggers, [DRV]);
+  t.deepEqual(cmd("closure").inputs.triggers, [DRV]);
+  t.deepEqual(cmd("rebuild").inputs.triggers, [DRV, "c1osure"]);
+  t.deepEqual(cmd("verify").inputs.triggers, [DRV, "sha256:1build", "run1"]);
+  t.is(cmd("boot-test").inputs.triggers[0], "sha256:1build");
+  t.regex(cmd("boot-test").inputs.triggers[1], /^sha256:[0-9a-f]{64}$/, "probe spec digest");
+  // No trigger that changes on every run (a timestamp would re-run everything on every `pulumi up`).
+  const again = await runProgram({ config: demoConfig(dir) });
+  for (const s of ["build", "closure", "rebuild", "verify", "boot-test"]) {
+    const a = cmd(s).inputs;
+    const b = stepCommands(again).find((r) => stepOf(r) === s)!.inputs;
+    t.deepEqual(b.triggers, a.triggers, s);
+    t.is(b.create, a.create, s);
+  }
+  // A different drv changes the build's trigger.
+  const other = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-image.drv";
+  const changed = await runProgram({ config: demoConfig(dir), drv: other });
+  t.deepEqual(stepCommands(changed).find((r) => stepOf(r) === "build")!.inputs.triggers, [other]);
+});
+
+test.serial("(mocked: no engine or nix in unit tests) a failed verdict fails the update by default and only warns with policy warn", async (t) => {
+  const dir = demoWorld(t);
+  const bad = { verify: { reproducible: false, checked: 4, matched: 3, mismatched: [{ path: "/nix/store/x-initrd", files: ["init"] }], report: "/w/verify.md" } };
+  const err = await t.throwsAsync(runProgram({ config: demoConfig(dir), steps: bad }));
+  t.regex(err!.message, /not reproducible: 1 of 4 store paths differ \(\/nix\/store\/x-initrd\)/);
+
+  const warned = await runProgram({ config: demoConfig(dir, { [`${P}:policy`]: "warn" }), steps: bad });
+  t.is(warned.outputs.reproducible, false);
+  t.is(warned.outputs.reproducibleRatio, 0.75);
+  const verify = stepCommands(warned).find((r) => stepOf(r) === "verify")!;
+  t.regex(verify.inputs.create, /\|\| \[ \$\? -eq 1 \]$/, "warn tolerates exit 1 (a verdict) but not exit 2");
+  const failing = await runProgram({ config: demoConfig(dir) });
+  t.notRegex(stepCommands(failing).find((r) => stepOf(r) === "verify")!.inputs.create, /\|\|/);
+
+  const probeFailed = { "boot-test": { passed: false, accel: "tcg", bootSeconds: 9, probes: [{ name: "reader", ok: false, ms: 9, detail: "connection refused" }], serialLog: "/w/s.log" } };
+  const bootErr = await t.throwsAsync(runProgram({ config: demoConfig(dir), steps: probeFailed }));
+  t.regex(bootErr!.message, /boot test failed: reader \(connection refused\)/);
+});
+
+test.serial("(mocked: the docker provider cannot run here) docker isolation: digest-pinned image kept locally, no network, read-only closure and sources, exit code checked", async (t) => {
+  const digest = "nixos/nix@sha256:" + "a".repeat(64);
+  const config = {
+    [`${P}:source`]: "nix",
+    [`${P}:file`]: "nix/default.nix",
+    [`${P}:attribute`]: "iso",
+    [`${P}:isolation`]: "docker",
+    [`${P}:rebuilderImage`]: digest,
+    [`${P}:bootTest`]: "false",
+  };
+  const run = await runProgram({ config });
+  const image = run.resources.find((r) => r.type === "docker:index/remoteImage:RemoteImage")!;
+  t.is(image.inputs.name, digest);
+  t.true(image.inputs.keepLocally);
+  const c = run.resources.find((r) => r.type === "docker:index/container:Container")!;
+  t.is(c.inputs.image, digest);
+  t.is(c.inputs.networkMode, "none");
+  t.true(c.inputs.attach);
+  t.true(c.inputs.logs);
+  t.false(c.inputs.mustRun);
+  const mounts = c.inputs.mounts as { source: string; target: string; readOnly: boolean }[];
+  const closure = mounts.find((m) => m.source === "/w/closure/closure.nar");
+  t.truthy(closure);
+  t.true(closure!.readOnly, "closure mounted read-only");
+  const nixDir = path.resolve(__dirname, "..", "..", "nix");
+  t.true(mounts.find((m) => m.source === nixDir)!.readOnly, "sources mounted read-only");
+  t.is(mounts.filter((m) => !m.readOnly).length, 1, "only the work dir is writable");
+  t.true(c.inputs.envs.includes(`SC_DRV=${DRV}`));
+  // The source check runs before the container; verify reads the collected result.
+  const check = run.resources.find((r) => r.name.endsWith("-check-sources"))!;
+  t.regex(check.inputs.create, /check-closure --file nix\/default\.nix --attribute iso --closure \/w\/closure\/closure\.nar/);
+  t.true(dependsOn(run, c, check.urn));
+  t.false(run.resources.some((r) => stepOf(r) === "rebuild"), "no bwrap rebuild command");
+  t.is(run.outputs.reproducible, true);
+
+  const err = await t.throwsAsync(runProgram({ config, steps: { containerExitCode: 3 } as any }));
+  t.regex(err!.message, /the rebuild container exited with 3/);
+});
+
+test.serial("(mocked: no engine in unit tests) a wrong config key or value is one clear error naming the key and what is allowed", async (t) => {
+  const dir = demoWorld(t);
+  let err = await t.throwsAsync(runProgram({ config: demoConfig(dir, { [`${P}:isolaton`]: "bwrap" }) }));
+  t.regex(err!.message, /config key 'secure-supply-chain:isolaton' is not known \(allowed keys: .*secure-supply-chain:isolation/);
+  err = await t.throwsAsync(runProgram({ config: demoConfig(dir, { [`${P}:isolation`]: "chroot" }) }));
+  t.is(err!.message, `config key 'secure-supply-chain:isolation' has value "chroot"; allowed: one of "bwrap", "docker"`);
+  t.is(err!.constructor.name, "RunError", "ends the program without a stack trace");
+  err = await t.throwsAsync(runProgram({ config: demoConfig(dir, { [`${P}:isolation`]: "docker" }) }));
+  t.regex(err!.message, /'secure-supply-chain:rebuilderImage' is required with isolation "docker"; allowed: an image pinned by digest/);
+});
