@@ -41,7 +41,7 @@ for so in /usr/lib/nix/*.so*; do copy "$so"; objs+=("$so"); done
 if [ -d /usr/libexec/nix ]; then mkdir -p "$root/usr/libexec"; cp -a /usr/libexec/nix "$root/usr/libexec/"; fi
 for f in $(ldd "${objs[@]}" 2>/dev/null | awk '/=> \// {print $3} /^[[:space:]]*\/[^ ]+ \(/ {print $1}' | sort -u); do copy "$f"; done
 # glibc loads these by name at run time (user/group lookups), ldd cannot see them
-for f in /usr/lib/x86_64-linux-gnu/libnss_files.so.2 /usr/lib/x86_64-linux-gnu/libresolv.so.2; do [ -e "$f" ] && copy "$f"; done
+for f in /usr/lib/x86_64-linux-gnu/libnss_files.so.2 /usr/lib/x86_64-linux-gnu/libnss_dns.so.2 /usr/lib/x86_64-linux-gnu/libresolv.so.2; do [ -e "$f" ] && copy "$f"; done
 
 cp "$bb" "$root/usr/bin/busybox"
 for a in $("$bb" --list); do [ -e "$root/usr/bin/$a" ] || ln -s busybox "$root/usr/bin/$a"; done

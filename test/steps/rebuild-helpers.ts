@@ -1,0 +1,105 @@
+// Shared set-up for the rebuild/verify tests: the demo world, its closures, and closures broken on
+// purpose (one byte of a source changed; one source left out), made with the real export parser.
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileReader, parseExport, ExportedPath } from "../../pipeline/lib/nar";
+
+export const ROOT = path.join(__dirname, "..", "..");
+const BIN = path.join(ROOT, "bin", "supply-chain.js");
+
+/** No binary cache on the host side either: this machine is offline (and retries cost seconds). */
+export const ENV: NodeJS.ProcessEnv = { ...process.env, NIX_CONFIG: `${process.env.NIX_CONFIG ?? ""}\nsubstituters =\n` };
+
+export interface CliResult {
+  code: number;
+  json: any;
+  stdout: string;
+  stderr: string;
+}
+
+function parse(stdout: string): any {
+  try {
+    return JSON.parse(stdout);
+  } catch {
+    return undefined;
+  }
+}
+
+export function cliSync(args: string[], env: NodeJS.ProcessEnv = ENV): CliResult {
+  const r = spawnSync(process.execPath, [BIN, ...args], { env, encoding: "utf8", maxBuffer: 1 << 28 });
+  return { code: r.status ?? -1, json: parse(r.stdout), stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Async so ava can run other tests meanwhile (the builds are minutes of mostly waiting). */
+export function cli(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, json: parse(stdout), stdout, stderr }));
+  });
+}
+
+export function requireTool(tool: string, pkg: string): void {
+  const r = spawnSync("sh", ["-c", `command -v ${tool}`]);
+  if (r.status !== 0) throw new Error(`missing tool '${tool}' (install the Debian package ${pkg}, or run scripts/setup.sh)`);
+}
+
+export interface DemoWorld {
+  dir: string;
+  file: string;
+  attribute: string;
+  nonReproducibleAttribute: string;
+}
+
+export async function demoWorld(prefix: string): Promise<DemoWorld> {
+  for (const [t, p] of [["nix-build", "nix-bin"], ["bwrap", "bubblewrap"], ["busybox", "busybox-static"]]) requireTool(t, p);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const r = await cli(["demo-world", path.join(dir, "world")]);
+  if (r.code !== 0) throw new Error(`demo-world failed (${r.code}): ${r.stderr.slice(-2000)}`);
+  return { dir, ...r.json };
+}
+
+export async function closureOf(w: DemoWorld, attribute: string, name: string): Promise<string> {
+  const r = await cli(["closure", "--file", w.file, "--attribute", attribute, "--out", path.join(w.dir, name)]);
+  if (r.code !== 0) throw new Error(`closure of ${attribute} failed (${r.code}): ${r.stderr.slice(-2000)}`);
+  return r.json.closureFile;
+}
+
+export async function exportedPaths(closure: string): Promise<ExportedPath[]> {
+  return parseExport(fileReader(closure), { entries: true });
+}
+
+/** Copies `closure` with one byte in the middle of one file of the source whose path matches. */
+export async function tamperedCopy(closure: string, match: RegExp, to: string): Promise<{ path: string; file: string }> {
+  const paths = await exportedPaths(closure);
+  const victim = paths.find((p) => match.test(p.path));
+  if (!victim) throw new Error(`no path matching ${match} in ${closure}`);
+  const file = victim.entries!.find((e) => e.type === "regular" && e.size > 0);
+  if (!file || file.type !== "regular") throw new Error(`${victim.path} has no regular file to tamper with`);
+  const buf = fs.readFileSync(closure);
+  buf[file.contentsOffset + Math.floor(file.size / 2)] ^= 0x01;
+  fs.writeFileSync(to, buf);
+  return { path: victim.path, file: file.path };
+}
+
+/** Copies `closure` leaving out the one source whose path matches (a well-formed export otherwise). */
+export async function closureWithout(closure: string, match: RegExp, to: string): Promise<string> {
+  const paths = await exportedPaths(closure);
+  const i = paths.findIndex((p) => match.test(p.path));
+  if (i < 0) throw new Error(`no path matching ${match} in ${closure}`);
+  const buf = fs.readFileSync(closure);
+  const start = paths[i].narStart - 8; // the u64 "1" that opens each entry
+  const end = i + 1 < paths.length ? paths[i + 1].narStart - 8 : buf.length - 8; // the final u64 0 stays
+  fs.writeFileSync(to, Buffer.concat([buf.subarray(0, start), buf.subarray(end)]));
+  return paths[i].path;
+}
+
+export function rm(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,161 @@
+// The offline rebuild (bubblewrap) and the bit-for-bit verdict on the real demo world: real nix,
+// real bwrap, real closures — including closures broken on purpose, which must be refused.
+import test from "ava";
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { offlineBuild } from "../../pipeline/steps/rebuild";
+import { CheckFailed } from "../../pipeline/lib/step";
+import { cli, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, ROOT, tamperedCopy } from "./rebuild-helpers";
+
+let w: DemoWorld;
+let closure: string;
+
+test.before(async () => {
+  w = await demoWorld("rebuild-test-");
+  closure = await closureOf(w, w.attribute, "closure");
+});
+
+test.after.always(() => {
+  if (w) rm(w.dir);
+});
+
+test.serial("bwrap: the closure alone rebuilds the image in an EMPTY store with no network, and verify finds every path identical", async (t) => {
+  const out = path.join(w.dir, "rb-bwrap");
+  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out]);
+  t.is(r.code, 0, r.stderr.slice(-3000));
+  t.is(r.json.isolation, "bwrap");
+  t.deepEqual(r.json.network.interfaces, ["lo"], "only loopback inside the isolation");
+  // every non-fixed-output derivation of the graph, not only the top
+  t.true(r.json.paths.length >= 3, JSON.stringify(r.json.paths));
+  t.true(r.json.paths.some((p: any) => p.path === r.json.outPath && p.narHash === r.json.narHash));
+  for (const p of r.json.paths) t.true(fs.existsSync(p.nar), p.nar);
+  const logText = fs.readFileSync(r.json.log, "utf8");
+  t.regex(logText, /importing .* into the empty store/);
+  t.notRegex(logText, /cache\.nixos\.org|https?:\/\//, "no download was attempted");
+  t.deepEqual(JSON.parse(fs.readFileSync(path.join(out, "rebuild.json"), "utf8")), r.json, "rebuild.json is the result");
+
+  const v = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
+  t.is(v.code, 0, v.stderr.slice(-3000));
+  t.true(v.json.reproducible);
+  t.is(v.json.checked, r.json.paths.length);
+  t.is(v.json.matched, v.json.checked);
+  t.deepEqual(v.json.mismatched, []);
+  t.regex(fs.readFileSync(v.json.report, "utf8"), new RegExp(`${v.json.checked} of ${v.json.checked} paths reproducible`));
+});
+
+test("the nonReproducible attribute: verify says reproducible:false, naming the path and the file that differs", async (t) => {
+  const c = await closureOf(w, w.nonReproducibleAttribute, "closure-nonrepro");
+  const out = path.join(w.dir, "rb-nonrepro");
+  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.nonReproducibleAttribute, "--closure", c, "--isolation", "bwrap", "--out", out]);
+  t.is(r.code, 0, r.stderr.slice(-3000));
+  const v = await cli(["verify", "--file", w.file, "--attribute", w.nonReproducibleAttribute, "--rebuilt", path.join(out, "rebuild.json")]);
+  t.is(v.code, 1, v.stderr.slice(-3000));
+  t.false(v.json.reproducible);
+  t.true(v.json.mismatched.length >= 1);
+  const top = v.json.mismatched.find((m: any) => m.path === r.json.outPath);
+  t.truthy(top, `the top path ${r.json.outPath} is named: ${JSON.stringify(v.json.mismatched)}`);
+  t.true(top.files.length >= 1, "the differing file is named");
+  t.regex(v.stderr, /not reproducible/);
+  const md = fs.readFileSync(v.json.report, "utf8");
+  t.regex(md, new RegExp(`${v.json.matched} of ${v.json.checked} paths reproducible`));
+  t.true(md.includes(top.files[0]));
+});
+
+test("a closure with one byte of one source changed: the rebuild refuses before building, naming the source", async (t) => {
+  const bad = path.join(w.dir, "tampered.closure");
+  const victim = await tamperedCopy(closure, /linux-image/, bad);
+  const out = path.join(w.dir, "rb-tampered");
+  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", bad, "--isolation", "bwrap", "--out", out]);
+  t.is(r.code, 1, r.stderr.slice(-3000));
+  t.true(r.stderr.includes(victim.path), r.stderr.slice(-1000));
+  t.true(r.json.refused);
+  t.false(r.json.built);
+  t.deepEqual(r.json.check.tampered.map((x: any) => x.path), [victim.path]);
+  t.false(fs.existsSync(path.join(out, "build.log")), "no isolated build was started");
+  t.false(fs.existsSync(path.join(out, "rebuild.json")));
+});
+
+test("a closure missing one source: the rebuild refuses naming it, and the isolated build alone fails naming it with no network tried", async (t) => {
+  const bad = path.join(w.dir, "missing.closure");
+  const missing = await closureWithout(closure, /linux-image/, bad);
+  const out = path.join(w.dir, "rb-missing");
+  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", bad, "--isolation", "bwrap", "--out", out]);
+  t.is(r.code, 1, r.stderr.slice(-3000));
+  t.true(r.stderr.includes(missing), r.stderr.slice(-1000));
+  t.deepEqual(r.json.check.missing.map((x: any) => x.path), [missing]);
+
+  // Without the pre-check (the import/build machinery alone): the empty, offline store cannot get it.
+  const e = await t.throwsAsync(
+    offlineBuild({ file: w.file, attribute: w.attribute, closure: bad, isolation: "bwrap", out: path.join(w.dir, "rb-missing-raw"), sourceCheck: null }),
+    { instanceOf: CheckFailed },
+  );
+  t.true(e!.message.includes(missing), e!.message);
+  t.regex(e!.message, /not in the closure and cannot be fetched offline/);
+  const res = (e as CheckFailed).result as any;
+  t.deepEqual(res.network.interfaces, ["lo"], "proof of isolation: loopback only");
+  const logText = fs.readFileSync(res.log, "utf8");
+  t.notRegex(logText, /cache\.nixos\.org|https?:\/\//, "substituters off: no download was attempted");
+  t.false(fs.existsSync(path.join(w.dir, "rb-missing-raw", "rebuild.json")));
+});
+
+test.serial("a rebuild killed half-way: nothing half-written is accepted, and a re-run completes", async (t) => {
+  const out = path.join(w.dir, "rb-killed");
+  const first = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out]);
+  t.is(first.code, 0, first.stderr.slice(-3000));
+  const oldJson = path.join(w.dir, "first-rebuild.json");
+  fs.writeFileSync(oldJson, first.stdout);
+
+  // Second run into the same directory, SIGKILLed (with its process group) while building.
+  const child = spawn(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), "rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out], {
+    env: ENV,
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  let seen = "";
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`never saw a build start: ${seen.slice(-2000)}`)), 300_000);
+    child.stderr.on("data", (d) => {
+      seen += d;
+      if (/building '\/nix\/store\/[^']*linux[^']*\.drv'/.test(seen)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  process.kill(-child.pid!, "SIGKILL");
+  await new Promise((r) => child.on("close", r));
+
+  t.false(fs.existsSync(path.join(out, "rebuild.json")), "no completion marker after a kill");
+  t.true(fs.readdirSync(out).some((e) => e.startsWith(".staging-")), "the killed run's work is visibly staged, not in place");
+  const stale = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", oldJson]);
+  t.is(stale.code, 2, stale.stderr);
+  t.regex(stale.stderr, /incomplete|superseded/);
+
+  const again = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out]);
+  t.is(again.code, 0, again.stderr.slice(-3000));
+  t.false(fs.readdirSync(out).some((e) => e.startsWith(".staging-")), "leftovers cleaned");
+  const v = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
+  t.is(v.code, 0, v.stderr.slice(-3000));
+  t.true(v.json.reproducible);
+
+  // A NAR changed after the fact is refused too.
+  const nar = again.json.paths[0].nar;
+  fs.appendFileSync(nar, "x");
+  const tampered = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
+  t.is(tampered.code, 2);
+  t.regex(tampered.stderr, /modified/);
+});
+
+test("bad input: unknown isolation, missing closure, docker without an image -> exit 2 with a reason", async (t) => {
+  const base = ["rebuild", "--file", w.file, "--attribute", w.attribute, "--out", path.join(w.dir, "rb-bad")];
+  const a = await cli([...base, "--closure", closure, "--isolation", "chroot"]);
+  t.is(a.code, 2);
+  t.regex(a.stderr, /unknown --isolation 'chroot'/);
+  const b = await cli([...base, "--closure", path.join(w.dir, "nope.closure"), "--isolation", "bwrap"]);
+  t.is(b.code, 2);
+  t.regex(b.stderr, /closure file not found: .*nope\.closure/);
+  const c = await cli([...base, "--closure", closure, "--isolation", "docker"]);
+  t.is(c.code, 2);
+  t.regex(c.stderr, /--image/);
+});
