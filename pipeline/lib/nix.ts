@@ -82,10 +82,12 @@ export async function instantiate(t: NixTarget, o: NixOptions = {}): Promise<str
   return drvs[0];
 }
 
-/** Builds (or fetches) a derivation; returns its output paths, `out` first. */
+/** Builds (or fetches) a derivation; returns its output paths in the order nix-store prints them. */
 export async function realise(drvPath: string, o: NixOptions = {}, extraArgs: string[] = []): Promise<string[]> {
   const res = await run("nix-store", ["--realise", drvPath, ...nixOptionArgs(o), ...extraArgs], { label: o.label ?? "nix" });
-  return res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+  const printed = res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+  // With --add-root nix-store prints the roots (symlinks), not the store paths.
+  return extraArgs.includes("--add-root") ? printed.map((p) => fs.readlinkSync(p)) : printed;
 }
 
 /** The output paths a derivation will have (no build). */

@@ -20,6 +20,8 @@ export interface BuildResult {
 export interface BuildOptions extends NixTarget {
   sandbox?: boolean;
   offline?: boolean;
+  /** Symlink to the output, registered as a GC root. */
+  outLink?: string;
 }
 
 /** Finds the bootable artifact in a build output, per CONTRACTS.md "Image layout". */
@@ -50,7 +52,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   log("build", `evaluating ${o.flake ? `${o.flake}#${o.attribute}` : `${o.file} -A ${o.attribute}`}`);
   const drvPath = await instantiate(target);
   log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""})`);
-  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline });
+  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, o.outLink ? ["--add-root", path.resolve(o.outLink)] : []);
   const outPath = outs[0];
   if (!outPath) throw new Error(`nix-store --realise ${drvPath} printed no output path`);
   const info = await pathInfo(outPath);
@@ -70,6 +72,7 @@ export const step: StepDefinition<BuildResult> = {
     attribute: { type: "string", description: "attribute path to build, e.g. image", required: true },
     "no-sandbox": { type: "boolean", description: "build without the Nix sandbox (not recommended)" },
     offline: { type: "boolean", description: "turn substituters off: build only from what is in the store and the sources" },
+    "out-link": { type: "string", description: "create this symlink to the output, registered as a GC root (default: none)" },
   },
   async run({ values }) {
     if (!values.file && !values.flake) throw new InputError("missing --file (or --flake)");
@@ -79,6 +82,7 @@ export const step: StepDefinition<BuildResult> = {
       attribute: values.attribute,
       sandbox: !values["no-sandbox"],
       offline: !!values.offline,
+      outLink: values["out-link"],
     });
   },
 };

@@ -230,7 +230,10 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
       const drv = await instantiate({ file, attribute });
       log("demo-world", `fetching ${attribute} (${drv})`);
       try {
-        await realise(drv, { sandbox: true, offline: true, options: { "extra-sandbox-paths": dirs.join(" ") }, label: attribute });
+        // A GC root per source: once collected, a source could only come back through this command.
+        const root = path.join(dir, "gcroots", attribute);
+        fs.mkdirSync(path.dirname(root), { recursive: true });
+        await realise(drv, { sandbox: true, offline: true, options: { "extra-sandbox-paths": dirs.join(" ") }, label: attribute }, ["--add-root", root]);
       } catch (e: any) {
         const mismatch = /hash mismatch[^\n]*/.exec(e.stderr ?? "");
         if (mismatch) throw new InputError(`source '${attribute}' does not match ${lockFile}: ${mismatch[0]} (rerun with --update-lock to re-pin)`);

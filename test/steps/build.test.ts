@@ -41,6 +41,17 @@ test("build prints drvPath, outPath, narHash, narSize and the image artifact, al
   t.is(out.artifactSha256, hex.stdout.trim());
 });
 
+test("--out-link leaves a GC-rooted symlink and still reports the store path", async (t) => {
+  const dir = tmp(t);
+  const link = path.join(dir, "result");
+  const r = await cli(["build", "--file", worldFile, "--attribute", "modules", "--offline", "--out-link", link]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.json.outPath, /^\/nix\/store\/[0-9a-z]{32}-virtio-net-modules-/);
+  t.is(fs.readlinkSync(link), r.json.outPath);
+  const roots = await run("nix-store", ["--query", "--roots", r.json.outPath], { streamStderr: false });
+  t.true(roots.stdout.includes(link), roots.stdout);
+});
+
 test("a non-image output has no artifact", async (t) => {
   const r = await cli(["build", "--file", worldFile, "--attribute", "tools", "--offline"]);
   t.is(r.code, 0, r.stderr);
