@@ -3,8 +3,8 @@
 // build failures stay CommandFailed (exit 1: the build ran and failed).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { InputError } from "./step";
-import { run } from "./proc";
+import { CheckFailed, InputError } from "./step";
+import { CommandFailed, run } from "./proc";
 
 /** What to build: a non-flake Nix file plus attribute path, or a flake reference plus attribute. */
 export interface NixTarget {
@@ -88,6 +88,25 @@ export async function realise(drvPath: string, o: NixOptions = {}, extraArgs: st
   const printed = res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
   // With --add-root nix-store prints the roots (symlinks), not the store paths.
   return extraArgs.includes("--add-root") ? printed.map((p) => fs.readlinkSync(p)) : printed;
+}
+
+/**
+ * One-line reason for a failed `nix-store --realise`: a source the sandboxed fetcher cannot reach is
+ * missing input (exit 2); a builder that failed is a failed build (exit 1) naming the derivation.
+ */
+export function explainBuildFailure(e: unknown, drvPath: string): unknown {
+  if (!(e instanceof CommandFailed)) return e;
+  const url = /unable to download '([^']+)'/.exec(e.stderr);
+  if (url) {
+    const hint = url[1].startsWith("file://")
+      ? "the sandboxed fetcher cannot read file:// URLs: realise the source first (demo world: rerun `supply-chain demo-world` on its directory)"
+      : "no network? realise the source first or import it from a closure";
+    return new InputError(`source ${url[1]} is not in the Nix store and cannot be fetched: ${hint}`);
+  }
+  const builder = /error: builder for '([^']+)' failed[^\n]*/.exec(e.stderr);
+  if (builder) return new CheckFailed(`build of ${drvPath} failed: ${builder[0].replace(/^error:\s*/, "")} (log above)`);
+  const first = /error: ([^\n]+)/.exec(e.stderr);
+  return new CheckFailed(`build of ${drvPath} failed: ${first ? first[1] : `nix-store exit ${e.exitCode}`}`);
 }
 
 /** The output paths a derivation will have (no build). */

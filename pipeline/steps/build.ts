@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { sha256File } from "../lib/fsx";
-import { instantiate, narHashHex, NixTarget, pathInfo, realise } from "../lib/nix";
+import { explainBuildFailure, instantiate, narHashHex, NixTarget, pathInfo, realise } from "../lib/nix";
 
 export interface BuildResult {
   drvPath: string;
@@ -52,7 +52,9 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   log("build", `evaluating ${o.flake ? `${o.flake}#${o.attribute}` : `${o.file} -A ${o.attribute}`}`);
   const drvPath = await instantiate(target);
   log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""})`);
-  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, o.outLink ? ["--add-root", path.resolve(o.outLink)] : []);
+  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, o.outLink ? ["--add-root", path.resolve(o.outLink)] : []).catch((e) => {
+    throw explainBuildFailure(e, drvPath);
+  });
   const outPath = outs[0];
   if (!outPath) throw new Error(`nix-store --realise ${drvPath} printed no output path`);
   const info = await pathInfo(outPath);

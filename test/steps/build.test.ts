@@ -52,6 +52,21 @@ test("--out-link leaves a GC-rooted symlink and still reports the store path", a
   t.true(roots.stdout.includes(link), roots.stdout);
 });
 
+test("an output with iso/*.iso reports that file and its sha256 as the artifact", async (t) => {
+  const dir = tmp(t);
+  const file = path.join(dir, "iso.nix");
+  fs.writeFileSync(
+    file,
+    `let w = import ${worldFile}; in { iso = derivation { name = "fake-iso"; system = "x86_64-linux"; builder = "\${w.tools}/bin/sh"; ` +
+      `args = [ "-c" "\${w.tools}/bin/mkdir -p $out/iso && echo not really an iso > $out/iso/demo.iso && echo other > $out/README" ]; }; }\n`,
+  );
+  const r = await cli(["build", "--file", file, "--attribute", "iso", "--offline"]);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.json.artifact, path.join(r.json.outPath, "iso", "demo.iso"));
+  const sum = await run("sha256sum", [r.json.artifact], { streamStderr: false });
+  t.is(r.json.artifactSha256, sum.stdout.split(" ")[0]);
+});
+
 test("a non-image output has no artifact", async (t) => {
   const r = await cli(["build", "--file", worldFile, "--attribute", "tools", "--offline"]);
   t.is(r.code, 0, r.stderr);
@@ -112,6 +127,23 @@ test("a build that fails is exit 1 (a failed build, not bad input)", async (t) =
   const r = await cli(["build", "--file", file, "--attribute", "broken", "--offline"]);
   t.is(r.code, 1);
   t.regex(r.stderr, /deliberately failing/);
+  t.regex(reason(r), /^supply-chain build: build of \/nix\/store\/\S+-broken\.drv failed: builder for '\/nix\/store\/\S+-broken\.drv' failed with exit code 3/);
+});
+
+test("a bootstrap source that is not in the store is exit 2 naming its URL (the sandbox cannot read file://)", async (t) => {
+  const dir = tmp(t);
+  // A busybox no store has seen: same program, one random trailing byte more.
+  const busybox = path.join(dir, "busybox");
+  fs.writeFileSync(busybox, Buffer.concat([fs.readFileSync("/bin/busybox"), require("node:crypto").randomBytes(8)]));
+  const w = await cli(["demo-world", path.join(dir, "world"), "--busybox", busybox, "--no-fetch"]);
+  t.is(w.code, 0, w.stderr);
+  const r = await cli(["build", "--file", w.json.file, "--attribute", "image", "--offline"]);
+  t.is(r.code, 2);
+  t.is(
+    reason(r),
+    `supply-chain build: source file://${path.join(dir, "world", "bootstrap", "busybox-static.nar")} is not in the Nix store and cannot be fetched: ` +
+      "the sandboxed fetcher cannot read file:// URLs: realise the source first (demo world: rerun `supply-chain demo-world` on its directory)",
+  );
 });
 
 test("--flake builds the same derivation as --file (Nix 2.8: experimental features enabled per call)", async (t) => {
