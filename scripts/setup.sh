@@ -6,6 +6,8 @@ set -euo pipefail
 # command on PATH -> Debian package that provides it
 declare -A TOOLS=(
   [nix-build]=nix-bin
+  [git]=git            # test/nix lists the repository's .nix files
+  [python3]=python3    # test/nix checks the NixOS VM test's Python script
   [bwrap]=bubblewrap
   [qemu-system-x86_64]=qemu-system-x86
   [dockerd]=docker.io

@@ -78,15 +78,15 @@ pkgs.testers.runNixOSTest {
 
     with subtest("the rows in PostgreSQL are exactly what was acknowledged"):
         rows = server.succeed(
-            "runuser -u postgres -- psql -d messages -tA -F '|' "
+            "runuser -u postgres -- psql -X -d messages -tA -F '|' "
             + "-c 'SELECT id, content FROM testcounter ORDER BY id'"
         ).splitlines()
         assert rows == [f"{i}|{c}" for i, c in zip(ids, reversed(expected))], f"rows: {rows!r}"
 
     with subtest("the database role is reachable only as its own system user (peer auth)"):
-        server.fail("psql 'postgresql:///messages?host=/run/postgresql&user=messages' -c 'SELECT 1'")
+        server.fail("psql -X 'postgresql:///messages?host=/run/postgresql&user=messages' -c 'SELECT 1'")
         server.succeed(
-            "runuser -u messages -- psql 'postgresql:///messages?host=/run/postgresql' -c 'SELECT 1'"
+            "runuser -u messages -- psql -X 'postgresql:///messages?host=/run/postgresql' -c 'SELECT 1'"
         )
 
     with subtest("the services run hardened, as the messages user"):
