@@ -101,18 +101,28 @@ export function findKernelDeb(cacheDir: string, explicit?: string): { file: stri
   return { file: path.join(cacheDir, best.f), kernelVersion: best.m![1], version: best.m![2] };
 }
 
-/** Copies the world's Nix expressions, builders and guest scripts (pipeline/demo-world/**). */
-function copyTemplate(src: string, dst: string): void {
+/**
+ * Copies the world's Nix expressions, builders and guest scripts (pipeline/demo-world/**). A file
+ * already there with other content is someone's edit (the point of a demo: change a source, see the
+ * image change): it is kept unless `reset`. Returns the kept files.
+ */
+function copyTemplate(src: string, dst: string, reset: boolean, kept: string[] = []): string[] {
   for (const entry of fs.readdirSync(src, { withFileTypes: true })) {
     if (entry.name === "lock.json") continue;
     const from = path.join(src, entry.name);
     const to = path.join(dst, entry.name);
-    if (entry.isDirectory()) copyTemplate(from, to);
+    if (entry.isDirectory()) copyTemplate(from, to, reset, kept);
     else if (entry.isFile()) {
-      writeFileAtomic(to, fs.readFileSync(from));
+      const content = fs.readFileSync(from);
+      if (fs.existsSync(to) && !reset) {
+        if (!fs.readFileSync(to).equals(content)) kept.push(to);
+        continue;
+      }
+      writeFileAtomic(to, content);
       fs.chmodSync(to, fs.statSync(from).mode & 0o777);
     }
   }
+  return kept;
 }
 
 /** Serialises a directory holding bin/busybox as a NAR, the form builtin:fetchurl can `unpack`. */
@@ -158,6 +168,8 @@ export interface DemoWorldOptions {
   kernelDeb?: string;
   busybox?: string;
   updateLock?: boolean;
+  /** Overwrite edited world files with the template. */
+  reset?: boolean;
   /** Realise the two bootstrap sources now (default true). */
   fetch?: boolean;
 }
@@ -175,7 +187,8 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
 
   fs.mkdirSync(dir, { recursive: true });
   log("demo-world", `writing the demo world to ${dir}`);
-  copyTemplate(TEMPLATE_DIR, dir);
+  const kept = copyTemplate(TEMPLATE_DIR, dir, !!o.reset);
+  for (const f of kept) log("demo-world", `keeping edited ${path.relative(dir, f)} (--reset restores the template)`);
 
   const narFile = path.join(dir, "bootstrap", "busybox-static.nar");
   await busyboxNar(busybox, narFile);
@@ -254,6 +267,7 @@ export const step: StepDefinition<DemoWorldResult> = {
     "kernel-deb": { type: "string", description: "use this linux-image-*-amd64 .deb instead of the newest in the cache dir" },
     busybox: { type: "string", description: "static busybox to bootstrap from (default /bin/busybox from busybox-static)" },
     "update-lock": { type: "boolean", description: "re-pin the sources even if <dir>/lock.json exists" },
+    reset: { type: "boolean", description: "overwrite edited world files (default.nix, builders/, rootfs/) with the template" },
     "no-fetch": { type: "boolean", description: "don't realise the two bootstrap sources into the Nix store now" },
   },
   async run({ values, positionals }) {
@@ -263,6 +277,7 @@ export const step: StepDefinition<DemoWorldResult> = {
       kernelDeb: values["kernel-deb"],
       busybox: values.busybox,
       updateLock: !!values["update-lock"],
+      reset: !!values.reset,
       fetch: !values["no-fetch"],
     });
   },

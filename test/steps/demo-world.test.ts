@@ -128,3 +128,22 @@ test("an existing lock is kept, and a lock whose hash no longer matches its file
   t.is(fixed.code, 0, fixed.stderr);
   t.deepEqual(JSON.parse(fs.readFileSync(out.lock, "utf8")), JSON.parse(lockText));
 });
+
+test("rerunning keeps an edited world file (and the image changes with it); --reset restores the template", async (t) => {
+  const { dir, out } = await world(t);
+  const init = path.join(dir, "rootfs", "init");
+  const original = fs.readFileSync(init, "utf8");
+  const before = await run("nix-instantiate", [out.file, "-A", "image"], { streamStderr: false });
+  fs.writeFileSync(init, original.replace("demo-world: ready", "demo-world: ready (edited)"));
+  const again = await cli(["demo-world", dir, "--no-fetch"]);
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stderr, /keeping edited rootfs\/init/);
+  t.regex(fs.readFileSync(init, "utf8"), /ready \(edited\)/);
+  const edited = await run("nix-instantiate", [out.file, "-A", "image"], { streamStderr: false });
+  t.not(edited.stdout.trim(), before.stdout.trim());
+  const reset = await cli(["demo-world", dir, "--no-fetch", "--reset"]);
+  t.is(reset.code, 0, reset.stderr);
+  t.is(fs.readFileSync(init, "utf8"), original);
+  const restored = await run("nix-instantiate", [out.file, "-A", "image"], { streamStderr: false });
+  t.is(restored.stdout.trim(), before.stdout.trim());
+});
