@@ -24,7 +24,10 @@ if [ -z "$pkg" ]; then
   pkg=$(kernel_package)
 fi
 [ -n "$pkg" ] || { echo "fetch-demo-inputs: cannot resolve linux-image-amd64 to a kernel package" >&2; exit 1; }
-mkdir -p "$CACHE"
+if ! mkdir -p "$CACHE" 2>/dev/null || [ ! -w "$CACHE" ]; then
+  echo "fetch-demo-inputs: cannot write $CACHE: run as root, or set SUPPLY_CHAIN_CACHE to a writable directory (demo-world reads the same variable)" >&2
+  exit 1
+fi
 tmp=$(mktemp -d "$CACHE/.download.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 # apt's _apt user must be able to write where it downloads, or apt warns and downloads unsandboxed.
