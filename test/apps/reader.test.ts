@@ -48,6 +48,23 @@ test("GET / lists rows newest first (by id), one exact `YYYY-mm-dd HH:MM:SS: con
   t.regex(nowText, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/);
 });
 
+test("the reader's own TIMESTAMP decoding agrees with PostgreSQL's to_char on 2000 random dates from year 1 to 9999", async (t) => {
+  const { pg, reader } = await withReader(t, [
+    CREATE_TABLE,
+    // Random microsecond instants, plus the edges where truncation and leap rules bite.
+    `INSERT INTO testcounter(content, date)
+       SELECT 'r' || g, timestamp '0001-01-01 00:00:00' + random() * (timestamp '9999-12-31 23:59:59.999999' - timestamp '0001-01-01')
+       FROM generate_series(1, 2000) g`,
+    `INSERT INTO testcounter(content, date) VALUES
+       ('edge1', '1999-12-31 23:59:59.999999'), ('edge2', '2000-01-01 00:00:00'), ('edge3', '1900-02-28 23:59:59.999999'),
+       ('edge4', '2000-02-29 12:00:00'), ('edge5', '0001-01-01 00:00:00'), ('edge6', '9999-12-31 23:59:59.999999')`,
+  ]);
+  const oracle = pg.sql("SELECT to_char(date, 'YYYY-MM-DD HH24:MI:SS') || ': ' || content FROM testcounter ORDER BY id DESC").trim();
+  const res = await get(`${reader.base}/?limit=10000`);
+  t.is(res.body.trimEnd(), oracle);
+  t.is(res.body.split("\n").length, 2006 + 1);
+});
+
 test("GET / is capped at 1000 rows by default; ?limit=N takes 1..10000, anything else is a 400", async (t) => {
   const { reader } = await withReader(t, [CREATE_TABLE, "INSERT INTO testcounter(content) SELECT 'row ' || g FROM generate_series(1, 1205) g ORDER BY g"]);
   const contents = (body: string) =>
