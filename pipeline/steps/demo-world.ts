@@ -204,7 +204,15 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     if (lock?.lockVersion !== 1 || !lock.sources?.busybox || !lock.sources?.kernel)
       throw new InputError(`${lockFile} is not a demo-world lock (lockVersion 1); rerun with --update-lock`);
     log("demo-world", `keeping the existing lock ${lockFile}; checking its sources`);
-    await verifyLock(lock, lockFile);
+    // A world that was copied or moved: its busybox NAR was just rewritten here. The URL only says
+    // where to fetch from; the pinned hash (checked next) is what must not change.
+    const narUrl = pathToFileURL(narFile).href;
+    if (lock.sources.busybox.url !== narUrl) {
+      log("demo-world", `busybox source moved: ${lock.sources.busybox.url} -> ${narUrl}`);
+      lock.sources.busybox.url = narUrl;
+      await verifyLock(lock, lockFile);
+      writeJsonAtomic(lockFile, lock);
+    } else await verifyLock(lock, lockFile);
   } else {
     const deb = findKernelDeb(cacheDir, o.kernelDeb);
     log("demo-world", `pinning ${busybox} and ${deb.file}`);

@@ -147,3 +147,22 @@ test("rerunning keeps an edited world file (and the image changes with it); --re
   const restored = await run("nix-instantiate", [out.file, "-A", "image"], { streamStderr: false });
   t.is(restored.stdout.trim(), before.stdout.trim());
 });
+
+test("a moved world keeps its pins: only the busybox URL follows the directory", async (t) => {
+  const { dir, out } = await world(t);
+  const orig = JSON.parse(fs.readFileSync(out.lock, "utf8"));
+  const moved = path.join(tmp(t), "moved");
+  fs.renameSync(dir, moved);
+  fs.mkdirSync(dir); // so the teardown of `dir` still has something to remove
+  const r = await cli(["demo-world", moved]);
+  t.is(r.code, 0, r.stderr);
+  const after = JSON.parse(fs.readFileSync(path.join(moved, "lock.json"), "utf8"));
+  t.is(after.sources.busybox.url, `file://${path.join(moved, "bootstrap", "busybox-static.nar")}`);
+  t.deepEqual(after.sources.busybox.hash, orig.sources.busybox.hash);
+  t.deepEqual(after.sources.kernel, orig.sources.kernel);
+  // Same sources, same image.
+  const a = await run("nix-store", ["-q", "--outputs", (await run("nix-instantiate", [r.json.file, "-A", "image"], { streamStderr: false })).stdout.trim()], { streamStderr: false });
+  const b = await cli(["build", "--file", r.json.file, "--attribute", "image", "--offline"]);
+  t.is(b.code, 0, b.stderr);
+  t.is(a.stdout.trim(), b.json.outPath);
+});
