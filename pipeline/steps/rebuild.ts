@@ -49,7 +49,7 @@ const INNER_SCRIPT = String.raw`set -eu
 W="$1"
 export HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" XDG_STATE_HOME="$W/home/.state" TMPDIR=/tmp
 mkdir -p "$HOME" "$W/nars"
-say() { echo "== rebuild: $*"; }
+say() { echo "== rebuild [$(date +%H:%M:%S)]: $*"; }
 # Proof of isolation: the interfaces of this network namespace (/proc/net follows the reader's namespace).
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
 say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces")"
@@ -176,9 +176,11 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
   }
   if (!interfaces.length) fail(`no record of the network interfaces inside the isolation (log ${finalLog})`, base);
 
-  // Anything in the store that neither came from the closure nor is an expected output or .drv/eval
-  // path was obtained some other way: refuse.
   const imported = new Set(readLines(path.join(work, "imported")));
+  // A build output that came in with the closure was never rebuilt: Nix would just keep it.
+  const smuggled = expected.filter((p) => imported.has(p));
+  if (smuggled.length) fail(`the closure carries build output ${smuggled[0]}${smuggled.length > 1 ? ` (and ${smuggled.length - 1} more)` : ""}: it was not rebuilt from sources`, base);
+  // A source that is in the store but did not come from the closure was obtained some other way.
   const fodOuts = new Map<string, Derivation>();
   for (const d of graph.drvs.values()) if (isFixedOutput(d)) for (const x of Object.values(d.outputs)) if (x.path) fodOuts.set(x.path, d);
   for (const name of readLines(path.join(work, "store-after"))) {

@@ -5,6 +5,7 @@
 // r13y-style "X of Y paths reproducible".
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { spawn } from "node:child_process";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { run } from "../lib/proc";
 import { writeFileAtomic } from "../lib/fsx";
@@ -66,7 +67,6 @@ export async function loadRebuild(file: string): Promise<RebuildResult> {
 }
 
 async function localNarListing(storePath: string) {
-  const { spawn } = await import("node:child_process");
   const child = spawn("nix-store", ["--dump", storePath], { stdio: ["ignore", "pipe", "inherit"] });
   const listing = await listNar(new ByteReader(child.stdout as AsyncIterable<Buffer>));
   await new Promise((resolve) => child.on("close", resolve));

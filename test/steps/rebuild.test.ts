@@ -1,7 +1,7 @@
 // The offline rebuild (bubblewrap) and the bit-for-bit verdict on the real demo world: real nix,
 // real bwrap, real closures — including closures broken on purpose, which must be refused.
 import test from "ava";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { offlineBuild } from "../../pipeline/steps/rebuild";
@@ -97,6 +97,30 @@ test("a closure missing one source: the rebuild refuses naming it, and the isola
   const logText = fs.readFileSync(res.log, "utf8");
   t.notRegex(logText, /cache\.nixos\.org|https?:\/\//, "substituters off: no download was attempted");
   t.false(fs.existsSync(path.join(w.dir, "rb-missing-raw", "rebuild.json")));
+});
+
+test("a closure that carries a prebuilt output: refused by the source check, and never taken as rebuilt by the isolated build", async (t) => {
+  const nix = (cmd: string, args: string[]) => execFileSync(cmd, args, { env: ENV, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  const drv = nix("nix-instantiate", [w.file, "-A", w.attribute]);
+  const toolsDrv = nix("nix-store", ["-qR", drv]).split("\n").find((p) => /-demo-tools\.drv$/.test(p))!;
+  t.truthy(toolsDrv, "the demo world has a tools stage");
+  const tools = nix("nix-store", ["--realise", toolsDrv, "--option", "sandbox", "true"]);
+  const extra = execFileSync("nix-store", ["--export", tools], { maxBuffer: 1 << 30 });
+  const orig = fs.readFileSync(closure);
+  const bad = path.join(w.dir, "smuggled.closure");
+  fs.writeFileSync(bad, Buffer.concat([orig.subarray(0, orig.length - 8), extra])); // one stream: drop the first end marker
+
+  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", bad, "--isolation", "bwrap", "--out", path.join(w.dir, "rb-smuggled")]);
+  t.is(r.code, 1, r.stderr.slice(-2000));
+  t.true(r.json.refused);
+  t.true(r.stderr.includes(tools), r.stderr.slice(-1000));
+
+  const e = await t.throwsAsync(
+    offlineBuild({ file: w.file, attribute: w.attribute, closure: bad, isolation: "bwrap", out: path.join(w.dir, "rb-smuggled-raw"), sourceCheck: null }),
+    { instanceOf: CheckFailed },
+  );
+  t.true(e!.message.includes(tools), e!.message);
+  t.regex(e!.message, /not rebuilt from sources/);
 });
 
 test.serial("a rebuild killed half-way: nothing half-written is accepted, and a re-run completes", async (t) => {
