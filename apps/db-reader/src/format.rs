@@ -267,7 +267,10 @@ mod tests {
         // PostgreSQL's range is 4713 BC to 294276 AD. 44 BC is astronomical year -43 (ISO 8601).
         let ides = PgTimestamp(micros(-43, 3, 15, 12, 0, 0, 0));
         assert_eq!(text_date(ides), "-0043-03-15 12:00:00");
-        assert_eq!(text_date(PgTimestamp(micros(0, 2, 29, 0, 0, 0, 0))), "0000-02-29 00:00:00");
+        assert_eq!(
+            text_date(PgTimestamp(micros(0, 2, 29, 0, 0, 0, 0))),
+            "0000-02-29 00:00:00"
+        );
         let far = PgTimestamp(micros(12_345, 6, 7, 8, 9, 10, 0));
         assert_eq!(text_date(far), "12345-06-07 08:09:10");
     }

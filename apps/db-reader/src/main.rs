@@ -229,7 +229,7 @@ impl From<PoolError> for AppError {
             PoolError::Timeout(_) => {
                 AppError::Unavailable("timed out getting a connection".to_string())
             }
-            PoolError::Backend(e) => AppError::Unavailable(e.to_string()),
+            PoolError::Backend(e) => AppError::Unavailable(with_causes(&e)),
             other => AppError::Unavailable(other.to_string()),
         }
     }
@@ -246,11 +246,27 @@ impl From<tokio_postgres::Error> for AppError {
                 .any(|class| code.code().starts_with(class)),
         };
         if transient || e.is_closed() {
-            AppError::Unavailable(e.to_string())
+            AppError::Unavailable(with_causes(&e))
         } else {
-            AppError::QueryFailed(e.to_string())
+            AppError::QueryFailed(with_causes(&e))
         }
     }
+}
+
+/// tokio-postgres keeps the useful part ("Connection refused", the server's message) in the
+/// error's source chain; logs show all of it on one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 struct Message {
@@ -288,7 +304,9 @@ async fn fetch(pool: &Pool, limit: i64, before: Option<i64>) -> Result<Vec<Messa
                 })
             })
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-            .map_err(|e| AppError::QueryFailed(format!("unexpected testcounter row: {e}")))
+            .map_err(|e| {
+                AppError::QueryFailed(format!("unexpected testcounter row: {}", with_causes(&e)))
+            })
     };
     match tokio::time::timeout(QUERY_TIMEOUT, work).await {
         Ok(result) => result,
