@@ -80,9 +80,18 @@ async function diffoscope(original: string, nar: string, work: string): Promise<
   fs.rmSync(unpacked, { recursive: true, force: true });
   await run("sh", ["-c", 'nix-store --restore "$1" < "$2"', "sh", unpacked, nar], { streamStderr: false });
   const report = path.join(work, "diffoscope.txt");
-  await run("diffoscope", ["--text", report, "--no-progress", original, unpacked], { allowFailure: true, streamStderr: false });
+  const tmp = `${report}.tmp`;
+  // Store paths always differ in mtime/mode from an unpacked NAR: compare contents only.
+  const args = ["--text", tmp, "--no-progress", "--exclude-directory-metadata", "recursive", original, unpacked];
+  const r = await run("diffoscope", args, { allowFailure: true, streamStderr: false });
   fs.rmSync(unpacked, { recursive: true, force: true });
-  return fs.existsSync(report) ? report : undefined;
+  if (r.code !== 0 && r.code !== 1) {
+    log(STEP, `diffoscope failed (exit ${r.code}), no detailed report: ${r.stderr.trim().split("\n").pop()}`);
+    fs.rmSync(tmp, { force: true });
+    return undefined;
+  }
+  fs.renameSync(tmp, report);
+  return report;
 }
 
 function markdown(r: Omit<VerifyResult, "report">, rebuilt: RebuildResult): string {

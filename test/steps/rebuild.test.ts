@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { offlineBuild } from "../../pipeline/steps/rebuild";
 import { CheckFailed } from "../../pipeline/lib/step";
-import { cli, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, ROOT, tamperedCopy } from "./rebuild-helpers";
+import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, ROOT, tamperedCopy } from "./rebuild-helpers";
 
 let w: DemoWorld;
 let closure: string;
@@ -45,6 +45,7 @@ test.serial("bwrap: the closure alone rebuilds the image in an EMPTY store with 
 });
 
 test("the nonReproducible attribute: verify says reproducible:false, naming the path and the file that differs", async (t) => {
+  requireTool("diffoscope", "diffoscope-minimal");
   const c = await closureOf(w, w.nonReproducibleAttribute, "closure-nonrepro");
   const out = path.join(w.dir, "rb-nonrepro");
   const r = await cli(["rebuild", "--file", w.file, "--attribute", w.nonReproducibleAttribute, "--closure", c, "--isolation", "bwrap", "--out", out]);
@@ -60,6 +61,9 @@ test("the nonReproducible attribute: verify says reproducible:false, naming the 
   const md = fs.readFileSync(v.json.report, "utf8");
   t.regex(md, new RegExp(`${v.json.matched} of ${v.json.checked} paths reproducible`));
   t.true(md.includes(top.files[0]));
+  // diffoscope (scripts/setup.sh installs diffoscope-minimal) details the same file's contents
+  t.truthy(top.diffoscope, "a diffoscope report for the mismatch");
+  t.true(fs.readFileSync(top.diffoscope, "utf8").includes(top.files[0]));
 });
 
 test("a closure with one byte of one source changed: the rebuild refuses before building, naming the source", async (t) => {
