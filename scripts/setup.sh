@@ -18,6 +18,7 @@ declare -A TOOLS=(
   [g++]=g++
   [jq]=jq
   [curl]=curl
+  [diffoscope]=diffoscope-minimal
 )
 # files (not commands) -> package
 declare -A FILES=(
