@@ -19,12 +19,15 @@ declare -A TOOLS=(
   [jq]=jq
   [curl]=curl
   [diffoscope]=diffoscope-minimal
+  [xorriso]=xorriso      # test/steps/boot-test-iso builds a bootable ISO
 )
 # files (not commands) -> package
 declare -A FILES=(
   [/usr/include/pqxx/pqxx]=libpqxx-dev
   [/usr/include/boost/asio.hpp]=libboost-dev
   [/bin/busybox]=busybox-static
+  [/usr/lib/ISOLINUX/isolinux.bin]=isolinux                  # boot-test ISO test
+  [/usr/lib/syslinux/modules/bios/ldlinux.c32]=syslinux-common
 )
 
 missing=()

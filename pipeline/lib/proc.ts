@@ -17,6 +17,7 @@ export const TOOL_PACKAGES: Record<string, string> = {
   busybox: "busybox-static",
   diffoscope: "diffoscope",
   "dpkg-deb": "dpkg",
+  xorriso: "xorriso",
 };
 
 export class CommandFailed extends Error {
