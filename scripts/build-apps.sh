@@ -2,7 +2,8 @@
 # Builds apps/db-writer (CMake) and apps/db-reader (cargo) for the host, for tests and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "build-apps: nothing yet" >&2
+# apps/db-writer (C++20, CMake): apps/db-writer/build/db-writer (flock-serialised with the tests).
+bash apps/db-writer/build.sh
 
 # apps/db-reader (Rust, axum): --locked builds exactly the committed Cargo.lock. Unit tests are
 # separate: cargo test --locked --manifest-path apps/db-reader/Cargo.toml

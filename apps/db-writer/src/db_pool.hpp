@@ -1,0 +1,83 @@
+// A small pool of PostgreSQL connections, each owned by one worker thread, that commits lines in
+// groups: a worker takes every queued line (up to a batch limit), sends one prepared INSERT per
+// line in libpq pipeline mode (one network round trip for the whole batch, all in one implicit
+// transaction that commits at the Sync), and only after the commit reports each line's id.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace dbw {
+
+/** Receives the reply for a line, on the io_context thread. */
+class ReplySink {
+ public:
+  virtual ~ReplySink() = default;
+  virtual void complete(uint64_t seq, std::string reply) = 0;
+};
+
+struct Item {
+  std::shared_ptr<ReplySink> sink;
+  uint64_t seq;
+  std::string content;
+};
+
+struct PoolConfig {
+  std::string database_url;
+  unsigned workers = 4;
+  size_t max_batch_lines = 512;
+  size_t max_batch_bytes = 4 << 20;
+  /** A batch that cannot be committed for this long (database down) is answered ERR. */
+  std::chrono::milliseconds retry_timeout{30000};
+};
+
+class DbPool {
+ public:
+  DbPool(boost::asio::io_context& io, PoolConfig config);
+  ~DbPool();
+  DbPool(const DbPool&) = delete;
+  DbPool& operator=(const DbPool&) = delete;
+
+  void start();
+  /** Thread-safe. */
+  void submit(std::vector<Item>&& items);
+  /** Lines queued or being committed. Thread-safe. */
+  size_t in_flight();
+  /** Workers finish everything queued, then exit; joins them. */
+  void drain_and_stop();
+
+ private:
+  struct Worker;
+  bool take(std::vector<Item>& batch);
+  void deliver(std::vector<Item>& batch, std::vector<std::string>& replies);
+  bool interruptible_sleep(std::chrono::milliseconds d);
+
+  boost::asio::io_context& io_;
+  PoolConfig config_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;
+  size_t busy_ = 0;  // lines taken by workers and not yet delivered
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+/**
+ * Connects (blocking) and creates the table if it is missing. Returns an empty string on
+ * success, else the reason.
+ */
+std::string ensure_schema(const std::string& database_url);
+
+/** Empty if the URL/conninfo parses, else libpq's reason. */
+std::string check_conninfo(const std::string& database_url);
+
+}  // namespace dbw

@@ -1,0 +1,289 @@
+// db-writer against a real PostgreSQL, through real TCP connections, with the real binary.
+// Serial: each test has its own cluster and the heavy ones need the 2 cores to themselves.
+import test, { type ExecutionContext } from "ava";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as path from "node:path";
+import { startPostgres, type PgCluster } from "../helpers/postgres";
+import { ensureWriterBuilt, LineClient, okId, sleep, startWriter, type Writer } from "./bench-support";
+
+interface Row {
+  id: number;
+  content: string;
+}
+
+/** Every row, read with psql as JSON (content may hold any character a line can). */
+function rows(pg: PgCluster): Row[] {
+  const out = execFileSync(
+    path.join(pg.bin, "psql"),
+    ["-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-d", "testdb", "-c",
+      "SELECT coalesce(json_agg(json_build_object('id', id, 'content', content) ORDER BY id), '[]') FROM testcounter"],
+    { encoding: "utf8", maxBuffer: 512 << 20 },
+  );
+  return JSON.parse(out) as Row[];
+}
+
+async function setup(t: ExecutionContext, opts?: Parameters<typeof startWriter>[1]): Promise<{ pg: PgCluster; writer: Writer }> {
+  const pg = await startPostgres();
+  t.teardown(() => pg.destroy());
+  const writer = await startWriter(pg.url, opts);
+  t.teardown(() => writer.stop()); // runs before pg.destroy (teardowns run in reverse)
+  return { pg, writer };
+}
+
+test.before(() => {
+  ensureWriterBuilt(); // once, before any test times out waiting for a compile
+});
+
+test.serial("each line becomes one row with exactly its content, and OK <id> names that row", async (t) => {
+  const { pg, writer } = await setup(t);
+  t.regex(pg.sql("SELECT to_regclass('testcounter')"), /testcounter/, "the writer created the table");
+  const lines = ["hello", "ünïcødé ✓ 日本 𝄞", "  spaces kept  ", "", "tab\tinside", "pipe | and , comma", "trailing cr removed"];
+  const c = await LineClient.connect(writer.port);
+  // The last line ends in \r\n: the \r is stripped, a \r elsewhere is kept.
+  await c.write(lines.slice(0, -1).map((l) => `${l}\n`).join("") + "trailing cr removed\r\n" + "mid\rcr\n");
+  const replies = await c.waitFor(lines.length + 1);
+  c.close();
+  const ids = replies.map(okId);
+  t.true(ids.every((id) => id !== undefined), JSON.stringify(replies));
+  const stored = rows(pg);
+  t.deepEqual(stored, [...lines, "mid\rcr"].map((content, i) => ({ id: ids[i]!, content })));
+  t.deepEqual(pg.sql("SELECT count(*) FROM testcounter WHERE date > now() - interval '5 minutes'").trim(), String(lines.length + 1));
+});
+
+test.serial("20 concurrent clients x 500 pipelined lines: exactly 10,000 rows, every acked id holds its line", async (t) => {
+  const { pg, writer } = await setup(t);
+  const clients = await Promise.all(Array.from({ length: 20 }, () => LineClient.connect(writer.port)));
+  const sent = clients.map((_, c) => Array.from({ length: 500 }, (_, i) => `client ${c} line ${i}`));
+  await Promise.all(clients.map(async (client, c) => {
+    // In a few bursts, so lines of different clients interleave in the writer's batches.
+    for (let k = 0; k < 500; k += 100) await client.sendLines(sent[c].slice(k, k + 100));
+  }));
+  const replies = await Promise.all(clients.map((client) => client.waitFor(500)));
+  clients.forEach((client) => client.close());
+
+  const byId = new Map(rows(pg).map((r) => [r.id, r.content]));
+  t.is(byId.size, 10_000);
+  const acked = new Set<number>();
+  let wrong = 0;
+  replies.forEach((rs, c) =>
+    rs.forEach((reply, i) => {
+      const id = okId(reply);
+      if (id === undefined || byId.get(id) !== sent[c][i]) wrong++;
+      else acked.add(id);
+    }),
+  );
+  t.is(wrong, 0, "every reply is OK <id> of the row holding that very line");
+  t.is(acked.size, 10_000, "ids are distinct");
+});
+
+test.serial("one client pipelining 20,000 lines at once is throttled, never dropped", async (t) => {
+  const { pg, writer } = await setup(t);
+  const c = await LineClient.connect(writer.port);
+  const lines = Array.from({ length: 20_000 }, (_, i) => `burst ${i}`);
+  await c.sendLines(lines); // more than the writer keeps unanswered per client (8192): it pauses reading
+  const replies = await c.waitFor(lines.length, 120_000);
+  c.close();
+  const byId = new Map(rows(pg).map((r) => [r.id, r.content]));
+  t.is(byId.size, lines.length);
+  t.true(replies.every((r, i) => byId.get(okId(r) ?? -1) === lines[i]), "replies come back in line order");
+  t.regex(writer.stderr(), /lines unanswered, pausing reads/, "the backpressure path was taken");
+});
+
+test.serial("a line PostgreSQL rejects gets ERR alone: the rest of its batch is committed and acked", async (t) => {
+  const pg = await startPostgres();
+  t.teardown(() => pg.destroy());
+  // A table made to refuse one particular line (the writer only creates it when missing).
+  pg.sql("CREATE TABLE testcounter (id SERIAL PRIMARY KEY, content TEXT NOT NULL CHECK (content <> 'refused'), date TIMESTAMP NOT NULL DEFAULT now())");
+  const writer = await startWriter(pg.url);
+  t.teardown(() => writer.stop());
+  const c = await LineClient.connect(writer.port);
+  const lines = Array.from({ length: 300 }, (_, i) => (i % 100 === 50 ? "refused" : `kept ${i}`));
+  await c.sendLines(lines); // one write: these share batches with the refused ones
+  const replies = await c.waitFor(lines.length);
+  c.close();
+  const byId = new Map(rows(pg).map((r) => [r.id, r.content]));
+  lines.forEach((line, i) => {
+    if (line === "refused") t.regex(replies[i], /^ERR database error: .*testcounter_content_check/);
+    else t.is(byId.get(okId(replies[i]) ?? -1), line, replies[i]);
+  });
+  t.is(byId.size, 297);
+});
+
+test.serial("PostgreSQL restarted mid-stream: nothing acked is lost and the writer keeps serving", async (t) => {
+  const { pg, writer } = await setup(t);
+  const clients = await Promise.all(Array.from({ length: 4 }, () => LineClient.connect(writer.port)));
+  const sent: string[][] = clients.map(() => []);
+  const send = (c: number, n: number, tag: string) => {
+    const lines = Array.from({ length: n }, (_, i) => `${tag} c${c} #${sent[c].length + i}`);
+    sent[c].push(...lines);
+    return clients[c].sendLines(lines);
+  };
+  // Far more than is committed before the restart lands, so batches are in flight when it does.
+  await Promise.all(clients.map((_, c) => send(c, 5000, "before")));
+  await clients[0].waitFor(100);
+  pg.restart(); // fast shutdown: the server ends every session, in the middle of the writer's batches
+  await Promise.all(clients.map((_, c) => send(c, 200, "after-restart")));
+
+  // A longer outage: lines sent while the server is down are committed once it is back.
+  await Promise.all(clients.map((client, c) => client.waitFor(sent[c].length, 120_000)));
+  pg.stop();
+  await Promise.all(clients.map((_, c) => send(c, 50, "while-down")));
+  await sleep(1500);
+  pg.start();
+  const replies = await Promise.all(clients.map((client, c) => client.waitFor(sent[c].length, 120_000)));
+  clients.forEach((client) => client.close());
+
+  const byId = new Map(rows(pg).map((r) => [r.id, r.content]));
+  let acked = 0;
+  const lost: string[] = [];
+  const errs: string[] = [];
+  replies.forEach((rs, c) =>
+    rs.forEach((reply, i) => {
+      const id = okId(reply);
+      if (id === undefined) errs.push(reply);
+      else if (byId.get(id) !== sent[c][i]) lost.push(`${reply} for ${sent[c][i]}: row holds ${JSON.stringify(byId.get(id))}`);
+      else acked++;
+    }),
+  );
+  t.deepEqual(lost, [], "every acked line is in its row");
+  t.true(errs.every((e) => e === "ERR database unavailable"), JSON.stringify(errs.slice(0, 5)));
+  t.true(acked >= 20_000 * 0.9, `acked ${acked} of ${4 * 5250}`);
+  t.regex(writer.stderr(), /connection to PostgreSQL lost/, "the restart hit the writer mid-stream");
+  t.regex(writer.stderr(), /reconnected to PostgreSQL/);
+
+  // And afterwards, a fresh client is served as usual.
+  const after = await LineClient.connect(writer.port);
+  await after.sendLines(["after everything"]);
+  const [reply] = await after.waitFor(1);
+  after.close();
+  const id = okId(reply);
+  t.not(id, undefined, reply);
+  t.is(pg.sql(`SELECT content FROM testcounter WHERE id = ${id}`).trim(), "after everything");
+});
+
+test.serial("an over-long line gets ERR and is discarded up to its newline; the connection stays usable", async (t) => {
+  const { pg, writer } = await setup(t, { args: ["--max-line-bytes", "1000"] });
+  const c = await LineClient.connect(writer.port);
+  const exact = "x".repeat(1000);
+  await c.write(`${"a".repeat(1001)}\n${exact}\n${exact}\r\n`);
+  // An over-long line arriving in pieces, with the next line in the same write as its end.
+  await c.write("b".repeat(700));
+  await sleep(100);
+  await c.write("b".repeat(700));
+  await sleep(100);
+  await c.write("b".repeat(700) + "\nstill works\n");
+  const replies = await c.waitFor(5);
+  c.close();
+  t.is(replies[0], "ERR line too long (max 1000 bytes)");
+  t.not(okId(replies[1]), undefined);
+  t.not(okId(replies[2]), undefined, "the \\r of \\r\\n does not count");
+  t.is(replies[3], "ERR line too long (max 1000 bytes)");
+  t.not(okId(replies[4]), undefined);
+  t.deepEqual(rows(pg).map((r) => r.content), [exact, exact, "still works"]);
+});
+
+test.serial("the default maximum is 64 KiB, and MAX_LINE_BYTES sets it too", async (t) => {
+  const { pg, writer } = await setup(t);
+  const c = await LineClient.connect(writer.port);
+  await c.write(`${"y".repeat(65536)}\n${"z".repeat(65537)}\nok\n`);
+  const replies = await c.waitFor(3);
+  c.close();
+  t.not(okId(replies[0]), undefined, replies[0]);
+  t.is(replies[1], "ERR line too long (max 65536 bytes)");
+  t.not(okId(replies[2]), undefined);
+  t.deepEqual(rows(pg).map((r) => r.content.length), [65536, 2]);
+
+  const small = await startWriter(pg.url, { env: { MAX_LINE_BYTES: "10" } });
+  t.teardown(() => small.stop());
+  const d = await LineClient.connect(small.port);
+  await d.sendLines(["0123456789", "0123456789a"]);
+  const r2 = await d.waitFor(2);
+  d.close();
+  t.not(okId(r2[0]), undefined);
+  t.is(r2[1], "ERR line too long (max 10 bytes)");
+});
+
+test.serial("invalid UTF-8 and NUL bytes get ERR; valid multi-byte text is stored byte for byte", async (t) => {
+  const { pg, writer } = await setup(t);
+  const c = await LineClient.connect(writer.port);
+  const bad = [
+    Buffer.from([0xff, 0xfe]), // never valid
+    Buffer.from([0xc0, 0xaf]), // overlong '/'
+    Buffer.from([0xed, 0xa0, 0x80]), // UTF-16 surrogate
+    Buffer.from([0xf4, 0x90, 0x80, 0x80]), // above U+10FFFF
+    Buffer.from([0x61, 0xe2, 0x82]), // truncated sequence
+  ];
+  const good = "€ ✓ 𝄞 é";
+  await c.write(Buffer.concat([...bad.flatMap((b) => [b, Buffer.from("\n")]), Buffer.from("a\0b\n"), Buffer.from(`${good}\n`)]));
+  const replies = await c.waitFor(7);
+  c.close();
+  t.deepEqual(replies.slice(0, 5), Array(5).fill("ERR invalid UTF-8"));
+  t.regex(replies[5], /^ERR NUL byte not allowed/);
+  const id = okId(replies[6]);
+  t.not(id, undefined);
+  t.deepEqual(rows(pg), [{ id: id!, content: good }]);
+  t.is(pg.sql(`SELECT encode(convert_to(content, 'UTF8'), 'hex') FROM testcounter`).trim(), Buffer.from(good).toString("hex"));
+});
+
+test.serial("SQL metacharacters are stored verbatim and the table survives", async (t) => {
+  const { pg, writer } = await setup(t);
+  const lines = ["'); DROP TABLE testcounter;--", "Robert'); DELETE FROM testcounter; --", "$1 $$ %s \\ \\x00 ' \" ;", "E'\\n'"];
+  const c = await LineClient.connect(writer.port);
+  await c.sendLines(lines);
+  const replies = await c.waitFor(lines.length);
+  await c.sendLines(["after"]);
+  await c.waitFor(lines.length + 1);
+  c.close();
+  t.true(replies.every((r) => okId(r) !== undefined), JSON.stringify(replies));
+  t.deepEqual(rows(pg).map((r) => r.content), [...lines, "after"]);
+});
+
+test.serial("SIGTERM: stops accepting, answers every line already received after its commit, exits 0", async (t) => {
+  const { pg, writer } = await setup(t);
+  const clients = await Promise.all(Array.from({ length: 3 }, () => LineClient.connect(writer.port)));
+  const sent = clients.map((_, c) => Array.from({ length: 3000 }, (_, i) => `term c${c} #${i}`));
+  await Promise.all(clients.map((client, c) => client.sendLines(sent[c])));
+  await clients[0].waitFor(1);
+  writer.proc.kill("SIGTERM");
+  await Promise.all(clients.map((client) => client.waitClosed()));
+  t.is(await writer.exited, 0, writer.stderr());
+
+  const byId = new Map(rows(pg).map((r) => [r.id, r.content]));
+  let acked = 0;
+  clients.forEach((client, c) =>
+    client.replies.forEach((reply, i) => {
+      t.is(byId.get(okId(reply) ?? -1), sent[c][i], reply);
+      acked++;
+    }),
+  );
+  t.true(acked > 0);
+  t.is(byId.size, acked, "every line the writer took in was committed and answered before it exited");
+  t.regex(writer.stderr(), /shutting down: stopped accepting/);
+  // Stopped accepting: the port is closed now.
+  await t.throwsAsync(LineClient.connect(writer.port));
+});
+
+test.serial("bad arguments: usage on stderr and exit 2", (t) => {
+  const bin = ensureWriterBuilt();
+  const env = { ...process.env, DATABASE_URL: "postgresql://postgres@127.0.0.1:1/testdb" };
+  const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [
+    [[], env, /missing <port>/],
+    [["not-a-port"], env, /port must be a number/],
+    [["70000"], env, /port must be between 0 and 65535/],
+    [["1300", "1301"], env, /unexpected argument "1301"/],
+    [["--frobnicate", "1300"], env, /unknown option --frobnicate/],
+    [["--max-line-bytes", "0", "1300"], env, /--max-line-bytes must be between 1/],
+    [["1300"], { ...env, MAX_LINE_BYTES: "lots" }, /MAX_LINE_BYTES must be a number/],
+    [["1300"], { ...env, DATABASE_URL: "" }, /DATABASE_URL is not set/],
+    [["1300"], { ...env, DATABASE_URL: "postgresql://h/db?no_such_option=1" }, /DATABASE_URL is invalid/],
+  ];
+  for (const [args, e, why] of cases) {
+    const r = spawnSync(bin, args, { env: e, encoding: "utf8", timeout: 10_000 });
+    t.is(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+    t.regex(r.stderr, why);
+    t.regex(r.stderr, /usage: db-writer \[options\] <port>/);
+  }
+  const help = spawnSync(bin, ["--help"], { encoding: "utf8" });
+  t.is(help.status, 0);
+  t.regex(help.stdout, /usage: db-writer/);
+});
