@@ -1,0 +1,337 @@
+// Probe specs (docs/boot-test.md, CONTRACTS.md): what boot-test asks of a booted image, validated
+// up front so a typo is an exit-2 error naming the probe and field, not a 5-minute timeout.
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as http from "node:http";
+import * as crypto from "node:crypto";
+import { InputError } from "./step";
+
+export interface TcpCheck {
+  port: number;
+  send?: string;
+  /** Substring of the first reply line. */
+  expect?: string;
+}
+export interface HttpCheck {
+  port: number;
+  path: string;
+  status: number;
+  contains?: string;
+  firstLineContains?: string;
+}
+export type Check = { tcp: TcpCheck } | { http: HttpCheck };
+export type Probe = { name: string } & (Check | { sequence: Check[] });
+export interface ProbeSpec {
+  probes: Probe[];
+}
+
+export interface ProbeResult {
+  name: string;
+  ok: boolean;
+  /** Milliseconds from QEMU's start to this probe's verdict (first pass, or giving up). */
+  ms: number;
+  detail: string;
+}
+
+/** Reads and validates a probe spec; JSON by extension `.json`, YAML otherwise (YAML is a superset). */
+export function loadProbeSpec(file: string): ProbeSpec {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e: any) {
+    throw new InputError(`probe file ${file}: ${e.code === "ENOENT" ? "does not exist" : e.message}`);
+  }
+  let doc: unknown;
+  try {
+    // yaml is only loaded when needed: it is a measurable part of the step's start-up.
+    doc = file.endsWith(".json") ? JSON.parse(text) : require("yaml").parse(text);
+  } catch (e: any) {
+    throw new InputError(`probe file ${file}: not valid ${file.endsWith(".json") ? "JSON" : "YAML"}: ${String(e.message).split("\n")[0]}`);
+  }
+  return validateProbeSpec(doc, file);
+}
+
+export function validateProbeSpec(doc: unknown, file = "probe spec"): ProbeSpec {
+  const fail = (where: string, msg: string): never => {
+    throw new InputError(`probe file ${file}: ${where}${msg}`);
+  };
+  if (!isObject(doc)) fail("", "must be a mapping with a 'probes' list");
+  const top = doc as Record<string, unknown>;
+  unknownKeys(top, ["probes"], "", fail);
+  if (!Array.isArray(top.probes) || top.probes.length === 0) fail("", "'probes' must be a non-empty list");
+  const names = new Set<string>();
+  const probes = (top.probes as unknown[]).map((raw, i): Probe => {
+    const label = isObject(raw) && typeof raw.name === "string" && raw.name ? `probe ${i + 1} "${raw.name}"` : `probe ${i + 1}`;
+    const at = (field: string) => `${label}: ${field}`;
+    if (!isObject(raw)) return fail(`${label}: `, "must be a mapping with 'name' and one of tcp, http, sequence");
+    if (typeof raw.name !== "string" || raw.name.trim() === "") fail(`${label}: `, "'name' must be a non-empty string");
+    const name = raw.name as string;
+    if (names.has(name)) fail(`${label}: `, "'name' is used by an earlier probe");
+    names.add(name);
+    unknownKeys(raw, ["name", "tcp", "http", "sequence"], `${label}: `, fail);
+    const kinds = ["tcp", "http", "sequence"].filter((k) => raw[k] !== undefined);
+    if (kinds.length !== 1) fail(`${label}: `, `needs exactly one of tcp, http, sequence (got ${kinds.join(", ") || "none"})`);
+    if (kinds[0] === "sequence") {
+      if (!Array.isArray(raw.sequence) || raw.sequence.length === 0) fail(at("sequence"), " must be a non-empty list of tcp/http steps");
+      const steps = (raw.sequence as unknown[]).map((s, j) => {
+        const where = `sequence[${j + 1}]`;
+        if (!isObject(s)) return fail(at(where), " must be a mapping with tcp or http");
+        unknownKeys(s, ["tcp", "http"], `${at(where)}: `, fail);
+        const k = ["tcp", "http"].filter((x) => s[x] !== undefined);
+        if (k.length !== 1) fail(at(where), ` needs exactly one of tcp, http (got ${k.join(", ") || "none"})`);
+        return validateCheck(k[0] as "tcp" | "http", s[k[0]], `${at(where)}.${k[0]}`, fail);
+      });
+      return { name, sequence: steps };
+    }
+    return { name, ...validateCheck(kinds[0] as "tcp" | "http", raw[kinds[0]], at(kinds[0]), fail) };
+  });
+  return { probes };
+}
+
+type Fail = (where: string, msg: string) => never;
+
+function validateCheck(kind: "tcp" | "http", raw: unknown, where: string, fail: Fail): Check {
+  if (!isObject(raw)) return fail(where, " must be a mapping");
+  const port = raw.port;
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+    fail(`${where}.port`, ` must be an integer 1-65535 (got ${JSON.stringify(port)})`);
+  }
+  const optString = (field: string) => {
+    const v = raw[field];
+    if (v !== undefined && typeof v !== "string") fail(`${where}.${field}`, ` must be a string (got ${JSON.stringify(v)})`);
+    if (v === "") fail(`${where}.${field}`, " must not be empty");
+    return v as string | undefined;
+  };
+  if (kind === "tcp") {
+    unknownKeys(raw, ["port", "send", "expect"], `${where}: `, fail);
+    const check: TcpCheck = { port: port as number };
+    const send = optString("send");
+    const expect = optString("expect");
+    if (send !== undefined) check.send = send;
+    if (expect !== undefined) check.expect = expect;
+    return { tcp: check };
+  }
+  unknownKeys(raw, ["port", "path", "status", "contains", "firstLineContains"], `${where}: `, fail);
+  const p = raw.path ?? "/";
+  if (typeof p !== "string" || !p.startsWith("/")) fail(`${where}.path`, ` must be a string starting with / (got ${JSON.stringify(raw.path)})`);
+  const status = raw.status ?? 200;
+  if (typeof status !== "number" || !Number.isInteger(status) || status < 100 || status > 599) {
+    fail(`${where}.status`, ` must be an HTTP status 100-599 (got ${JSON.stringify(raw.status)})`);
+  }
+  const check: HttpCheck = { port: port as number, path: p as string, status: status as number };
+  const contains = optString("contains");
+  const firstLineContains = optString("firstLineContains");
+  if (contains !== undefined) check.contains = contains;
+  if (firstLineContains !== undefined) check.firstLineContains = firstLineContains;
+  return { http: check };
+}
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function unknownKeys(obj: Record<string, unknown>, allowed: string[], where: string, fail: Fail): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) fail(where, `unknown field '${k}' (allowed: ${allowed.join(", ")})`);
+  }
+}
+
+/** Every guest port the spec talks to, each once, in first-use order. */
+export function guestPorts(spec: ProbeSpec): number[] {
+  const ports: number[] = [];
+  for (const p of spec.probes) {
+    for (const c of "sequence" in p ? p.sequence : [p as Check]) {
+      const port = "tcp" in c ? c.tcp.port : c.http.port;
+      if (!ports.includes(port)) ports.push(port);
+    }
+  }
+  return ports;
+}
+
+export function newToken(): string {
+  return `sc${crypto.randomBytes(6).toString("hex")}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running probes
+
+export interface ProbeContext {
+  /** Guest port -> host port on 127.0.0.1. */
+  portMap: Map<number, number>;
+  token: string;
+  /** performance.now() value when QEMU started; results' ms count from here. */
+  startedAt: number;
+  /** performance.now() value after which no new attempt starts. */
+  deadline: number;
+  /** Aborted when the guest is gone (QEMU exited): stop retrying. */
+  signal: AbortSignal;
+  /** Pause between attempts of one probe. */
+  intervalMs?: number;
+  /** Called once per probe when it passes. */
+  onPass?: (result: ProbeResult) => void;
+}
+
+/** The outcome of one attempt: ok, or what was wrong; `answered`: the service replied (wrongly). */
+interface Attempt {
+  ok: boolean;
+  detail: string;
+  answered?: boolean;
+}
+
+const ATTEMPT_TIMEOUT_MS = 5000;
+
+/** Runs one probe, retrying until it passes, the deadline passes, or the guest is gone. */
+export async function runProbe(probe: Probe, ctx: ProbeContext): Promise<ProbeResult> {
+  const interval = ctx.intervalMs ?? 250;
+  let attempts = 0;
+  let last = "no attempt made";
+  // A wrong answer says more than a later timeout (a guest slowed to a crawl): keep both.
+  let lastAnswer: string | undefined;
+  while (!ctx.signal.aborted) {
+    const now = performance.now();
+    if (attempts > 0 && now >= ctx.deadline) break;
+    attempts++;
+    const budget = Math.round(Math.max(500, Math.min(ATTEMPT_TIMEOUT_MS, ctx.deadline - now)));
+    const a = await attempt(probe, ctx, budget);
+    if (a.ok) {
+      const r = { name: probe.name, ok: true, ms: Math.round(performance.now() - ctx.startedAt), detail: a.detail };
+      ctx.onPass?.(r);
+      return r;
+    }
+    last = a.detail;
+    if (a.answered) lastAnswer = a.detail;
+    const wait = Math.min(interval, ctx.deadline - performance.now());
+    if (wait > 0 && !ctx.signal.aborted) await sleep(wait, ctx.signal);
+    else if (wait <= 0) break;
+  }
+  const why = ctx.signal.aborted ? String(ctx.signal.reason ?? "guest gone") : "boot deadline reached";
+  return {
+    name: probe.name,
+    ok: false,
+    ms: Math.round(performance.now() - ctx.startedAt),
+    detail: `${lastAnswer && lastAnswer !== last ? `${lastAnswer}; last attempt: ${last}` : last} (${why} after ${attempts} attempt${attempts === 1 ? "" : "s"})`,
+  };
+}
+
+async function attempt(probe: Probe, ctx: ProbeContext, budgetMs: number): Promise<Attempt> {
+  const steps = "sequence" in probe ? probe.sequence : [probe as Check];
+  const details: string[] = [];
+  for (const [i, step] of steps.entries()) {
+    const a = "tcp" in step ? await tcpAttempt(step.tcp, ctx, budgetMs) : await httpAttempt(step.http, ctx, budgetMs);
+    const prefix = steps.length > 1 ? `step ${i + 1}: ` : "";
+    if (!a.ok) return { ok: false, detail: prefix + a.detail, answered: a.answered };
+    details.push(prefix + a.detail);
+  }
+  return { ok: true, detail: details.join("; ") };
+}
+
+function subst(s: string, token: string): string {
+  return s.split("{{token}}").join(token);
+}
+
+function hostPort(ctx: ProbeContext, guest: number): number {
+  const p = ctx.portMap.get(guest);
+  if (p === undefined) throw new Error(`guest port ${guest} is not forwarded`);
+  return p;
+}
+
+/** Shows what came back, one line, bounded: failures must say what they got. */
+export function quote(s: string, max = 160): string {
+  const one = JSON.stringify(s.length > max ? s.slice(0, max) + "…" : s);
+  return one;
+}
+
+function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number): Promise<Attempt> {
+  const port = hostPort(ctx, check.port);
+  const send = check.send !== undefined ? subst(check.send, ctx.token) : undefined;
+  const expect = check.expect !== undefined ? subst(check.expect, ctx.token) : undefined;
+  return new Promise((resolve) => {
+    let buf = "";
+    let done = false;
+    const sock = net.connect({ host: "127.0.0.1", port });
+    const finish = (a: Attempt) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(a);
+    };
+    const timer = setTimeout(
+      () => finish({ ok: false, detail: `tcp ${check.port}: no ${buf ? "complete reply line" : "reply"} within ${budgetMs} ms${buf ? `, got ${quote(buf)}` : ""}` }),
+      budgetMs,
+    );
+    sock.setEncoding("utf8");
+    // A reply is always required: with user-mode networking the host side accepts every
+    // connection whether or not anything listens in the guest.
+    sock.on("connect", () => {
+      if (send !== undefined) sock.write(send + "\n");
+    });
+    sock.on("data", (d: string) => {
+      buf += d;
+      const nl = buf.indexOf("\n");
+      if (nl < 0) return;
+      const line = buf.slice(0, nl).replace(/\r$/, "");
+      if (expect === undefined || line.includes(expect)) finish({ ok: true, detail: `tcp ${check.port}: got ${quote(line)}` });
+      else finish({ ok: false, answered: true, detail: `tcp ${check.port}: expected first reply line to contain ${quote(expect)}, got ${quote(line)}` });
+    });
+    sock.on("end", () => {
+      if (buf) {
+        const line = buf.replace(/\r?\n?$/, "");
+        if (expect === undefined || line.includes(expect)) finish({ ok: true, detail: `tcp ${check.port}: got ${quote(line)}` });
+        else finish({ ok: false, answered: true, detail: `tcp ${check.port}: expected first reply line to contain ${quote(expect)}, got ${quote(line)}` });
+      } else finish({ ok: false, detail: `tcp ${check.port}: connection closed without a reply (service not up?)` });
+    });
+    sock.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, detail: `tcp ${check.port}: ${e.code ?? e.message}` }));
+  });
+}
+
+function httpAttempt(check: HttpCheck, ctx: ProbeContext, budgetMs: number): Promise<Attempt> {
+  const port = hostPort(ctx, check.port);
+  const p = subst(check.path, ctx.token);
+  const label = `http ${check.port} GET ${p}`;
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (a: Attempt) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve(a);
+    };
+    const req = http.get({ host: "127.0.0.1", port, path: p, agent: false, headers: { connection: "close" } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, detail: `${label}: ${e.code ?? e.message}` }));
+      res.on("end", () => {
+        const body = Buffer.concat(chunks).toString("utf8");
+        const first = body.split("\n")[0].replace(/\r$/, "");
+        if (res.statusCode !== check.status) {
+          return finish({ ok: false, answered: true, detail: `${label}: expected status ${check.status}, got ${res.statusCode} with body ${quote(body)}` });
+        }
+        if (check.contains !== undefined) {
+          const want = subst(check.contains, ctx.token);
+          if (!body.includes(want)) return finish({ ok: false, answered: true, detail: `${label}: expected body to contain ${quote(want)}, got ${quote(body)}` });
+        }
+        if (check.firstLineContains !== undefined) {
+          const want = subst(check.firstLineContains, ctx.token);
+          if (!first.includes(want)) return finish({ ok: false, answered: true, detail: `${label}: expected first line to contain ${quote(want)}, got ${quote(first)}` });
+        }
+        finish({ ok: true, detail: `${label}: ${res.statusCode}, first line ${quote(first)}` });
+      });
+    });
+    const timer = setTimeout(() => finish({ ok: false, detail: `${label}: no response within ${budgetMs} ms` }), budgetMs);
+    req.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, detail: `${label}: ${e.code ?? e.message}` }));
+  });
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
