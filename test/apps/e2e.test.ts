@@ -7,15 +7,13 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { startPostgres } from "../helpers/postgres";
-import { get, repoRoot, sleep, startReader, startService } from "./reader-helpers";
+import { get, repoRoot, startReader, startService } from "./reader-helpers";
 
 const writerBinary = path.join(repoRoot, "apps", "db-writer", "build", "db-writer");
 
-/** The writer is built by scripts/build-apps.sh; give a build already in progress a minute, then build it ourselves. */
-async function ensureWriter(): Promise<string> {
-  if (fs.existsSync(path.dirname(writerBinary))) {
-    for (let waited = 0; !fs.existsSync(writerBinary) && waited < 60_000; waited += 2_000) await sleep(2_000);
-  }
+/** The writer is built by scripts/build-apps.sh; when it is missing, build it the same way (its CMake
+ * build is flock-serialised, so this waits for a build already in progress instead of racing it). */
+function ensureWriter(): string {
   if (!fs.existsSync(writerBinary)) {
     const r = spawnSync("bash", [path.join(repoRoot, "scripts", "build-apps.sh")], { cwd: repoRoot, encoding: "utf8" });
     if (!fs.existsSync(writerBinary)) {
@@ -64,7 +62,7 @@ function ackedId(reply: string): number {
 }
 
 test("lines sent to db-writer over TCP come back from db_reader's GET / newest first in the exact format", async (t) => {
-  const writerBin = await ensureWriter();
+  const writerBin = ensureWriter();
   const pg = await startPostgres();
   t.teardown(() => pg.destroy());
   const writer = await startService(writerBin, { DATABASE_URL: pg.url }, "db-writer");
