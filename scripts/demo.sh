@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job, on the hermetic demo world: `pulumi up` on the demo stack reconciles build → closure
+# → isolated offline rebuild → verify, and the boot test, then prints the stack's outputs.
+# Local state (./.pulumi), no login; the stack's secrets passphrase is empty unless you set one.
+# No `pulumi` on PATH? scripts/pulumi-engine.sh builds one from Go modules first (10-20 minutes once).
+# Extra arguments go to `pulumi up` (e.g. --diff, --skip-preview).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d node_modules/@pulumi/pulumi ] || npm ci --no-audit --no-fund
+PATH="$(bash scripts/pulumi-engine.sh):$PATH"
+export PATH
+export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"
+export PULUMI_SKIP_UPDATE_CHECK=true
+stack=${SC_STACK:-demo}
+pulumi stack select --create "$stack" --non-interactive >&2
+pulumi up --stack "$stack" --yes --non-interactive "$@"
+pulumi stack output --stack "$stack" --json
