@@ -24,8 +24,16 @@ function newestSource(): number {
   return newest;
 }
 
-/** Builds the writer when the binary is missing or older than its sources (flock-serialised). */
+/**
+ * Builds the writer when the binary is missing or older than its sources (flock-serialised).
+ * DB_WRITER_BIN points the tests and the benchmark at another build (e.g. the Nix package's).
+ */
 export function ensureWriterBuilt(): string {
+  const override = process.env.DB_WRITER_BIN;
+  if (override) {
+    if (!fs.existsSync(override)) throw new Error(`DB_WRITER_BIN=${override} does not exist`);
+    return override;
+  }
   if (fs.existsSync(writerBinary) && fs.statSync(writerBinary).mtimeMs >= newestSource()) return writerBinary;
   const r = spawnSync("bash", [path.join(writerDir, "build.sh")], { encoding: "utf8" });
   if (r.status !== 0 || !fs.existsSync(writerBinary)) {

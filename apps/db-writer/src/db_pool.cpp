@@ -385,6 +385,10 @@ std::string ensure_schema(const std::string& database_url) {
 }
 
 std::string check_conninfo(const std::string& database_url) {
+  // A bare word is a database name to libpq (expand_dbname), not something PQconninfoParse takes.
+  if (database_url.find('=') == std::string::npos && database_url.rfind("postgres://", 0) != 0 &&
+      database_url.rfind("postgresql://", 0) != 0)
+    return {};
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(database_url.c_str(), &err);
   std::string why;
