@@ -182,7 +182,7 @@ const ATTEMPT_TIMEOUT_MS = 5000;
 
 /** Runs one probe, retrying until it passes, the deadline passes, or the guest is gone. */
 export async function runProbe(probe: Probe, ctx: ProbeContext): Promise<ProbeResult> {
-  const interval = ctx.intervalMs ?? 250;
+  const interval = ctx.intervalMs ?? 150;
   let attempts = 0;
   let last = "no attempt made";
   // A wrong answer says more than a later timeout (a guest slowed to a crawl): keep both.
