@@ -12,7 +12,8 @@ import * as crypto from "node:crypto";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { writeJsonAtomic, writeFileAtomic } from "../lib/fsx";
 import { Backend, checkBackend, runIsolated } from "../lib/isolation";
-import { dumpDerivations, Derivation, findRoot, isFixedOutput, urlsOf } from "../lib/derivation";
+import { dumpDerivations, Derivation, DerivationGraph, findRoot, isFixedOutput, parseDerivationDump, urlsOf } from "../lib/derivation";
+import { run } from "../lib/proc";
 import { narHashOfFile } from "../lib/nar-diff";
 import { checkClosure, describeFailure } from "../lib/closure-check";
 
@@ -44,20 +45,25 @@ export interface RebuildResult {
   seconds: number;
 }
 
-/** Runs in the isolation; POSIX sh so busybox in a minimal image runs it too. */
-const INNER_SCRIPT = String.raw`set -eu
+/**
+ * Runs in the isolation (POSIX sh, busybox is enough): argument = the staging dir; env SC_CLOSURE,
+ * SC_FILE, SC_ATTR, SC_DRV, SC_SANDBOX (default false). Self-contained so any runner of a container
+ * (e.g. a Pulumi-managed one) can use it; `collectStaged` then checks and publishes what it left.
+ */
+export const REBUILD_SCRIPT = String.raw`set -eu
 W="$1"
 export HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" XDG_STATE_HOME="$W/home/.state" TMPDIR=/tmp
 mkdir -p "$HOME" "$W/nars"
 say() { echo "== rebuild [$(date +%H:%M:%S)]: $*"; }
 # Proof of isolation: the interfaces of this network namespace (/proc/net follows the reader's namespace).
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
+SANDBOX=$(printenv SC_SANDBOX || echo false)
 say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces")"
 if [ -n "$(ls -A /nix/store 2>/dev/null)" ]; then
   echo "error: /nix/store is not empty at the start (this image keeps Nix in /nix; use an image whose nix lives outside /nix, see pipeline/rebuilder-image)"
   exit 90
 fi
-set -- --option substituters "" --option builders "" --option sandbox "$SC_SANDBOX" --option build-users-group "" --option fallback false
+set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option build-users-group "" --option fallback false
 say "importing $SC_CLOSURE into the empty store"
 nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
 say "imported $(wc -l < "$W/imported") paths"
@@ -66,14 +72,17 @@ if [ "$drv" != "$SC_DRV" ]; then
   echo "error: the reviewed files evaluate to $drv inside the isolation but $SC_DRV outside"
   exit 91
 fi
-say "building $drv (sandbox $SC_SANDBOX, substituters off)"
+say "building $drv (sandbox $SANDBOX, substituters off)"
 nix-store "$@" --realise "$drv" > "$W/outpath"
 : > "$W/hashes.tmp"
-while read -r p; do
-  [ -n "$p" ] || continue
-  echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
-  nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
-done < "$W/expected"
+# Every output built here (not imported) of every derivation in the graph, not only the top.
+for d in $(nix-store -qR "$drv" | grep '\.drv$'); do
+  for p in $(nix-store -q --outputs "$d"); do
+    if grep -qxF "$p" "$W/imported" || [ ! -e "$p" ]; then continue; fi
+    echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
+    nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
+  done
+done
 mv "$W/hashes.tmp" "$W/hashes"
 ls /nix/store > "$W/store-after"
 say "done"
@@ -122,9 +131,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
 
   const { graph } = await dumpDerivations({ file, attribute: o.attribute }, STEP);
   const drvPath = findRoot(graph);
-  const built = new Set<string>();
-  for (const d of graph.drvs.values()) if (!isFixedOutput(d)) for (const x of Object.values(d.outputs)) if (x.path) built.add(x.path);
-  const expected = [...built].sort();
+  const expected = expectedOutputs(graph);
 
   fs.mkdirSync(out, { recursive: true });
   // Not complete until the end: the marker goes first, leftovers of a killed run with it.
@@ -133,8 +140,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
   const runId = crypto.randomBytes(8).toString("hex");
   const work = path.join(out, `.staging-${runId}`);
   fs.mkdirSync(work);
-  fs.writeFileSync(path.join(work, "expected"), expected.join("\n") + "\n");
-  fs.writeFileSync(path.join(work, "inner.sh"), INNER_SCRIPT);
+  fs.writeFileSync(path.join(work, "inner.sh"), REBUILD_SCRIPT);
   const stagedLog = path.join(work, "build.log");
   const finalLog = path.join(out, "build.log");
 
@@ -162,33 +168,70 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     owner: out,
     label: STEP,
   });
-  const interfaces = readLines(path.join(work, "interfaces"));
   const logText = fs.existsSync(stagedLog) ? fs.readFileSync(stagedLog, "utf8") : "";
   fs.renameSync(stagedLog, finalLog);
-  const base = { isolation: o.isolation, image: o.image, network: { interfaces }, drvPath, log: finalLog, out };
-  if (interfaces.length && interfaces.some((i) => i !== "lo")) {
-    fail(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
-  }
   if (res.code !== 0) {
+    const interfaces = readLines(path.join(work, "interfaces"));
+    const base = { isolation: o.isolation, image: o.image, network: { interfaces }, drvPath, log: finalLog, out };
+    if (interfaces.some((i) => i !== "lo")) fail(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
     const why = explainFailure(logText, graph.drvs) ?? `isolated build exited with ${res.code ?? res.signal}`;
     fs.rmSync(work, { recursive: true, force: true });
     fail(`offline rebuild of ${drvPath} failed: ${why} (log ${finalLog})`, base);
   }
-  if (!interfaces.length) fail(`no record of the network interfaces inside the isolation (log ${finalLog})`, base);
+  return collectStaged({ work, out, drvPath, graph, isolation: o.isolation, image: o.image, closure, sourceCheck: o.sourceCheck, runId, started, log: finalLog });
+}
 
+/** The non-fixed-output outputs of the graph: what an offline rebuild must build and compare. */
+export function expectedOutputs(graph: DerivationGraph): string[] {
+  const built = new Set<string>();
+  for (const d of graph.drvs.values()) if (!isFixedOutput(d)) for (const x of Object.values(d.outputs)) if (x.path) built.add(x.path);
+  return [...built].sort();
+}
+
+/** The derivation graph of an instantiated .drv (for runners that only know the drv path). */
+export async function graphOfDrv(drvPath: string): Promise<DerivationGraph> {
+  const r = await run("nix", ["--extra-experimental-features", "nix-command", "show-derivation", "--recursive", drvPath], { streamStderr: false });
+  return parseDerivationDump(r.stdout);
+}
+
+export interface StagedRebuild {
+  /** The staging dir REBUILD_SCRIPT ran in (removed on success). */
+  work: string;
+  out: string;
+  drvPath: string;
+  graph: DerivationGraph;
+  isolation: Backend;
+  image?: string;
+  closure: string;
+  sourceCheck: { checked: number } | null;
+  runId: string;
+  started: number;
+  log: string;
+}
+
+/**
+ * Checks what REBUILD_SCRIPT left after a successful run and publishes it: loopback only inside; no
+ * build output imported with the closure (it would not have been rebuilt); no source that did not
+ * come from the closure; every expected output built; each NAR re-hashed. Then nars/ moves in place
+ * and rebuild.json (the completion marker) is written last.
+ */
+export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
+  const { work, out, drvPath, graph } = s;
+  const interfaces = readLines(path.join(work, "interfaces"));
+  const base = { isolation: s.isolation, image: s.image, network: { interfaces }, drvPath, log: s.log, out };
+  if (!interfaces.length) fail(`no record of the network interfaces inside the isolation (log ${s.log})`, base);
+  if (interfaces.some((i) => i !== "lo")) fail(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
+  const expected = expectedOutputs(graph);
   const imported = new Set(readLines(path.join(work, "imported")));
-  // A build output that came in with the closure was never rebuilt: Nix would just keep it.
   const smuggled = expected.filter((p) => imported.has(p));
   if (smuggled.length) fail(`the closure carries build output ${smuggled[0]}${smuggled.length > 1 ? ` (and ${smuggled.length - 1} more)` : ""}: it was not rebuilt from sources`, base);
-  // A source that is in the store but did not come from the closure was obtained some other way.
-  const fodOuts = new Map<string, Derivation>();
-  for (const d of graph.drvs.values()) if (isFixedOutput(d)) for (const x of Object.values(d.outputs)) if (x.path) fodOuts.set(x.path, d);
-  for (const name of readLines(path.join(work, "store-after"))) {
-    const p = `/nix/store/${name}`;
-    if (fodOuts.has(p) && !imported.has(p)) fail(`source ${p} was not in the closure but appeared in the store during the offline build`, base);
-  }
-
+  const fodOuts = new Set<string>();
+  for (const d of graph.drvs.values()) if (isFixedOutput(d)) for (const x of Object.values(d.outputs)) if (x.path) fodOuts.add(x.path);
   const hashes = new Map(readLines(path.join(work, "hashes")).map((l) => l.split(" ") as [string, string]));
+  for (const p of hashes.keys()) {
+    if (fodOuts.has(p)) fail(`source ${p} was not in the closure but appeared in the store during the offline build`, base);
+    if (!expected.includes(p)) fail(`the offline build produced ${p}, which is not an output of the graph of ${drvPath}`, base);
+  }
   const outPath = readLines(path.join(work, "outpath"))[0];
   const narsDir = path.join(out, "nars");
   const paths: RebuiltPath[] = [];
@@ -203,24 +246,25 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
   const top = paths.find((x) => x.path === outPath);
   if (!top) fail(`the built output ${outPath} is not an output of ${drvPath}`, base);
 
+  fs.rmSync(path.join(out, MARKER), { force: true });
   fs.rmSync(narsDir, { recursive: true, force: true });
   fs.renameSync(path.join(work, "nars"), narsDir);
   fs.rmSync(work, { recursive: true, force: true });
   const result: RebuildResult = {
-    isolation: o.isolation,
-    ...(o.image ? { image: o.image } : {}),
+    isolation: s.isolation,
+    ...(s.image ? { image: s.image } : {}),
     network: { interfaces },
     drvPath,
     outPath,
     narHash: top!.narHash,
     paths,
-    log: finalLog,
+    log: s.log,
     out,
     nars: narsDir,
-    runId,
-    closure,
-    sourceCheck: o.sourceCheck,
-    seconds: Math.round((Date.now() - started) / 100) / 10,
+    runId: s.runId,
+    closure: s.closure,
+    sourceCheck: s.sourceCheck,
+    seconds: Math.round((Date.now() - s.started) / 100) / 10,
   };
   writeJsonAtomic(path.join(out, MARKER), result);
   log(STEP, `rebuilt ${paths.length} paths offline; interfaces inside: ${interfaces.join(", ")}`);
