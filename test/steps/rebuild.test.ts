@@ -42,6 +42,11 @@ test.serial("bwrap: the closure alone rebuilds the image in an EMPTY store with 
   t.is(v.json.matched, v.json.checked);
   t.deepEqual(v.json.mismatched, []);
   t.regex(fs.readFileSync(v.json.report, "utf8"), new RegExp(`${v.json.checked} of ${v.json.checked} paths reproducible`));
+
+  // The rebuild of one attribute is no evidence for another.
+  const other = await cli(["verify", "--file", w.file, "--attribute", w.nonReproducibleAttribute, "--rebuilt", path.join(out, "rebuild.json")]);
+  t.is(other.code, 2, other.stderr.slice(-2000));
+  t.regex(other.stderr, /the rebuild in .* is of \/nix\/store\/.*-demo-image\.drv, but nonReproducible/);
 });
 
 test("the nonReproducible attribute: verify says reproducible:false, naming the path and the file that differs", async (t) => {
