@@ -42,6 +42,8 @@ export interface Service {
   proc: ChildProcess;
   /** Everything the process wrote to stderr so far. */
   stderr(): string;
+  /** Neither exited nor killed by a signal (a crash or an abort counts as not running). */
+  running(): boolean;
   /** Resolves when the process has exited (immediately if it already has). */
   exited: Promise<Exit>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves with how it exited. */
@@ -68,7 +70,8 @@ export async function startService(binary: string, env: Record<string, string>, 
     const proc = spawn(binary, [String(port)], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
     let err = "";
     proc.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
-    const exited = new Promise<Exit>((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
+    // "close", not "exit": it fires after stderr is drained, so stderr() is complete once exited resolves.
+    const exited = new Promise<Exit>((resolve) => proc.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })));
     let done: Exit | undefined;
     void exited.then((e) => (done = e));
     const deadline = Date.now() + 20_000;
@@ -87,6 +90,7 @@ export async function startService(binary: string, env: Record<string, string>, 
       base: `http://127.0.0.1:${port}`,
       proc,
       stderr: () => err,
+      running: () => done === undefined && proc.exitCode === null && proc.signalCode === null,
       exited,
       async stop(graceMs = 15_000) {
         if (done) return done;

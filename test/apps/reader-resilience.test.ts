@@ -28,7 +28,7 @@ test("database stopped: /healthz, / and /messages answer 503 fast without crashi
     // Generous bound: it must fail fast (2 s connect timeout), not hang until a client gives up.
     t.true(ms < 9_000, `${p} took ${ms} ms`);
   }
-  t.is(reader.proc.exitCode, null, "the reader is still running");
+  t.true(reader.running(), "the reader is still running");
   t.regex(reader.stderr(), /database unavailable: /);
 
   pg.start();
@@ -37,7 +37,7 @@ test("database stopped: /healthz, / and /messages answer 503 fast without crashi
   t.is(after.status, 200);
   t.is(after.body, "2026-11-21 23:30:05: survives\n");
   t.is((await get(`${reader.base}/messages`)).status, 200);
-  t.is(reader.proc.exitCode, null);
+  t.true(reader.running());
 });
 
 test("a reader started before its database answers 503, then serves once the database is up", async (t) => {
@@ -89,19 +89,19 @@ test("SIGTERM: an in-flight request still completes, then the reader exits 0", a
   const reader = await startReader(pg.url);
   t.teardown(() => reader.stop());
 
-  // Hold an exclusive lock so the reader's SELECT blocks inside PostgreSQL for a few seconds.
-  const locker = spawn(
-    path.join(pg.bin, "psql"),
-    ["-X", "-q", "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-d", "testdb", "-c", "BEGIN; LOCK TABLE testcounter IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;"],
-    { stdio: "ignore" },
-  );
+  // Hold an exclusive lock, in a psql session the test controls, so the reader's SELECT blocks
+  // inside PostgreSQL until the test commits.
+  const locker = spawn(path.join(pg.bin, "psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-d", "testdb"], {
+    stdio: ["pipe", "ignore", "inherit"],
+  });
   const lockerDone = new Promise((r) => locker.once("exit", r));
   t.teardown(() => {
     locker.kill();
     return lockerDone;
   });
+  locker.stdin!.write("BEGIN; LOCK TABLE testcounter IN ACCESS EXCLUSIVE MODE;\n");
   const until = async (query: string, what: string) => {
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < 600; i++) {
       if (pg.sql(query).trim() !== "0") return;
       await sleep(50);
     }
@@ -115,6 +115,9 @@ test("SIGTERM: an in-flight request still completes, then the reader exits 0", a
   await until("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db_reader' AND wait_event_type = 'Lock'", "the reader to wait on the lock");
 
   reader.proc.kill("SIGTERM");
+  await sleep(1_000);
+  t.true(reader.running(), "still running while a request is in flight");
+  locker.stdin!.end("COMMIT;\n");
   const res = await pending;
   t.is(res.status, 200);
   t.is(res.body, "2026-11-21 12:00:00: in flight\n");
