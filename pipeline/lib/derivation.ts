@@ -108,8 +108,15 @@ export function parseDerivationDump(input: string | object, storeDirHint?: strin
     const name: string = d.name ?? d.env?.name ?? key.slice(key.lastIndexOf("/") + 1).replace(/^[0-9a-z]{32}-/, "").replace(/\.drv$/, "");
     const srcsRaw: string[] = d.inputs?.srcs ?? d.inputSrcs ?? [];
     const drvsRaw: Record<string, any> = d.inputs?.drvs ?? d.inputDrvs ?? {};
-    const inputDrvs: Record<string, string[]> = {};
-    for (const [p, o] of Object.entries(drvsRaw)) inputDrvs[abs(storeDir, p)] = outputsOf(o);
+    // Old formats already have the normalised shape: reuse them (50,000-drv dumps: fewer allocations).
+    let inputDrvs: Record<string, string[]> = drvsRaw;
+    let inputSrcs: string[] = srcsRaw;
+    const drvKeys = Object.keys(drvsRaw);
+    if (basenames || (drvKeys.length > 0 && !Array.isArray(drvsRaw[drvKeys[0]]))) {
+      inputDrvs = {};
+      for (const p of drvKeys) inputDrvs[abs(storeDir, p)] = outputsOf(drvsRaw[p]);
+    }
+    if (basenames) inputSrcs = srcsRaw.map((p) => abs(storeDir, p));
     const outputs: Record<string, DrvOutput> = {};
     for (const [outName, o] of Object.entries<any>(d.outputs ?? {})) outputs[outName] = parseOutput(storeDir, name, outName, o);
     drvs.set(drvPath, {
@@ -117,7 +124,7 @@ export function parseDerivationDump(input: string | object, storeDirHint?: strin
       name,
       outputs,
       inputDrvs,
-      inputSrcs: srcsRaw.map((p) => abs(storeDir, p)),
+      inputSrcs,
       builder: d.builder ?? "",
       env: d.env ?? {},
     });
@@ -208,10 +215,6 @@ export async function nixVersion(): Promise<number[]> {
   return nixVersionCache;
 }
 
-function atLeast(v: number[], major: number, minor: number): boolean {
-  return v[0] > major || (v[0] === major && v[1] >= minor);
-}
-
 export function describeTarget(t: Target): string {
   return t.flake ? `flake ${t.flake}` : `attribute '${t.attribute}' of ${t.file}`;
 }
@@ -239,13 +242,18 @@ export function validateTarget(t: Target): void {
  */
 export async function dumpDerivations(t: Target, label = "nix"): Promise<{ graph: DerivationGraph; raw: string; nixVersion: string }> {
   validateTarget(t);
-  const v = await nixVersion();
-  const show = atLeast(v, 2, 15) ? ["derivation", "show"] : ["show-derivation"];
+  // The version (for the manifest) is asked in parallel: it must not add to the dump's latency.
+  const version = nixVersion();
+  version.catch(() => undefined);
   const features = t.flake ? "nix-command flakes" : "nix-command";
-  const args = ["--extra-experimental-features", features, ...show, "--recursive"];
-  if (t.flake) args.push(t.flake);
-  else args.push("--file", path.resolve(t.file!), t.attribute!);
-  const r = await run("nix", args, { allowFailure: true, streamStderr: false, label });
+  const target = t.flake ? [t.flake] : ["--file", path.resolve(t.file!), t.attribute!];
+  const dump = (cmd: string[]) => run("nix", ["--extra-experimental-features", features, ...cmd, "--recursive", ...target], { allowFailure: true, streamStderr: false, label });
+  // `show-derivation` exists from 2.8 on (later as an alias of `derivation show`): try it first.
+  let r = await dump(["show-derivation"]);
+  if (r.code !== 0 && /show-derivation/.test(r.stderr) && /not a recogni[sz]ed command|unrecognised|unknown command/i.test(r.stderr)) {
+    r = await dump(["derivation", "show"]);
+  }
+  const v = await version;
   if (r.code !== 0) {
     const errLines = r.stderr.split("\n").filter((l) => l.trim());
     const first = errLines.find((l) => /error:/.test(l)) ?? errLines[errLines.length - 1] ?? `exit ${r.code}`;

@@ -8,6 +8,7 @@
 //      deriver (or ""), u64 0 (1 = a legacy signature string follows); then u64 0.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as path from "node:path";
 
 export class NarFormatError extends Error {}
 
@@ -260,4 +261,40 @@ export async function parseExport(r: ByteReader, opts: ExportOptions = {}): Prom
 
 export function fileReader(file: string): ByteReader {
   return new ByteReader(fs.createReadStream(file, { highWaterMark: 1 << 20 }));
+}
+
+const strLen = (n: number) => 8 + n + ((8 - (n % 8)) % 8);
+const TOKENS = (...t: string[]) => t.reduce((n, s) => n + strLen(Buffer.byteLength(s)), 0);
+const NODE_OPEN = TOKENS("(", "type");
+const CLOSE = TOKENS(")");
+
+/**
+ * Size of the NAR serialisation of a file system object, from lstat alone (no reading, no process):
+ * what `nix-store -q --size` reports for a valid store path. Null when the path does not exist.
+ */
+export function narSizeOf(p: string): number | null {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(p);
+  } catch {
+    return null;
+  }
+  return TOKENS("nix-archive-1") + nodeSize(p, st);
+}
+
+function nodeSize(p: string, st: fs.Stats): number {
+  if (st.isSymbolicLink()) return NODE_OPEN + TOKENS("symlink", "target") + strLen(fs.readlinkSync(p, { encoding: "buffer" }).length) + CLOSE;
+  if (st.isFile()) {
+    const exec = st.mode & 0o100 ? TOKENS("executable", "") : 0;
+    return NODE_OPEN + TOKENS("regular") + exec + TOKENS("contents") + strLen(st.size) + CLOSE;
+  }
+  if (st.isDirectory()) {
+    let n = NODE_OPEN + TOKENS("directory");
+    for (const name of fs.readdirSync(p)) {
+      const child = path.join(p, name);
+      n += TOKENS("entry", "(", "name") + strLen(Buffer.byteLength(name)) + TOKENS("node") + nodeSize(child, fs.lstatSync(child)) + CLOSE;
+    }
+    return n + CLOSE;
+  }
+  throw new NarFormatError(`${p} is neither a regular file, a directory nor a symlink`);
 }

@@ -1,0 +1,86 @@
+import test from "ava";
+import { execFileSync } from "node:child_process";
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ByteReader, NarEntry, narSizeOf, parseExport, parseNar } from "../../pipeline/lib/nar";
+import { sourcePath } from "../../pipeline/lib/storepath";
+
+function tree(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nar-test-"));
+  const root = path.join(dir, "pkg");
+  fs.mkdirSync(path.join(root, "bin"), { recursive: true });
+  fs.writeFileSync(path.join(root, "bin", "tool"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
+  fs.writeFileSync(path.join(root, "README"), "x".repeat(100_003)); // not a multiple of 8: padding
+  fs.writeFileSync(path.join(root, "empty"), "");
+  fs.symlinkSync("bin/tool", path.join(root, "link"));
+  return root;
+}
+
+/** Feeds a buffer in small odd-sized chunks, to exercise every buffer boundary in the reader. */
+async function* chunked(b: Buffer, size: number): AsyncGenerator<Buffer> {
+  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
+}
+
+test("parses a real NAR (nix-store --dump) entry by entry; its bytes hash to nix-hash's NAR hash", async (t) => {
+  const root = tree();
+  const nar = execFileSync("nix-store", ["--dump", root], { maxBuffer: 1 << 26 });
+  const expected = execFileSync("nix-hash", ["--type", "sha256", root]).toString().trim();
+  const r = new ByteReader(chunked(nar, 13));
+  const h = crypto.createHash("sha256");
+  r.taps.push((b) => h.update(b));
+  const entries: NarEntry[] = [];
+  const readme = crypto.createHash("sha256");
+  await parseNar(r, {
+    entry: (e) => entries.push(e),
+    file: (e) => (e.path === "README" ? (c: Buffer) => readme.update(c) : undefined),
+  });
+  t.is(h.digest("hex"), expected);
+  t.is(readme.digest("hex"), crypto.createHash("sha256").update("x".repeat(100_003)).digest("hex"));
+  t.deepEqual(
+    entries.map((e) => `${e.type}:${e.path}${e.type === "regular" ? `:${e.executable}:${e.size}` : ""}${e.type === "symlink" ? `->${e.target}` : ""}`),
+    ["directory:", "regular:README:false:100003", "directory:bin", "regular:bin/tool:true:18", "regular:empty:false:0", "symlink:link->bin/tool"],
+  );
+  const tool = entries.find((e) => e.path === "bin/tool") as Extract<NarEntry, { type: "regular" }>;
+  t.is(nar.subarray(tool.contentsOffset, tool.contentsOffset + tool.size).toString(), "#!/bin/sh\necho hi\n");
+  fs.rmSync(path.dirname(root), { recursive: true, force: true });
+});
+
+test("a truncated or corrupted NAR is an error, not a silent success", async (t) => {
+  const root = tree();
+  const nar = execFileSync("nix-store", ["--dump", root], { maxBuffer: 1 << 26 });
+  await t.throwsAsync(parseNar(new ByteReader(nar.subarray(0, nar.length - 20))), { message: /truncated/ });
+  const bad = Buffer.from(nar);
+  bad.write("nix-archive-2", 8);
+  await t.throwsAsync(parseNar(new ByteReader(bad)), { message: /expected 'nix-archive-1'/ });
+  fs.rmSync(path.dirname(root), { recursive: true, force: true });
+});
+
+test("parses a real nix-store --export stream: paths, references, NAR hashes and sizes match the store", async (t) => {
+  const root = tree();
+  const added = execFileSync("nix-store", ["--add", root]).toString().trim();
+  const stream = execFileSync("nix-store", ["--export", added], { maxBuffer: 1 << 26 });
+  const paths = await parseExport(new ByteReader(chunked(stream, 4097)), { algos: ["sha256", "sha512"], entries: true });
+  t.is(paths.length, 1);
+  const p = paths[0];
+  t.is(p.path, added);
+  t.deepEqual(p.references, []);
+  t.is(String(p.narSize), execFileSync("nix-store", ["-q", "--size", added]).toString().trim());
+  // The path of an added tree is the "source" store path of its NAR's sha256: recomputed, not trusted.
+  t.is(sourcePath(p.narHashes.sha256, "pkg", p.references, p.path), added);
+  t.is(p.narHashes.sha512.length, 128);
+  t.is(p.flatHashes, undefined); // a directory has no flat hash
+  t.true(p.entries!.some((e) => e.path === "link"));
+  await t.throwsAsync(parseExport(new ByteReader(Buffer.concat([stream, Buffer.from("junk")]))), { message: /trailing data/ });
+  fs.rmSync(path.dirname(root), { recursive: true, force: true });
+});
+
+test("narSizeOf (lstat only) equals nix-store -q --size for store paths of every node type", (t) => {
+  const root = tree();
+  const added = execFileSync("nix-store", ["--add", root]).toString().trim();
+  const file = execFileSync("nix-store", ["--add", path.join(root, "README")]).toString().trim();
+  for (const p of [added, file]) t.is(narSizeOf(p), Number(execFileSync("nix-store", ["-q", "--size", p]).toString().trim()));
+  t.is(narSizeOf(path.join(root, "no-such-file")), null);
+  fs.rmSync(path.dirname(root), { recursive: true, force: true });
+});

@@ -1,0 +1,121 @@
+// The auditor's offline tamper check on real closures of a real Nix world: one flipped byte in one
+// source, a missing source, an extra path, a truncated stream — each rejected, naming the source.
+import test from "ava";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { checkClosure } from "../../pipeline/lib/closure-check";
+import { ByteReader, parseExport, ExportedPath } from "../../pipeline/lib/nar";
+import { cli, makeWorld, OFFLINE_ENV, removeWorld, World } from "../fixtures/closure-world/world";
+
+let world: World;
+let out: string;
+let closure: string;
+let manifest: any;
+let exported: ExportedPath[];
+
+test.before(async () => {
+  world = makeWorld("check-closure");
+  out = fs.mkdtempSync(path.join(os.tmpdir(), "check-closure-"));
+  const r = cli(["closure", "--file", world.file, "--attribute", world.attribute, "--out", out]);
+  if (r.code !== 0) throw new Error(`closure failed: ${r.stderr}`);
+  closure = r.json.closureFile;
+  manifest = JSON.parse(fs.readFileSync(r.json.manifest, "utf8"));
+  exported = await parseExport(new ByteReader(fs.readFileSync(closure)), { entries: true });
+});
+test.after.always(() => {
+  removeWorld(world);
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
+/** Copy of the closure with one byte flipped inside the contents of a file of `storePath`. */
+function flipOneByte(storePath: string, file = ""): string {
+  const e = exported.find((x) => x.path === storePath)!;
+  const entry = e.entries!.find((x) => x.type === "regular" && x.path === file && x.size > 0) as any;
+  const bytes = fs.readFileSync(closure);
+  const at = entry.contentsOffset + Math.floor(entry.size / 2);
+  bytes[at] ^= 0x01;
+  const copy = path.join(out, `tampered-${path.basename(storePath)}-${Math.random().toString(36).slice(2)}.closure`);
+  fs.writeFileSync(copy, bytes);
+  return copy;
+}
+
+const check = (file: string) => cli(["check-closure", "--file", world.file, "--attribute", world.attribute, "--closure", file]);
+const byName = (suffix: string) => manifest.sources.find((s: any) => s.path.endsWith(suffix)) ?? manifest.evalPaths.find((s: any) => s.path.endsWith(suffix));
+
+test("check-closure accepts the untouched closure", (t) => {
+  const r = check(closure);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.json.ok);
+  t.is(r.json.checked, manifest.sources.length + manifest.evalPaths.length);
+  t.deepEqual([r.json.tampered, r.json.missing, r.json.extra], [[], [], []]);
+});
+
+test("check-closure: one flipped byte in a flat fixed-output source -> exit 1 naming that source and its drv", (t) => {
+  const src = byName("-greeting.txt");
+  const r = check(flipOneByte(src.path));
+  t.is(r.code, 1);
+  t.false(r.json.ok);
+  t.is(r.json.tampered.length, 1);
+  t.like(r.json.tampered[0], { path: src.path, drv: src.drv, mode: "flat", algo: "sha256", expected: src.hash.nix32 });
+  t.not(r.json.tampered[0].actual, r.json.tampered[0].expected);
+  t.regex(r.stderr, new RegExp(`tampered.*${src.path}`));
+});
+
+test("check-closure: one flipped byte deep inside a recursive (NAR) source -> named", (t) => {
+  const src = byName("-busybox");
+  const r = check(flipOneByte(src.path, "bin/busybox"));
+  t.is(r.code, 1);
+  t.deepEqual(r.json.tampered.map((x: any) => [x.path, x.drv, x.mode]), [[src.path, src.drv, "recursive"]]);
+});
+
+test("check-closure: one flipped byte in an evaluation-time source -> its recomputed store path differs, named", (t) => {
+  const src = byName("-local-note.txt");
+  const r = check(flipOneByte(src.path));
+  t.is(r.code, 1);
+  t.is(r.json.tampered.length, 1);
+  t.like(r.json.tampered[0], { path: src.path, drv: src.neededBy, mode: "source-path", expected: src.path });
+  t.not(r.json.tampered[0].actual, src.path);
+});
+
+test("check-closure: a closure missing one source -> exit 1 naming the missing path and drv", (t) => {
+  const src = byName("-greeting.txt");
+  const keep = [...manifest.sources, ...manifest.evalPaths].map((s: any) => s.path).filter((p: string) => p !== src.path);
+  const partial = path.join(out, "missing-one.closure");
+  fs.writeFileSync(partial, execFileSync("nix-store", ["--export", ...keep], { env: OFFLINE_ENV, maxBuffer: 1 << 28 }));
+  const r = check(partial);
+  t.is(r.code, 1);
+  t.deepEqual(r.json.missing, [{ path: src.path, drv: src.drv }]);
+  t.deepEqual(r.json.tampered, []);
+  t.regex(r.stderr, new RegExp(`missing.*${src.path}`));
+});
+
+test("check-closure: an extra path (could pre-empt a build) and a truncated stream are rejected", (t) => {
+  const extraPath = execFileSync("nix-store", ["--add", path.join(world.dir, "lock.json")]).toString().trim();
+  const all = [...manifest.sources, ...manifest.evalPaths].map((s: any) => s.path);
+  const withExtra = path.join(out, "extra.closure");
+  fs.writeFileSync(withExtra, execFileSync("nix-store", ["--export", ...all, extraPath], { env: OFFLINE_ENV, maxBuffer: 1 << 28 }));
+  const r = check(withExtra);
+  t.is(r.code, 1);
+  t.deepEqual(r.json.extra, [extraPath]);
+  const truncated = path.join(out, "truncated.closure");
+  fs.writeFileSync(truncated, fs.readFileSync(closure).subarray(0, 5000));
+  const tr = check(truncated);
+  t.is(tr.code, 1);
+  t.regex(tr.json.error, /not a valid nix-store --export stream: truncated/);
+  t.true(tr.json.missing.length > 0);
+});
+
+test("checkClosure() (library) returns the verdict without throwing; bad input throws", async (t) => {
+  const src = byName("-greeting.txt");
+  const r = await checkClosure({ file: world.file, attribute: world.attribute, closure: flipOneByte(src.path) });
+  t.false(r.ok);
+  t.is(r.tampered[0].path, src.path);
+  await t.throwsAsync(checkClosure({ file: world.file, attribute: world.attribute, closure: "/nonexistent.closure" }), { message: /closure file not found/ });
+  const bad = check("/nonexistent.closure");
+  t.is(bad.code, 2);
+  const attr = cli(["check-closure", "--file", world.file, "--attribute", "nope", "--closure", closure]);
+  t.is(attr.code, 2);
+  t.regex(attr.stderr, /unknown attribute 'nope'/);
+});
