@@ -63,7 +63,8 @@ if [ -n "$(ls -A /nix/store 2>/dev/null)" ]; then
   echo "error: /nix/store is not empty at the start (this image keeps Nix in /nix; use an image whose nix lives outside /nix, see pipeline/rebuilder-image)"
   exit 90
 fi
-set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option build-users-group "" --option fallback false
+# sandbox-fallback off: a sandbox that cannot be set up must fail the build, not silently vanish.
+set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option sandbox-fallback false --option build-users-group "" --option fallback false
 say "importing $SC_CLOSURE into the empty store"
 nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
 say "imported $(wc -l < "$W/imported") paths"
