@@ -135,3 +135,25 @@ test("closure: a killed export leaves no source-export.closure (mocked: a slow n
   fs.rmSync(out, { recursive: true, force: true });
   fs.rmSync(bin, { recursive: true, force: true });
 });
+
+test("closure --flake (flakes enabled per call on Nix 2.8): same sources as the file, check passes", (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "closure-flake-"));
+  for (const f of ["default.nix", "lock.json", "local-note.txt"]) fs.copyFileSync(path.join(world.dir, f), path.join(dir, f));
+  fs.writeFileSync(path.join(dir, "flake.nix"), `{ outputs = { self }: { packages.x86_64-linux.default = (import ./default.nix).target; }; }\n`);
+  const out = tmp();
+  const ref = `path:${dir}#default`;
+  const r = cli(["closure", "--flake", ref, "--out", out]);
+  t.is(r.code, 0, r.stderr);
+  const m = JSON.parse(fs.readFileSync(r.json.manifest, "utf8"));
+  const ind = independentListing(world);
+  t.deepEqual(m.sources.map((s: any) => s.path).sort(), [...ind.fods].sort());
+  t.is(m.target.flake, ref);
+  // Path literals inside the flake are copied to the store one by one, as without flakes: same target.
+  t.deepEqual(m.evalPaths.map((s: any) => s.path).sort(), [...ind.evalPaths].sort());
+  const c = cli(["check-closure", "--flake", ref, "--closure", r.json.closureFile]);
+  t.is(c.code, 0, c.stderr);
+  const both = cli(["closure", "--flake", ref, "--file", world.file, "--attribute", "target", "--out", out]);
+  t.is(both.code, 2);
+  fs.rmSync(out, { recursive: true, force: true });
+  fs.rmSync(dir, { recursive: true, force: true });
+});
