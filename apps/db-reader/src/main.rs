@@ -129,6 +129,7 @@ async fn serve(port: u16, pg_config: tokio_postgres::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = shutdown_signal();
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -144,7 +145,7 @@ async fn serve(port: u16, pg_config: tokio_postgres::Config) -> ExitCode {
         .route("/healthz", get(healthz))
         .with_state(pool.clone());
     let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await;
     pool.close();
     match result {
@@ -159,28 +160,31 @@ async fn serve(port: u16, pg_config: tokio_postgres::Config) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (before the port is open, so no early signal is lost
+/// to the default action) and returns a future that resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            log!("cannot install signal handlers ({e}); SIGTERM will kill without a graceful shutdown");
-            return std::future::pending().await;
-        }
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    log!("{name}: finishing in-flight requests");
-    tokio::spawn(async {
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-        log!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting");
-        std::process::exit(0);
-    });
+    let handlers =
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+    async move {
+        let (mut term, mut int) = match handlers {
+            Ok(h) => h,
+            Err(e) => {
+                log!("cannot install signal handlers ({e}); SIGTERM will kill without a graceful shutdown");
+                return std::future::pending().await;
+            }
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log!("{name}: finishing in-flight requests");
+        tokio::spawn(async {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            log!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting");
+            std::process::exit(0);
+        });
+    }
 }
 
 enum AppError {
