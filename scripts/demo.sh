@@ -11,6 +11,8 @@ PATH="$(bash scripts/pulumi-engine.sh):$PATH"
 export PATH
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"
 export PULUMI_SKIP_UPDATE_CHECK=true
+# The engine built here installs its command provider into the plugin cache: no warning about PATH.
+export PULUMI_IGNORE_AMBIENT_PLUGINS=true
 stack=${SC_STACK:-demo}
 pulumi stack select --create "$stack" --non-interactive >&2
 pulumi up --stack "$stack" --yes --non-interactive "$@"

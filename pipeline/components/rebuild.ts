@@ -28,10 +28,12 @@ export interface RebuildArgs {
 export const CONTAINER_SCRIPT = String.raw`set -eu
 W="$1"
 mkdir -p "$W/nars" "$W/home"
-export HOME="$W/home"
+export HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" TMPDIR=/tmp
 # Proof of isolation: this network namespace's interfaces.
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
-set -- --option substituters "" --option builders "" --option sandbox false --option fallback false
+# The container (no network, no host files but the mounts) is the sandbox: Docker's seccomp profile
+# forbids the user namespace Nix's own sandbox needs.
+set -- --option substituters "" --option builders "" --option sandbox false --option build-users-group "" --option fallback false
 nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
 drv=$(nix-instantiate "$@" "$SC_FILE" -A "$SC_ATTR")
 if [ "$drv" != "$SC_DRV" ]; then echo "error: the reviewed files evaluate to $drv inside the container, $SC_DRV outside" >&2; exit 91; fi
