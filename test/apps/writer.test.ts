@@ -22,6 +22,12 @@ function rows(pg: PgCluster): Row[] {
   return JSON.parse(out) as Row[];
 }
 
+/** True when the OK ids of one client's replies increase in the order its lines were sent. */
+function idsIncrease(replies: string[]): boolean {
+  const ids = replies.map(okId).filter((id): id is number => id !== undefined);
+  return ids.every((id, i) => i === 0 || id > ids[i - 1]);
+}
+
 async function setup(t: ExecutionContext, opts?: Parameters<typeof startWriter>[1]): Promise<{ pg: PgCluster; writer: Writer }> {
   const pg = await startPostgres();
   t.teardown(() => pg.destroy());
@@ -50,7 +56,7 @@ test.serial("each line becomes one row with exactly its content, and OK <id> nam
   t.deepEqual(pg.sql("SELECT count(*) FROM testcounter WHERE date > now() - interval '5 minutes'").trim(), String(lines.length + 1));
 });
 
-test.serial("20 concurrent clients x 500 pipelined lines: exactly 10,000 rows, every acked id holds its line", async (t) => {
+test.serial("20 concurrent clients x 500 pipelined lines: exactly 10,000 rows, every acked id holds its line, in send order", async (t) => {
   const { pg, writer } = await setup(t);
   const clients = await Promise.all(Array.from({ length: 20 }, () => LineClient.connect(writer.port)));
   const sent = clients.map((_, c) => Array.from({ length: 500 }, (_, i) => `client ${c} line ${i}`));
@@ -74,6 +80,7 @@ test.serial("20 concurrent clients x 500 pipelined lines: exactly 10,000 rows, e
   );
   t.is(wrong, 0, "every reply is OK <id> of the row holding that very line");
   t.is(acked.size, 10_000, "ids are distinct");
+  t.true(replies.every(idsIncrease), "each client's lines are stored in the order it sent them");
 });
 
 test.serial("one client pipelining 20,000 lines at once is throttled, never dropped", async (t) => {
@@ -86,6 +93,7 @@ test.serial("one client pipelining 20,000 lines at once is throttled, never drop
   const byId = new Map(rows(pg).map((r) => [r.id, r.content]));
   t.is(byId.size, lines.length);
   t.true(replies.every((r, i) => byId.get(okId(r) ?? -1) === lines[i]), "replies come back in line order");
+  t.true(idsIncrease(replies), "and are stored in that order");
   t.regex(writer.stderr(), /lines unanswered, pausing reads/, "the backpressure path was taken");
 });
 
@@ -147,6 +155,7 @@ test.serial("PostgreSQL restarted mid-stream: nothing acked is lost and the writ
     }),
   );
   t.deepEqual(lost, [], "every acked line is in its row");
+  t.true(replies.every(idsIncrease), "retries keep each client's lines in order");
   t.true(errs.every((e) => e === "ERR database unavailable"), JSON.stringify(errs.slice(0, 5)));
   const total = sent.reduce((n, s) => n + s.length, 0);
   t.true(acked >= total * 0.9, `acked ${acked} of ${total}`);

@@ -293,14 +293,16 @@ struct DbPool::Worker {
     if (!open(why)) warn("worker ", index, ": cannot connect to PostgreSQL yet: ", why);
     std::vector<Item> batch;
     std::vector<std::string> replies;
-    while (pool.take(batch)) {
+    while (pool.take(index, batch)) {
       process(batch, replies);
       pool.deliver(batch, replies);
     }
   }
 };
 
-DbPool::DbPool(boost::asio::io_context& io, PoolConfig config) : io_(io), config_(std::move(config)) {}
+DbPool::DbPool(boost::asio::io_context& io, PoolConfig config) : io_(io), config_(std::move(config)) {
+  for (unsigned i = 0; i < config_.workers; ++i) lanes_.push_back(std::make_unique<Lane>());
+}
 
 DbPool::~DbPool() { drain_and_stop(); }
 
@@ -313,37 +315,43 @@ void DbPool::start() {
   }
 }
 
-void DbPool::submit(std::vector<Item>&& items) {
+unsigned DbPool::assign_lane() {
+  std::lock_guard lock(mu_);
+  return next_lane_++ % config_.workers;
+}
+
+void DbPool::submit(unsigned lane, std::vector<Item>&& items) {
   if (items.empty()) return;
+  Lane& l = *lanes_.at(lane);
   {
     std::lock_guard lock(mu_);
-    for (auto& it : items) queue_.push_back(std::move(it));
+    queued_ += items.size();
+    for (auto& it : items) l.queue.push_back(std::move(it));
   }
   items.clear();
-  cv_.notify_one();
+  l.cv.notify_one();
 }
 
 size_t DbPool::in_flight() {
   std::lock_guard lock(mu_);
-  return queue_.size() + busy_;
+  return queued_ + busy_;
 }
 
-bool DbPool::take(std::vector<Item>& batch) {
+bool DbPool::take(unsigned lane, std::vector<Item>& batch) {
   batch.clear();
+  Lane& l = *lanes_[lane];
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
-  if (queue_.empty()) return false;
+  l.cv.wait(lock, [&] { return !l.queue.empty() || stopping_; });
+  if (l.queue.empty()) return false;
   size_t bytes = 0;
-  while (!queue_.empty() && batch.size() < config_.max_batch_lines &&
-         (batch.empty() || bytes + queue_.front().content.size() <= config_.max_batch_bytes)) {
-    bytes += queue_.front().content.size();
-    batch.push_back(std::move(queue_.front()));
-    queue_.pop_front();
+  while (!l.queue.empty() && batch.size() < config_.max_batch_lines &&
+         (batch.empty() || bytes + l.queue.front().content.size() <= config_.max_batch_bytes)) {
+    bytes += l.queue.front().content.size();
+    batch.push_back(std::move(l.queue.front()));
+    l.queue.pop_front();
   }
+  queued_ -= batch.size();
   busy_ += batch.size();
-  bool more = !queue_.empty();
-  lock.unlock();
-  if (more) cv_.notify_one();  // let an idle worker start on the rest
   return true;
 }
 
@@ -369,7 +377,7 @@ void DbPool::drain_and_stop() {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  for (auto& l : lanes_) l->cv.notify_all();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();

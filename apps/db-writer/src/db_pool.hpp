@@ -1,7 +1,9 @@
 // A small pool of PostgreSQL connections, each owned by one worker thread, that commits lines in
-// groups: a worker takes every queued line (up to a batch limit), sends one prepared INSERT per
-// line in libpq pipeline mode (one network round trip for the whole batch, all in one implicit
+// groups: a worker takes every line queued for it (up to a batch limit), sends one prepared INSERT
+// per line in libpq pipeline mode (one network round trip for the whole batch, all in one implicit
 // transaction that commits at the Sync), and only after the commit reports each line's id.
+// Each client session is tied to one worker (its lane), so one client's lines are committed in the
+// order they were sent and get increasing ids.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -48,8 +50,10 @@ class DbPool {
   DbPool& operator=(const DbPool&) = delete;
 
   void start();
+  /** The worker a new session's lines go to (round robin). */
+  unsigned assign_lane();
   /** Thread-safe. */
-  void submit(std::vector<Item>&& items);
+  void submit(unsigned lane, std::vector<Item>&& items);
   /** Lines queued or being committed. Thread-safe. */
   size_t in_flight();
   /** Workers finish everything queued, then exit; joins them. */
@@ -57,15 +61,20 @@ class DbPool {
 
  private:
   struct Worker;
-  bool take(std::vector<Item>& batch);
+  struct Lane {
+    std::condition_variable cv;
+    std::deque<Item> queue;
+  };
+  bool take(unsigned lane, std::vector<Item>& batch);
   void deliver(std::vector<Item>& batch, std::vector<std::string>& replies);
   bool interruptible_sleep(std::chrono::milliseconds d);
 
   boost::asio::io_context& io_;
   PoolConfig config_;
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Item> queue_;
+  std::vector<std::unique_ptr<Lane>> lanes_;  // one per worker
+  unsigned next_lane_ = 0;
+  size_t queued_ = 0;
   size_t busy_ = 0;  // lines taken by workers and not yet delivered
   bool stopping_ = false;
   std::vector<std::thread> threads_;

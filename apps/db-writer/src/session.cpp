@@ -13,7 +13,7 @@ using boost::system::error_code;
 namespace dbw {
 
 Session::Session(asio::ip::tcp::socket socket, DbPool& pool, const SessionConfig& config, SessionOwner& owner)
-    : socket_(std::move(socket)), pool_(pool), config_(config), owner_(owner) {
+    : socket_(std::move(socket)), pool_(pool), config_(config), owner_(owner), lane_(pool.assign_lane()) {
   error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   peer_ = ec ? std::string("unknown peer") : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -54,7 +54,7 @@ void Session::read_more() {
 void Session::on_read(const error_code& ec, size_t n) {
   reading_ = false;
   if (n > 0) parse(rbuf_.data(), n);
-  if (!batch_.empty()) pool_.submit(std::move(batch_));
+  if (!batch_.empty()) pool_.submit(lane_, std::move(batch_));
   batch_.clear();
   flush_replies();
   if (ec) {

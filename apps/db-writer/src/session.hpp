@@ -1,5 +1,6 @@
-// One TCP client: splits the byte stream into lines, validates them, hands valid ones to the pool
-// and writes the replies back strictly in line order (the pool may finish them out of order).
+// One TCP client: splits the byte stream into lines, validates them, hands valid ones to its pool
+// worker and writes the replies back strictly in line order (a refused line is answered at once,
+// while the lines before it may still be committing).
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -56,6 +57,7 @@ class Session final : public ReplySink, public std::enable_shared_from_this<Sess
   const SessionConfig& config_;
   SessionOwner& owner_;
   std::string peer_;
+  unsigned lane_;  // the pool worker that commits this client's lines, in order
 
   std::array<char, 64 * 1024> rbuf_;
   std::string line_;
