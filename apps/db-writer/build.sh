@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v cmake >/dev/null || { echo "db-writer build: cmake not found (apt-get install cmake, or scripts/setup.sh)" >&2; exit 2; }
-exec 9>".build.lock"
+mkdir -p build
+exec 9>"build/.lock"  # inside build/: never part of a Nix source
 flock 9
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >&2
 cmake --build build -j2 >&2

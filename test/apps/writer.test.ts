@@ -56,6 +56,18 @@ test.serial("each line becomes one row with exactly its content, and OK <id> nam
   t.deepEqual(pg.sql("SELECT count(*) FROM testcounter WHERE date > now() - interval '5 minutes'").trim(), String(lines.length + 1));
 });
 
+test.serial("connects over a Unix socket given as ?host=<dir> (how the NixOS service reaches PostgreSQL)", async (t) => {
+  const pg = await startPostgres();
+  t.teardown(() => pg.destroy());
+  const writer = await startWriter(`postgresql:///testdb?host=${encodeURIComponent(pg.dir)}&port=${pg.port}&user=postgres`);
+  t.teardown(() => writer.stop());
+  const c = await LineClient.connect(writer.port);
+  await c.sendLines(["via unix socket"]);
+  const [reply] = await c.waitFor(1);
+  c.close();
+  t.is(pg.sql(`SELECT content FROM testcounter WHERE id = ${okId(reply) ?? -1}`).trim(), "via unix socket", reply);
+});
+
 test.serial("20 concurrent clients x 500 pipelined lines: exactly 10,000 rows, every acked id holds its line, in send order", async (t) => {
   const { pg, writer } = await setup(t);
   const clients = await Promise.all(Array.from({ length: 20 }, () => LineClient.connect(writer.port)));

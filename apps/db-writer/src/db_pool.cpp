@@ -39,8 +39,10 @@ using Conn = std::unique_ptr<PGconn, ConnCloser>;
 
 /** Connects with our settings; the URL may override everything except client_encoding. */
 Conn connect_db(const std::string& url, std::string& why) {
-  const char* keys[] = {"application_name", "connect_timeout", "dbname", "client_encoding", nullptr};
-  const char* vals[] = {"db-writer", "10", url.c_str(), "UTF8", nullptr};
+  // TCP keepalives notice a vanished server within ~25 s instead of the kernel's 2 hours.
+  const char* keys[] = {"application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
+                        "keepalives_count", "dbname", "client_encoding", nullptr};
+  const char* vals[] = {"db-writer", "10", "10", "5", "3", url.c_str(), "UTF8", nullptr};
   Conn c(PQconnectdbParams(keys, vals, 1));
   if (!c) {
     why = "out of memory";
