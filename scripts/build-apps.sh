@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash apps/db-writer/build.sh
 
 # apps/db-reader (Rust, axum): --locked builds exactly the committed Cargo.lock. Unit tests are
-# separate: cargo test --locked --manifest-path apps/db-reader/Cargo.toml
+# separate: cargo test --release --locked --manifest-path apps/db-reader/Cargo.toml (reuses this build)
 cargo_bin="$(command -v cargo || echo "$HOME/.cargo/bin/cargo")"
 [ -x "$cargo_bin" ] || { echo "build-apps: cargo not found: install Rust (rustup) to build apps/db-reader" >&2; exit 2; }
 "$cargo_bin" build --release --locked --manifest-path apps/db-reader/Cargo.toml
