@@ -7,7 +7,8 @@
 //   output `path` may be absent (we compute it).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { run } from "./proc";
+import { spawn } from "node:child_process";
+import { missingTool, run } from "./proc";
 import { InputError } from "./step";
 import { fixedOutputPath, HashAlgo, HashMode, isHashAlgo, parseHash } from "./storepath";
 
@@ -132,6 +133,98 @@ export function parseDerivationDump(input: string | object, storeDirHint?: strin
   return { storeDir, format, drvs };
 }
 
+/**
+ * Incremental splitter for a derivation dump: parses each top-level derivation entry as soon as its text
+ * is complete, so JSON parsing overlaps Nix printing the rest of the dump (Nix streams it). Handles the
+ * plain map (formats 1-3) and the `{derivations: {...}, version}` wrapper (format 4).
+ */
+export class DumpStreamParser {
+  private text = "";
+  private pos = 0;
+  private depth = 0;
+  private inString = false;
+  private keyStart = -1;
+  private entryStart = -1;
+  /** Depth at which derivation entries live: 1 (plain map), 2 (inside "derivations"), 0 = not known yet. */
+  private entryDepth = 0;
+  readonly entries: Record<string, unknown> = {};
+  wrapped = false;
+
+  push(chunk: string): void {
+    // Keep only the unconsumed tail (the current entry, if any): offsets are relative to it.
+    const keep = Math.min(this.entryStart >= 0 ? this.entryStart : this.pos, this.keyStart >= 0 ? this.keyStart : this.pos);
+    this.text = this.text.slice(keep) + chunk;
+    this.pos -= keep;
+    if (this.entryStart >= 0) this.entryStart -= keep;
+    if (this.keyStart >= 0) this.keyStart -= keep;
+    this.scan();
+  }
+
+  private scan(): void {
+    const t = this.text;
+    const n = t.length;
+    let pos = this.pos;
+    while (pos < n) {
+      if (this.inString) {
+        let j = t.indexOf('"', pos);
+        for (;;) {
+          if (j < 0) break;
+          let b = 0;
+          while (t.charCodeAt(j - 1 - b) === 92 /* \\ */) b++;
+          if (b % 2 === 0) break;
+          j = t.indexOf('"', j + 1);
+        }
+        if (j < 0) {
+          // Unterminated in this chunk: resume after it (the entry's text is kept, so escapes before
+          // the boundary are still counted correctly).
+          this.pos = n;
+          return;
+        }
+        this.inString = false;
+        pos = j + 1;
+        if (this.depth === 1 && this.keyStart >= 0 && this.entryDepth === 0) {
+          const key = t.slice(this.keyStart + 1, j);
+          if (key === "derivations") {
+            this.entryDepth = 2;
+            this.wrapped = true;
+          } else {
+            this.entryDepth = 1;
+            this.entryStart = this.keyStart;
+          }
+          this.keyStart = -1;
+        }
+        continue;
+      }
+      const c = t.charCodeAt(pos);
+      if (c === 34 /* " */) {
+        this.inString = true;
+        if (this.entryStart < 0 && this.keyStart < 0) {
+          if (this.depth === 1 && this.entryDepth === 0) this.keyStart = pos;
+          else if (this.depth === this.entryDepth) this.entryStart = pos;
+        }
+        pos++;
+        continue;
+      }
+      if (c === 123 /* { */ || c === 91 /* [ */) this.depth++;
+      else if (c === 125 /* } */ || c === 93 /* ] */) {
+        this.depth--;
+        if (this.depth === this.entryDepth && this.entryStart >= 0) {
+          Object.assign(this.entries, JSON.parse(`{${t.slice(this.entryStart, pos + 1)}}`));
+          this.entryStart = -1;
+        }
+      }
+      pos++;
+    }
+    this.pos = pos;
+  }
+
+  /** The whole dump as parseDerivationDump expects it. */
+  result(): object {
+    if (this.depth !== 0 || this.inString) throw new Error("derivation dump ended in the middle of a JSON value");
+    return this.wrapped ? { version: 4, derivations: this.entries } : this.entries;
+  }
+}
+
 export function isFixedOutput(d: Derivation): boolean {
   return Object.values(d.outputs).some((o) => o.fixed !== undefined);
 }
@@ -236,24 +329,49 @@ export function validateTarget(t: Target): void {
   if (st.isDirectory() && !fs.existsSync(path.join(t.file, "default.nix"))) throw new InputError(`${t.file} is a directory without default.nix`);
 }
 
+/** Runs `nix <args>`, parsing its stdout as a derivation dump while it is being printed. */
+function streamDump(args: string[]): Promise<{ code: number | null; stderr: string; parser: DumpStreamParser; error?: Error }> {
+  return new Promise((resolve, reject) => {
+    const parser = new DumpStreamParser();
+    const child = spawn("nix", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    let error: Error | undefined;
+    child.stdout!.setEncoding("utf8");
+    child.stdout!.on("data", (d: string) => {
+      if (error) return;
+      try {
+        parser.push(d);
+      } catch (e: any) {
+        error = e;
+      }
+    });
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (d: string) => (stderr += d));
+    child.on("error", (e: NodeJS.ErrnoException) => reject(e.code === "ENOENT" ? missingTool("nix") : e));
+    child.on("close", (code) => resolve({ code, stderr, parser, error }));
+  });
+}
+
 /**
  * ONE recursive derivation dump of the target: evaluation (which instantiates the .drv files and adds
  * local sources to the store) and the dump happen in a single Nix process.
  */
-export async function dumpDerivations(t: Target, label = "nix"): Promise<{ graph: DerivationGraph; raw: string; nixVersion: string }> {
+// `_label` is kept for callers that pass one (progress lines no longer stream from this call).
+export async function dumpDerivations(t: Target, _label?: string): Promise<{ graph: DerivationGraph; nixVersion: string }> {
   validateTarget(t);
   // The version (for the manifest) is asked in parallel: it must not add to the dump's latency.
   const version = nixVersion();
   version.catch(() => undefined);
   const features = t.flake ? "nix-command flakes" : "nix-command";
   const target = t.flake ? [t.flake] : ["--file", path.resolve(t.file!), t.attribute!];
-  const dump = (cmd: string[]) => run("nix", ["--extra-experimental-features", features, ...cmd, "--recursive", ...target], { allowFailure: true, streamStderr: false, label });
+  const dump = (cmd: string[]) => streamDump(["--extra-experimental-features", features, ...cmd, "--recursive", ...target]);
   // `show-derivation` exists from 2.8 on (later as an alias of `derivation show`): try it first.
   let r = await dump(["show-derivation"]);
   if (r.code !== 0 && /show-derivation/.test(r.stderr) && /not a recogni[sz]ed command|unrecognised|unknown command/i.test(r.stderr)) {
     r = await dump(["derivation", "show"]);
   }
   const v = await version;
+  if (r.code === 0 && r.error) throw new Error(`cannot parse the derivation dump of ${describeTarget(t)} (Nix ${v.join(".")}): ${r.error.message}`);
   if (r.code !== 0) {
     const errLines = r.stderr.split("\n").filter((l) => l.trim());
     const first = errLines.find((l) => /error:/.test(l)) ?? errLines[errLines.length - 1] ?? `exit ${r.code}`;
@@ -263,10 +381,10 @@ export async function dumpDerivations(t: Target, label = "nix"): Promise<{ graph
   }
   let graph: DerivationGraph;
   try {
-    graph = parseDerivationDump(r.stdout);
+    graph = parseDerivationDump(r.parser.result());
   } catch (e: any) {
     throw new Error(`cannot parse the derivation dump of ${describeTarget(t)} (Nix ${v.join(".")}): ${e.message}`);
   }
   if (graph.drvs.size === 0) throw new InputError(`${describeTarget(t)} evaluates to no derivation`);
-  return { graph, raw: r.stdout, nixVersion: v.join(".") };
+  return { graph, nixVersion: v.join(".") };
 }

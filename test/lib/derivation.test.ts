@@ -1,7 +1,7 @@
 import test from "ava";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { collectSources, chainTo, findRoot, isFixedOutput, parseDerivationDump, urlsOf } from "../../pipeline/lib/derivation";
+import { collectSources, chainTo, DumpStreamParser, findRoot, isFixedOutput, parseDerivationDump, urlsOf } from "../../pipeline/lib/derivation";
 import { fixedOutputPath, nix32Decode, nix32Encode, parseHash } from "../../pipeline/lib/storepath";
 
 const FIX = path.join(__dirname, "..", "fixtures", "derivations");
@@ -96,4 +96,28 @@ test("a dump with two roots or a dangling input is refused", (t) => {
   t.throws(() => findRoot(two), { message: /expected one target derivation/ });
   const dangling = parseDerivationDump({ ["/nix/store/" + "b".repeat(32) + "-one.drv"]: drv({ ["/nix/store/" + "d".repeat(32) + "-gone.drv"]: ["out"] }) });
   t.throws(() => collectSources(dangling), { message: /missing from the dump/ });
+});
+
+test("DumpStreamParser: any chunking of each format (and tricky strings) gives the same graph as one JSON.parse", (t) => {
+  const tricky = JSON.stringify({
+    ["/nix/store/" + "b".repeat(32) + "-x.drv"]: {
+      outputs: { out: { path: "/nix/store/" + "a".repeat(32) + "-x" } },
+      inputSrcs: [],
+      inputDrvs: {},
+      env: { script: 'echo "}{" \\\\ \\" ]["\n\t\\', "}": "{", "": "\\\\" },
+    },
+  });
+  const texts = [...["nix-2.8.json", "nix-2.32-v3-basenames.json", "nix-2.33-v4.json"].map((f) => fs.readFileSync(path.join(FIX, f), "utf8")), tricky];
+  for (const text of texts) {
+    const whole = normalise(parseDerivationDump(text));
+    for (const size of [1, 2, 3, 7, 64, 4096]) {
+      const p = new DumpStreamParser();
+      for (let i = 0; i < text.length; i += size) p.push(text.slice(i, i + size));
+      const g = parseDerivationDump(p.result());
+      t.deepEqual(normalise(g), whole, `chunk size ${size}`);
+    }
+  }
+  const cut = new DumpStreamParser();
+  cut.push(texts[0].slice(0, 1000));
+  t.throws(() => cut.result(), { message: /ended in the middle/ });
 });
