@@ -118,7 +118,7 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
     }
   }
   const need = (key: keyof SupplyChainConfig, why: string): never => {
-    throw new ConfigError(`config key '${PROJECT}:${key}' is required ${why}; allowed: ${KEYS[key].allowed}`);
+    throw new ConfigError(`config key '${PROJECT}:${key}' is required${why ? ` ${why}` : ""}; allowed: ${KEYS[key].allowed}`);
   };
 
   const source = (v.source as SupplyChainConfig["source"] | undefined) ?? need("source", "");

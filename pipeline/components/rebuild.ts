@@ -137,7 +137,10 @@ export class Rebuild extends pulumi.ComponentResource {
         .all([image.repoDigest, args.closureFile, args.file, args.attribute, args.drvPath, args.closureSha256, work])
         .apply(([img, closureFile, file, attribute, drvPath, closureSha256, w]) => {
           const entry = path.resolve(REPO_ROOT, file);
-          return containerSpec({ image: img, closureFile, nixDir: path.dirname(entry), entry, attribute, drvPath, closureSha256, work: w });
+          // The reviewed files may import paths beside them (nix/ imports ../apps): mount the whole
+          // checkout read-only when the file is in it.
+          const nixDir = entry.startsWith(REPO_ROOT + path.sep) ? REPO_ROOT : path.dirname(entry);
+          return containerSpec({ image: img, closureFile, nixDir, entry, attribute, drvPath, closureSha256, work: w });
         });
       const container = new docker.Container(
         `${name}-container`,

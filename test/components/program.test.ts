@@ -129,8 +129,8 @@ test.serial("(mocked: the docker provider cannot run here) docker isolation: dig
   const closure = mounts.find((m) => m.source === "/w/closure/closure.nar");
   t.truthy(closure);
   t.true(closure!.readOnly, "closure mounted read-only");
-  const nixDir = path.resolve(__dirname, "..", "..", "nix");
-  t.true(mounts.find((m) => m.source === nixDir)!.readOnly, "sources mounted read-only");
+  const checkout = path.resolve(__dirname, "..", "..");
+  t.true(mounts.find((m) => m.source === checkout)!.readOnly, "sources (the checkout nix/ imports from) mounted read-only");
   t.is(mounts.filter((m) => !m.readOnly).length, 1, "only the work dir is writable");
   t.true(c.inputs.envs.includes(`SC_DRV=${DRV}`));
   // The source check runs before the container; verify reads the collected result.

@@ -1,0 +1,174 @@
+// The real Pulumi engine on the demo stack, end to end: the CLI (built from Go modules by
+// scripts/pulumi-engine.sh when none is on PATH), the program, the steps, nix, bwrap and QEMU.
+// The project is copied to a temp dir with its own file:// backend, so nothing here touches the
+// checkout's state. Steps run in order and share that state.
+import test from "ava";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { execFile, execFileSync } from "node:child_process";
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const PROJECT = "secure-supply-chain";
+
+interface Ctx {
+  dir: string;
+  state: string;
+  env: NodeJS.ProcessEnv;
+  drvPath?: string;
+  outputs?: Record<string, any>;
+}
+const ctx = {} as Ctx;
+
+function engineBin(): string {
+  try {
+    return execFileSync("bash", [path.join(ROOT, "scripts", "pulumi-engine.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim();
+  } catch (e) {
+    throw new Error(`no Pulumi engine: scripts/pulumi-engine.sh failed (${(e as Error).message})`);
+  }
+}
+
+function pulumi(args: string[], opts: { cwd?: string; allowFailure?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile("pulumi", [...args, "--non-interactive"], { cwd: opts.cwd ?? ctx.dir, env: ctx.env, maxBuffer: 64 << 20, timeout: 14 * 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as any).code === "number" ? (err as any).code : 1) : 0;
+      if (code !== 0 && !opts.allowFailure) reject(new Error(`pulumi ${args.join(" ")} exited ${code}:\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`));
+      else resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function outputs(stack: string, cwd?: string): Promise<Record<string, any>> {
+  return JSON.parse((await pulumi(["stack", "output", "--json", "--show-secrets", "--stack", stack], { cwd })).stdout);
+}
+
+/** The number of resources each op touched in the stack's last update. */
+async function lastChanges(stack: string): Promise<Record<string, number>> {
+  const h = JSON.parse((await pulumi(["stack", "history", "--json", "--stack", stack])).stdout);
+  return h[0].resourceChanges;
+}
+
+test.before(() => {
+  const bin = engineBin();
+  ctx.dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-engine-"));
+  ctx.state = path.join(ctx.dir, ".state");
+  fs.mkdirSync(ctx.state);
+  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "package.json", "bin", "pipeline", "stacks", "consumer"]) {
+    fs.cpSync(path.join(ROOT, f), path.join(ctx.dir, f), { recursive: true });
+  }
+  fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(ctx.dir, "node_modules"));
+  ctx.env = {
+    ...process.env,
+    PATH: `${bin}:${process.env.PATH}`,
+    PULUMI_BACKEND_URL: `file://${ctx.state}`,
+    PULUMI_CONFIG_PASSPHRASE: "",
+    PULUMI_SKIP_UPDATE_CHECK: "true",
+    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+    PULUMI_IGNORE_AMBIENT_PLUGINS: "true",
+  };
+});
+
+test.after.always(async () => {
+  if (!ctx.dir) return;
+  // A failed step may have left resources: destroy them (their delete runs nothing) before removing.
+  for (const [stack, cwd] of [["dev", path.join(ctx.dir, "consumer")], ["gate", path.join(ctx.dir, "consumer")], ["demo", ctx.dir], ["broken", ctx.dir]] as const) {
+    await pulumi(["destroy", "--yes", "--stack", stack], { cwd, allowFailure: true });
+  }
+  fs.rmSync(ctx.dir, { recursive: true, force: true });
+});
+
+test.serial("(real engine) pulumi up on the demo stack runs every step: reproducible, boot test passed", async (t) => {
+  await pulumi(["stack", "init", "demo"]);
+  const up = await pulumi(["up", "--yes", "--stack", "demo"]);
+  t.log(up.stdout.split("\n").filter((l) => /created|Resources:|Duration/.test(l)).join("\n"));
+  const o = await outputs("demo");
+  ctx.outputs = o;
+  t.regex(o.imageDrvPath, /^\/nix\/store\/[0-9a-z]{32}-.+\.drv$/);
+  t.regex(o.imageNarHash, /^sha256:[0-9a-z]{52}$/);
+  t.regex(o.closureSha256, /^[0-9a-f]{64}$/);
+  t.true(o.closureSources > 0);
+  t.is(o.reproducible, true);
+  t.is(o.reproducibleRatio, 1);
+  t.is(o.bootTestPassed, true);
+  t.deepEqual(o.rebuildInterfaces, ["lo"]);
+  const changes = await lastChanges("demo");
+  // Stack + SupplyChain + 5 components + 5 step commands (+ the default command provider).
+  t.true((changes.create ?? 0) >= 12, JSON.stringify(changes));
+});
+
+test.serial("(real engine) a second pulumi up changes nothing and runs no step", async (t) => {
+  const rebuildJson = path.join(ctx.dir, ".supply-chain", "demo", "rebuild", "rebuild.json");
+  const before = JSON.parse(fs.readFileSync(rebuildJson, "utf8")).runId;
+  const closureMtime = fs.statSync(ctx.outputs!.closureFile).mtimeMs;
+  await pulumi(["up", "--yes", "--stack", "demo"]);
+  const changes = await lastChanges("demo");
+  t.deepEqual(Object.keys(changes), ["same"], JSON.stringify(changes));
+  t.is(JSON.parse(fs.readFileSync(rebuildJson, "utf8")).runId, before, "the rebuild did not run again");
+  t.is(fs.statSync(ctx.outputs!.closureFile).mtimeMs, closureMtime, "the closure was not exported again");
+  t.deepEqual(await outputs("demo"), ctx.outputs);
+});
+
+test.serial("(real engine) a second project reads the outputs through a StackReference", async (t) => {
+  const cwd = path.join(ctx.dir, "consumer");
+  await pulumi(["stack", "init", "dev"], { cwd });
+  await pulumi(["config", "set", "supplyChainStack", `organization/${PROJECT}/demo`, "--stack", "dev"], { cwd });
+  await pulumi(["up", "--yes", "--stack", "dev"], { cwd });
+  const o = await outputs("dev", cwd);
+  t.deepEqual(o.approvedImage, { path: ctx.outputs!.imageOutPath, narHash: ctx.outputs!.imageNarHash });
+  t.is(o.imageDrvPath, ctx.outputs!.imageDrvPath);
+  t.is(o.closureSha256, ctx.outputs!.closureSha256);
+});
+
+test.serial("(real engine) after changing one demo-world source, preview --diff shows the drv change and the replacements down the chain", async (t) => {
+  const writer = path.join(ctx.dir, ".supply-chain", "demo", "demo-world", "rootfs", "writer.sh");
+  t.true(fs.existsSync(writer), writer);
+  fs.appendFileSync(writer, "\n# reviewed change\n");
+  const text = (await pulumi(["preview", "--diff", "--stack", "demo"])).stdout;
+  const oldDrv = ctx.outputs!.imageDrvPath as string;
+  t.true(text.includes(oldDrv), "the old drv path is shown");
+  const newDrv = /\/nix\/store\/[0-9a-z]{32}-demo-image\.drv/g;
+  const shown = new Set(text.match(newDrv) ?? []);
+  shown.delete(oldDrv);
+  t.is(shown.size, 1, `one new drv path in the diff:\n${text.slice(0, 4000)}`);
+
+  const json = JSON.parse((await pulumi(["preview", "--json", "--stack", "demo"])).stdout);
+  const op = (suffix: string) => json.steps.find((s: any) => s.urn.endsWith(`::${suffix}`))?.op;
+  for (const r of ["chain-build-build", "chain-closure-closure", "chain-rebuild-rebuild", "chain-verify-verify"]) t.is(op(r), "replace", r);
+  t.not(op("chain-boot-test-boot-test"), "same", "the boot test re-runs for the new image");
+  // Preview ran no step: the state still describes the old image.
+  t.is((await outputs("demo")).imageDrvPath, oldDrv);
+});
+
+test.serial("(real engine) a non-reproducible target fails pulumi up; policy warn only warns, and the consumer refuses the image", async (t) => {
+  const set = (k: string, v: string) => pulumi(["config", "set", `${PROJECT}:${k}`, v, "--stack", "broken"]);
+  await pulumi(["stack", "init", "broken"]);
+  await set("source", "demo-world");
+  await set("attribute", "nonReproducible");
+  await set("isolation", "bwrap");
+  await set("bootTest", "false");
+  const failed = await pulumi(["up", "--yes", "--stack", "broken"], { allowFailure: true });
+  t.not(failed.code, 0, "policy fail: the update fails");
+  t.regex(failed.stdout + failed.stderr, /not reproducible|differ/i);
+
+  await set("policy", "warn");
+  const warned = await pulumi(["up", "--yes", "--stack", "broken"]);
+  t.regex(warned.stdout + warned.stderr, /policy "warn"|warning/i);
+  const o = await outputs("broken");
+  t.is(o.reproducible, false);
+  t.true(o.reproducibleRatio < 1);
+
+  const cwd = path.join(ctx.dir, "consumer");
+  await pulumi(["stack", "init", "gate"], { cwd });
+  await pulumi(["config", "set", "supplyChainStack", `organization/${PROJECT}/broken`, "--stack", "gate"], { cwd });
+  const refused = await pulumi(["up", "--yes", "--stack", "gate"], { cwd, allowFailure: true });
+  t.not(refused.code, 0);
+  t.regex(refused.stdout + refused.stderr, /is not approved \(reproducible: false/);
+  await pulumi(["destroy", "--yes", "--stack", "broken"]);
+});
+
+test.serial("(real engine) pulumi destroy leaves no resources", async (t) => {
+  await pulumi(["destroy", "--yes", "--stack", "dev"], { cwd: path.join(ctx.dir, "consumer") });
+  await pulumi(["destroy", "--yes", "--stack", "demo"]);
+  const exported = JSON.parse((await pulumi(["stack", "export", "--stack", "demo"])).stdout);
+  t.deepEqual(exported.deployment.resources ?? [], []);
+});
