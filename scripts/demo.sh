@@ -13,6 +13,8 @@ export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"
 export PULUMI_SKIP_UPDATE_CHECK=true
 # The engine built here installs its command provider into the plugin cache: no warning about PATH.
 export PULUMI_IGNORE_AMBIENT_PLUGINS=true
+# Pulumi.yaml points the state at ./.pulumi; the file backend needs the directory.
+[ -n "${PULUMI_BACKEND_URL:-}" ] || mkdir -p .pulumi
 stack=${SC_STACK:-demo}
 pulumi stack select --create "$stack" --non-interactive >&2
 pulumi up --stack "$stack" --yes --non-interactive "$@"
