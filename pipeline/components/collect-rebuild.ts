@@ -34,6 +34,7 @@ export async function collect(work: string, out: string, drvPath: string, closur
   }
   const top = paths.find((x) => x.path === outPath);
   if (!top) fail(`the built output ${outPath} has no recorded hash`);
+  fs.mkdirSync(out, { recursive: true });
   fs.rmSync(narsDir, { recursive: true, force: true });
   fs.renameSync(path.join(work, "nars"), narsDir);
   const result = {
