@@ -1,5 +1,8 @@
 // The real Pulumi engine on the demo stack, end to end: the CLI (built from Go modules by
 // scripts/pulumi-engine.sh when none is on PATH), the program, the steps, nix, bwrap and QEMU.
+// Built here, the nodejs language host and the command provider are the minimal stand-ins of
+// scripts/pulumi-engine/cmd (their official modules are not served by this Go proxy); with an
+// official Pulumi install on PATH the same test runs against the official plugins.
 // The project is copied to a temp dir with its own file:// backend, so nothing here touches the
 // checkout's state. Steps run in order and share that state.
 import test from "ava";
