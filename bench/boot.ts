@@ -71,7 +71,9 @@ async function bare(image: string, probesFile: string, accel: "kvm" | "tcg", dir
   const deadline = t0 + 300_000;
   let up = false;
   while (!up && performance.now() < deadline) {
-    up = await replies(port, 2000);
+    // A fresh connection at least every 1.1 s: one made before the guest's network is up only
+    // gets through at user-mode networking's next SYN retry, seconds later.
+    up = await replies(port, 1000);
     if (!up) await new Promise((r) => setTimeout(r, 100));
   }
   await vm.stop();

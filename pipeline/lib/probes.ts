@@ -179,30 +179,72 @@ interface Attempt {
 }
 
 const ATTEMPT_TIMEOUT_MS = 5000;
+/**
+ * A new attempt starts this long after one that has not come back yet, with at most MAX_INFLIGHT
+ * in flight. Before the guest's network is up, user-mode networking accepts our connection and
+ * retries its SYN into the guest with exponential backoff, so an old attempt gets through seconds
+ * after the service is up; a fresh one gets through at once.
+ */
+const STAGGER_MS = 500;
+const MAX_INFLIGHT = 10;
 
 /** Runs one probe, retrying until it passes, the deadline passes, or the guest is gone. */
 export async function runProbe(probe: Probe, ctx: ProbeContext): Promise<ProbeResult> {
   const interval = ctx.intervalMs ?? 150;
   let attempts = 0;
+  let inflight = 0;
   let last = "no attempt made";
   // A wrong answer says more than a later timeout (a guest slowed to a crawl): keep both.
   let lastAnswer: string | undefined;
-  while (!ctx.signal.aborted) {
-    const now = performance.now();
-    if (attempts > 0 && now >= ctx.deadline) break;
-    attempts++;
-    const budget = Math.round(Math.max(500, Math.min(ATTEMPT_TIMEOUT_MS, ctx.deadline - now)));
-    const a = await attempt(probe, ctx, budget);
-    if (a.ok) {
-      const r = { name: probe.name, ok: true, ms: Math.round(performance.now() - ctx.startedAt), detail: a.detail };
-      ctx.onPass?.(r);
-      return r;
+  let passed: Attempt | undefined;
+  let nextLaunch = 0;
+  const cancel = new AbortController(); // ends the attempts still in flight when the probe is decided
+  let wake: () => void = () => undefined;
+  const onGuestGone = () => wake();
+  ctx.signal.addEventListener("abort", onGuestGone);
+  try {
+    while (!passed && !ctx.signal.aborted) {
+      const now = performance.now();
+      const open = attempts === 0 || now < ctx.deadline;
+      if (!open && inflight === 0) break;
+      if (open && inflight < MAX_INFLIGHT && now >= nextLaunch) {
+        attempts++;
+        inflight++;
+        // Don't wait on an attempt that has not come back: start another a little later.
+        nextLaunch = now + STAGGER_MS;
+        const budget = Math.round(Math.max(500, Math.min(ATTEMPT_TIMEOUT_MS, ctx.deadline - now)));
+        attempt(probe, ctx, budget, cancel.signal).then((a) => {
+          inflight--;
+          if (cancel.signal.aborted) return;
+          if (a.ok) passed ??= a;
+          else {
+            last = a.detail;
+            if (a.answered) lastAnswer = a.detail;
+            // A quick no (refused, wrong answer) may be retried soon.
+            nextLaunch = Math.min(nextLaunch, performance.now() + interval);
+          }
+          wake();
+        });
+        continue;
+      }
+      const until = inflight < MAX_INFLIGHT && open ? Math.max(0, nextLaunch - now) : ATTEMPT_TIMEOUT_MS;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, until);
+        function done() {
+          clearTimeout(t);
+          resolve();
+        }
+        wake = done;
+      });
     }
-    last = a.detail;
-    if (a.answered) lastAnswer = a.detail;
-    const wait = Math.min(interval, ctx.deadline - performance.now());
-    if (wait > 0 && !ctx.signal.aborted) await sleep(wait, ctx.signal);
-    else if (wait <= 0) break;
+  } finally {
+    cancel.abort();
+    ctx.signal.removeEventListener("abort", onGuestGone);
+  }
+  if (passed) {
+    const r = { name: probe.name, ok: true, ms: Math.round(performance.now() - ctx.startedAt), detail: passed.detail };
+    ctx.onPass?.(r);
+    return r;
   }
   const why = ctx.signal.aborted ? String(ctx.signal.reason ?? "guest gone") : "boot deadline reached";
   return {
@@ -213,11 +255,12 @@ export async function runProbe(probe: Probe, ctx: ProbeContext): Promise<ProbeRe
   };
 }
 
-async function attempt(probe: Probe, ctx: ProbeContext, budgetMs: number): Promise<Attempt> {
+async function attempt(probe: Probe, ctx: ProbeContext, budgetMs: number, cancel: AbortSignal): Promise<Attempt> {
   const steps = "sequence" in probe ? probe.sequence : [probe as Check];
   const details: string[] = [];
   for (const [i, step] of steps.entries()) {
-    const a = "tcp" in step ? await tcpAttempt(step.tcp, ctx, budgetMs) : await httpAttempt(step.http, ctx, budgetMs);
+    if (cancel.aborted) return { ok: false, detail: "cancelled" };
+    const a = "tcp" in step ? await tcpAttempt(step.tcp, ctx, budgetMs, cancel) : await httpAttempt(step.http, ctx, budgetMs, cancel);
     const prefix = steps.length > 1 ? `step ${i + 1}: ` : "";
     if (!a.ok) return { ok: false, detail: prefix + a.detail, answered: a.answered };
     details.push(prefix + a.detail);
@@ -241,7 +284,7 @@ export function quote(s: string, max = 160): string {
   return one;
 }
 
-function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number): Promise<Attempt> {
+function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number, cancel: AbortSignal): Promise<Attempt> {
   const port = hostPort(ctx, check.port);
   const send = check.send !== undefined ? subst(check.send, ctx.token) : undefined;
   const expect = check.expect !== undefined ? subst(check.expect, ctx.token) : undefined;
@@ -249,13 +292,16 @@ function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number): Promi
     let buf = "";
     let done = false;
     const sock = net.connect({ host: "127.0.0.1", port });
+    const onCancel = () => finish({ ok: false, detail: "cancelled" });
     const finish = (a: Attempt) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      cancel.removeEventListener("abort", onCancel);
       sock.destroy();
       resolve(a);
     };
+    cancel.addEventListener("abort", onCancel);
     const timer = setTimeout(
       () => finish({ ok: false, detail: `tcp ${check.port}: no ${buf ? "complete reply line" : "reply"} within ${budgetMs} ms${buf ? `, got ${quote(buf)}` : ""}` }),
       budgetMs,
@@ -285,19 +331,22 @@ function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number): Promi
   });
 }
 
-function httpAttempt(check: HttpCheck, ctx: ProbeContext, budgetMs: number): Promise<Attempt> {
+function httpAttempt(check: HttpCheck, ctx: ProbeContext, budgetMs: number, cancel: AbortSignal): Promise<Attempt> {
   const port = hostPort(ctx, check.port);
   const p = subst(check.path, ctx.token);
   const label = `http ${check.port} GET ${p}`;
   return new Promise((resolve) => {
     let done = false;
+    const onCancel = () => finish({ ok: false, detail: "cancelled" });
     const finish = (a: Attempt) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      cancel.removeEventListener("abort", onCancel);
       req.destroy();
       resolve(a);
     };
+    cancel.addEventListener("abort", onCancel);
     const req = http.get({ host: "127.0.0.1", port, path: p, agent: false, headers: { connection: "close" } }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
@@ -321,17 +370,5 @@ function httpAttempt(check: HttpCheck, ctx: ProbeContext, budgetMs: number): Pro
     });
     const timer = setTimeout(() => finish({ ok: false, detail: `${label}: no response within ${budgetMs} ms` }), budgetMs);
     req.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, detail: `${label}: ${e.code ?? e.message}` }));
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
   });
 }

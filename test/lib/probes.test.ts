@@ -202,3 +202,19 @@ test("a wrong answer is still reported when later attempts only time out", async
   t.false(r.ok);
   t.regex(r.detail, /^tcp 1300: expected first reply line to contain "OK", got "ERR busy"; last attempt: tcp 1300: no reply within \d+ ms \(boot deadline/);
 });
+
+test("an attempt stuck in a held-open connection does not hold up the probe", async (t) => {
+  // Like user-mode networking before the guest's network is up: the first connection is accepted
+  // and then nothing happens. The service answers every later connection at once.
+  let n = 0;
+  const server = net.createServer((s) => {
+    if (n++ === 0) return; // held open, silent
+    s.on("data", () => s.write("OK 1\n"));
+  });
+  const port = await listen(server);
+  t.teardown(() => server.close());
+  const r = await runProbe({ name: "h", tcp: { port: 1300, send: "x", expect: "OK" } }, ctx(new Map([[1300, port]]), 20_000));
+  t.true(r.ok, r.detail);
+  t.true(r.ms < 3000, `passed only after ${r.ms} ms: it waited for the stuck attempt (5 s budget)`);
+  t.true(n >= 2);
+});
