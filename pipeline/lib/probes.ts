@@ -186,6 +186,7 @@ const ATTEMPT_TIMEOUT_MS = 5000;
  * after the service is up; a fresh one gets through at once.
  */
 const STAGGER_MS = 500;
+const WRONG_ANSWER_RETRY_MS = 1000;
 const MAX_INFLIGHT = 10;
 
 /** Runs one probe, retrying until it passes, the deadline passes, or the guest is gone. */
@@ -220,8 +221,9 @@ export async function runProbe(probe: Probe, ctx: ProbeContext): Promise<ProbeRe
           else {
             last = a.detail;
             if (a.answered) lastAnswer = a.detail;
-            // A quick no (refused, wrong answer) may be retried soon.
-            nextLaunch = Math.min(nextLaunch, performance.now() + interval);
+            // Refused or reset (service not up yet): retry soon. A wrong answer: the service is up
+            // and said no; ask again, but without flooding it for the rest of the deadline.
+            nextLaunch = Math.min(nextLaunch, performance.now() + (a.answered ? Math.max(interval, WRONG_ANSWER_RETRY_MS) : interval));
           }
           wake();
         });
