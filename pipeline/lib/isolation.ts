@@ -1,4 +1,5 @@
-// Runs a shell script with NO network and an EMPTY /nix, by bubblewrap or by a Docker container.
+// Runs a shell script with NO network, by bubblewrap (empty /nix) or by a Docker container (/nix as
+// the image has it, e.g. nixos/nix's own closure: the script checks none of it is the target's).
 // Both backends see the same things: the host paths in `readOnly` (closure, reviewed Nix files) at
 // the same paths read-only, `workDir` read-write, nothing else of ours. Output goes to `logFile`.
 import * as fs from "node:fs";
@@ -11,7 +12,7 @@ export type Backend = "bwrap" | "docker";
 
 export interface IsolatedRun {
   backend: Backend;
-  /** Docker image (required for docker): its nix must live outside /nix, so /nix starts empty. */
+  /** Docker image (required for docker), e.g. nixos/nix@sha256:… or pipeline/rebuilder-image. */
   image?: string;
   /** Host paths visible read-only at the same path. */
   readOnly: string[];

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local rebuilder image without any registry: the host's Debian nix-bin, exactly the
 # shared libraries it loads (ldd), and a static busybox for /bin/sh, on an otherwise empty rootfs,
-# then `docker import`. Nix lives in /usr, so /nix/store starts EMPTY in every container.
+# then `docker import`. Nix lives in /usr, so /nix/store starts EMPTY in every container (images
+# whose Nix is in /nix/store, like nixos/nix, work too: see docs/rebuild-verify.md).
 # The rootfs tarball is deterministic (sorted, mtime 0, uid 0), its sha256 names the tag, and an
 # image already carrying that tag is reused.
 #

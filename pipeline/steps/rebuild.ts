@@ -1,7 +1,8 @@
 // `supply-chain rebuild`: an independent, offline rebuild of the target from the closure alone.
 // Order matters: the closure's sources are re-hashed against the reviewed Nix files BEFORE anything
-// is built (`nix-store --import` itself checks nothing); then, isolated (bwrap or Docker) with an
-// empty /nix and no network, the closure is imported and the target built with substituters off.
+// is built (`nix-store --import` itself checks nothing); then, isolated (bwrap or Docker) with no
+// network and a store holding none of the target's paths (empty, or only the image's own Nix), the
+// closure is imported and the target built with substituters off.
 // Every non-fixed-output output is dumped as a NAR into <out>/nars for `verify`.
 //
 // <out> is only ever complete or visibly incomplete: work happens in <out>/.staging-*, and
@@ -46,9 +47,15 @@ export interface RebuildResult {
 }
 
 /**
- * Runs in the isolation (POSIX sh, busybox is enough): argument = the staging dir; env SC_CLOSURE,
- * SC_FILE, SC_ATTR, SC_DRV, SC_SANDBOX (default false). Self-contained so any runner of a container
- * (e.g. a Pulumi-managed one) can use it; `collectStaged` then checks and publishes what it left.
+ * Runs in the isolation (POSIX sh + coreutils or busybox; no sed/awk, which nixos/nix lacks):
+ * argument = the staging dir; env from `rebuildEnv`. Self-contained so any runner of a container
+ * (the Pulumi docker component) runs the same script; `collectStaged` then checks and publishes what
+ * it left.
+ *
+ * The store may hold the image's own Nix closure (nixos/nix keeps Nix in /nix/store; bwrap and our
+ * local image start empty). What matters is that none of it stands in for the target: every path of
+ * the target's graph (its .drv files, their outputs, the sources the closure carries) must be absent
+ * before the import, or it would not be rebuilt / not come from the closure. Refused naming the path.
  */
 export const REBUILD_SCRIPT = String.raw`set -eu
 W="$1"
@@ -57,15 +64,17 @@ mkdir -p "$HOME" "$W/nars"
 say() { echo "== rebuild [$(date +%H:%M:%S)]: $*"; }
 # Proof of isolation: the interfaces of this network namespace (/proc/net follows the reader's namespace).
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
-SANDBOX=$(printenv SC_SANDBOX || echo false)
+SANDBOX="$SC_SANDBOX"
 say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces")"
-if [ -n "$(ls -A /nix/store 2>/dev/null)" ]; then
-  echo "error: /nix/store is not empty at the start (this image keeps Nix in /nix; use an image whose nix lives outside /nix, see pipeline/rebuilder-image)"
-  exit 90
-fi
+# What the image brought (names under /nix/store), recorded before anything is imported.
+ls /nix/store > "$W/store-before" 2>/dev/null || : > "$W/store-before"
 # sandbox-fallback off: a sandbox that cannot be set up must fail the build, not silently vanish.
 set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option sandbox-fallback false --option build-users-group "" --option fallback false
-say "importing $SC_CLOSURE into the empty store"
+if [ -s "$W/store-before" ]; then
+  say "importing $SC_CLOSURE into a store already holding $(wc -l < "$W/store-before") paths of the image"
+else
+  say "importing $SC_CLOSURE into the empty store"
+fi
 nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
 say "imported $(wc -l < "$W/imported") paths"
 drv=$(nix-instantiate "$@" "$SC_FILE" -A "$SC_ATTR" 2>"$W/instantiate.err") || { cat "$W/instantiate.err"; exit 92; }
@@ -73,21 +82,46 @@ if [ "$drv" != "$SC_DRV" ]; then
   echo "error: the reviewed files evaluate to $drv inside the isolation but $SC_DRV outside"
   exit 91
 fi
+# The target's graph: what the closure carries (import lists paths it found already valid too), the
+# .drv closure, and every output of every derivation in it.
+nix-store -qR "$drv" > "$W/drvs.tmp"
+nix-store -q --outputs $(grep '\.drv$' "$W/drvs.tmp") > "$W/outputs"
+cat "$W/imported" "$W/drvs.tmp" "$W/outputs" > "$W/graph"
+rm "$W/drvs.tmp"
+if [ -s "$W/store-before" ]; then
+  hit=$(cut -d/ -f4 "$W/graph" | grep -Fx -f "$W/store-before" | head -n 1)
+  if [ -n "$hit" ]; then
+    echo "error: /nix/store/$hit of the target's graph was in the image's store before the import (it would not be rebuilt or not come from the closure): use an image whose store holds none of the target's paths"
+    exit 93
+  fi
+fi
 say "building $drv (sandbox $SANDBOX, substituters off)"
 nix-store "$@" --realise "$drv" > "$W/outpath"
 : > "$W/hashes.tmp"
-# Every output built here (not imported) of every derivation in the graph, not only the top.
-for d in $(nix-store -qR "$drv" | grep '\.drv$'); do
-  for p in $(nix-store -q --outputs "$d"); do
-    if grep -qxF "$p" "$W/imported" || [ ! -e "$p" ]; then continue; fi
-    echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
-    nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
-  done
+# Every output built here (absent before, not imported) of every derivation in the graph, not only the top.
+for p in $(cat "$W/outputs"); do
+  if grep -qxF "$p" "$W/imported" || [ ! -e "$p" ]; then continue; fi
+  echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
+  nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
 done
 mv "$W/hashes.tmp" "$W/hashes"
-ls /nix/store > "$W/store-after"
 say "done"
 `;
+
+/** The environment REBUILD_SCRIPT expects (the step's and the Pulumi container's). */
+export function rebuildEnv(o: { closure: string; entry: string; attribute: string; drvPath: string; isolation: Backend }): Record<string, string> {
+  return {
+    // nixos/nix keeps its nix in these profiles (its image PATH, which this replaces).
+    PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/root/.nix-profile/bin:/nix/var/nix/profiles/default/bin",
+    SC_CLOSURE: o.closure,
+    SC_FILE: o.entry,
+    SC_ATTR: o.attribute,
+    SC_DRV: o.drvPath,
+    // Docker's default seccomp profile forbids the user namespace Nix's sandbox needs: there the
+    // container (no network, no host files) is the sandbox.
+    SC_SANDBOX: o.isolation === "bwrap" ? "true" : "false",
+  };
+}
 
 export interface OfflineBuildOptions {
   file: string;
@@ -155,16 +189,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     workDir: work,
     script: path.join(work, "inner.sh"),
     args: [work],
-    env: {
-      PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-      SC_CLOSURE: closure,
-      SC_FILE: entry,
-      SC_ATTR: o.attribute,
-      SC_DRV: drvPath,
-      // Docker's default seccomp profile forbids the user namespace Nix's sandbox needs: there the
-      // container (no network, no host files) is the sandbox.
-      SC_SANDBOX: o.isolation === "bwrap" ? "true" : "false",
-    },
+    env: rebuildEnv({ closure, entry, attribute: o.attribute, drvPath, isolation: o.isolation }),
     logFile: stagedLog,
     owner: out,
     label: STEP,
@@ -212,6 +237,7 @@ export interface StagedRebuild {
 
 /**
  * Checks what REBUILD_SCRIPT left after a successful run and publishes it: loopback only inside; no
+ * path of the target's graph or the closure already in the image's store before the import; no
  * build output imported with the closure (it would not have been rebuilt); no source that did not
  * come from the closure; every expected output built; each NAR re-hashed. Then nars/ moves in place
  * and rebuild.json (the completion marker) is written last.
@@ -224,6 +250,16 @@ export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
   if (interfaces.some((i) => i !== "lo")) fail(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
   const expected = expectedOutputs(graph);
   const imported = new Set(readLines(path.join(work, "imported")));
+  // Checked again here (the script refuses first): nothing of the target's graph or the closure may
+  // have been in the image's store before the import.
+  if (!fs.existsSync(path.join(work, "store-before"))) fail(`no record of the store's contents before the import (log ${s.log})`, base);
+  const before = new Set(readLines(path.join(work, "store-before")).map((n) => `${graph.storeDir}/${n}`));
+  if (before.size) {
+    const graphPaths = [...imported];
+    for (const d of graph.drvs.values()) graphPaths.push(d.drvPath, ...d.inputSrcs, ...Object.values(d.outputs).flatMap((x) => (x.path ? [x.path] : [])));
+    const pre = graphPaths.find((p) => before.has(p));
+    if (pre) fail(`${pre} of the target's graph was in the image's store before the import: it would not be rebuilt or not come from the closure`, base);
+  }
   const smuggled = expected.filter((p) => imported.has(p));
   if (smuggled.length) fail(`the closure carries build output ${smuggled[0]}${smuggled.length > 1 ? ` (and ${smuggled.length - 1} more)` : ""}: it was not rebuilt from sources`, base);
   const fodOuts = new Set<string>();
@@ -247,6 +283,7 @@ export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
   const top = paths.find((x) => x.path === outPath);
   if (!top) fail(`the built output ${outPath} is not an output of ${drvPath}`, base);
 
+  fs.mkdirSync(out, { recursive: true });
   fs.rmSync(path.join(out, MARKER), { force: true });
   fs.rmSync(narsDir, { recursive: true, force: true });
   fs.renameSync(path.join(work, "nars"), narsDir);
@@ -280,7 +317,7 @@ export const step: StepDefinition<RebuildResult> = {
     attribute: { type: "string", description: "attribute of the file to rebuild", required: true },
     closure: { type: "string", description: "source closure (from `supply-chain closure`)", required: true },
     isolation: { type: "string", description: "bwrap or docker", required: true },
-    image: { type: "string", description: "docker image with nix outside /nix (pin by digest); see pipeline/rebuilder-image" },
+    image: { type: "string", description: "docker image with nix (pin by digest, e.g. nixos/nix@sha256:...); its store must hold none of the target's paths; see pipeline/rebuilder-image" },
     out: { type: "string", description: "output directory: rebuild.json (written last), build.log, nars/", required: true },
   },
   async run({ values }) {

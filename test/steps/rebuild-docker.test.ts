@@ -5,7 +5,7 @@ import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { cli, closureOf, demoWorld, DemoWorld, ENV, requireTool, rm, ROOT } from "./rebuild-helpers";
+import { cli, closureOf, demoWorld, DemoWorld, ENV, exportedPaths, requireTool, rm, ROOT } from "./rebuild-helpers";
 
 let w: DemoWorld;
 let closure: string;
@@ -82,17 +82,60 @@ test.serial("docker: a rebuild killed half-way leaves no accepted result; the re
   t.true(v.json.reproducible);
 });
 
-test("docker: an image whose /nix/store is not empty is refused (the store must start empty)", async (t) => {
-  const tag = `sc-nonempty-store:${process.pid}`;
-  const cid = execFileSync("docker", ["create", image, "/bin/sh"], { env, encoding: "utf8" }).trim();
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "rb-store-"));
-  fs.mkdirSync(path.join(tmp, "store", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-prefilled"), { recursive: true });
-  execFileSync("docker", ["cp", path.join(tmp, "store"), `${cid}:/nix/`], { env });
-  execFileSync("docker", ["commit", cid, tag], { env });
-  execFileSync("docker", ["rm", cid], { env });
-  rm(tmp);
-  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "docker", "--image", tag, "--out", path.join(w.dir, "rb-nonempty")], env);
-  t.is(r.code, 1, r.stderr.slice(-2000));
-  t.regex(r.stderr, /\/nix\/store is not empty/);
-  t.false(fs.existsSync(path.join(w.dir, "rb-nonempty", "rebuild.json")));
+/** A derived image: `script` run (no network) in a container of the local image, committed as `tag`. */
+function derivedImage(tag: string, script: string): void {
+  const name = `sc-derive-${process.pid}-${tag.replace(/\W/g, "-")}`;
+  execFileSync("docker", ["run", "--name", name, "--network=none", "--entrypoint", "/bin/sh", image, "-c", script], { env, stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync("docker", ["commit", name, tag], { env, stdio: "ignore" });
+  execFileSync("docker", ["rm", name], { env, stdio: "ignore" });
+}
+
+function hostNix(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { env: ENV, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+}
+
+test("docker: an image whose store already holds a path of the target's graph (an output, or a source of the closure) is refused naming it, before building", async (t) => {
+  const drv = hostNix("nix-instantiate", [w.file, "-A", w.attribute]);
+  const toolsDrv = hostNix("nix-store", ["-qR", drv]).split("\n").find((p) => /-demo-tools\.drv$/.test(p))!;
+  const toolsOut = hostNix("nix-store", ["-q", "--outputs", toolsDrv]).split("\n")[0];
+  const source = (await exportedPaths(closure))[0].path;
+  for (const [kind, victim] of [["output", toolsOut], ["source", source]]) {
+    const tag = `sc-prefilled-${kind}:${process.pid}`;
+    // Registered as valid, as a real image's store is (Nix would otherwise just replace it).
+    derivedImage(tag, `set -e; mkdir -p ${victim}; echo prefilled > ${victim}/x; printf '%s\\n\\n0\\n' ${victim} | nix-store --register-validity`);
+    const out = path.join(w.dir, `rb-prefilled-${kind}`);
+    const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "docker", "--image", tag, "--out", out], env);
+    t.is(r.code, 1, r.stderr.slice(-2000));
+    t.true(r.stderr.includes(`${victim} of the target's graph was in the image's store before the import`), `${kind}: ${r.stderr.slice(-2000)}`);
+    t.notRegex(fs.readFileSync(path.join(out, "build.log"), "utf8"), /building '/, `${kind}: nothing was built`);
+    t.false(fs.existsSync(path.join(out, "rebuild.json")));
+  }
+});
+
+test("docker: a nixos/nix-like image (its Nix lives in /nix/store, registered, on the profile's PATH) rebuilds and verifies", async (t) => {
+  const tag = `sc-nix-in-store:${process.pid}`;
+  const d = "/nix/store/1b9p07z77phvv2hf6gm9f28syp39f1ag-nix-2.8.0";
+  derivedImage(
+    tag,
+    [
+      "set -e",
+      `mkdir -p ${d}/bin /nix/var/nix/profiles`,
+      `mv /usr/bin/nix ${d}/bin/nix`,
+      `for l in $(ls /usr/bin | grep '^nix-'); do rm /usr/bin/$l; ln -s nix ${d}/bin/$l; done`,
+      `ln -s ${d} /nix/var/nix/profiles/default`,
+      // Nix's build hook path is compiled in (Debian: /usr/libexec/nix/build-remote -> ../../bin/nix).
+      `ln -sf ${d}/bin/nix /usr/libexec/nix/build-remote`,
+      `printf '%s\\n\\n0\\n' ${d} | ${d}/bin/nix-store --register-validity`,
+      "if command -v nix >/dev/null; then echo nix still on PATH; exit 1; fi",
+    ].join("; "),
+  );
+  const out = path.join(w.dir, "rb-nix-in-store");
+  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "docker", "--image", tag, "--out", out], env);
+  t.is(r.code, 0, r.stderr.slice(-3000));
+  t.deepEqual(r.json.network.interfaces, ["lo"]);
+  t.regex(fs.readFileSync(r.json.log, "utf8"), /into a store already holding \d+ paths of the image/);
+  const v = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")], env);
+  t.is(v.code, 0, v.stderr.slice(-3000));
+  t.true(v.json.reproducible);
+  t.is(v.json.matched, r.json.paths.length);
 });
