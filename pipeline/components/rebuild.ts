@@ -3,7 +3,8 @@
 //   docker: the isolation is a Pulumi resource: a RemoteImage pinned by digest (kept locally) and a
 //           Container with no network and read-only mounts of the closure and the reviewed Nix files.
 //           The closure's sources are first re-hashed against the reviewed files (`check-closure`);
-//           afterwards `collect-rebuild` turns the container's files into the rebuild step's JSON.
+//           the container runs the rebuild step's REBUILD_SCRIPT, and `collect-rebuild` runs the
+//           step's `collectStaged` on what it left (same checks, same rebuild.json).
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
@@ -11,6 +12,7 @@ import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
 import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
 import { RebuildJson } from "./types";
+import { REBUILD_SCRIPT, rebuildEnv } from "../steps/rebuild";
 
 export interface RebuildArgs {
   file: pulumi.Input<string>;
@@ -23,34 +25,6 @@ export interface RebuildArgs {
   image?: string;
   outDir: pulumi.Input<string>;
 }
-
-/** Runs inside the container (nixos/nix has a POSIX sh): import, build offline, hash and dump. */
-export const CONTAINER_SCRIPT = String.raw`set -eu
-W="$1"
-mkdir -p "$W/nars" "$W/home"
-export HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" TMPDIR=/tmp
-# Proof of isolation: this network namespace's interfaces.
-tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
-# The container (no network, no host files but the mounts) is the sandbox: Docker's seccomp profile
-# forbids the user namespace Nix's own sandbox needs.
-set -- --option substituters "" --option builders "" --option sandbox false --option build-users-group "" --option fallback false
-nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
-drv=$(nix-instantiate "$@" "$SC_FILE" -A "$SC_ATTR")
-if [ "$drv" != "$SC_DRV" ]; then echo "error: the reviewed files evaluate to $drv inside the container, $SC_DRV outside" >&2; exit 91; fi
-nix-store "$@" --realise "$drv" > "$W/outpath"
-# Every output of every derivation in the graph that was built here (not imported) is compared.
-: > "$W/hashes.tmp"
-for d in $(nix-store -qR "$drv" | grep '\.drv$'); do
-  for p in $(nix-store -q --outputs "$d"); do
-    grep -qxF "$p" "$W/imported" && continue
-    [ -e "$p" ] || continue
-    echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
-    nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
-  done
-done
-sort -u "$W/hashes.tmp" > "$W/hashes"
-rm "$W/hashes.tmp"
-`;
 
 export interface ContainerSpecInput {
   image: string;
@@ -74,12 +48,10 @@ export function containerSpec(s: ContainerSpecInput) {
       { type: "bind", source: s.work, target: s.work, readOnly: false },
     ],
     entrypoints: ["/bin/sh"],
-    command: ["-c", CONTAINER_SCRIPT, "sh", s.work],
+    // The rebuild step's own script and environment: the same checks inside as `supply-chain rebuild`.
+    command: ["-c", REBUILD_SCRIPT, "sh", s.work],
     envs: [
-      `SC_CLOSURE=${s.closureFile}`,
-      `SC_FILE=${s.entry}`,
-      `SC_ATTR=${s.attribute}`,
-      `SC_DRV=${s.drvPath}`,
+      ...Object.entries(rebuildEnv({ closure: s.closureFile, entry: s.entry, attribute: s.attribute, drvPath: s.drvPath, isolation: "docker" })).map(([k, v]) => `${k}=${v}`),
       // Not read by the script: a different closure must replace the container.
       `SC_CLOSURE_SHA256=${s.closureSha256}`,
     ],
@@ -125,8 +97,11 @@ export class Rebuild extends pulumi.ComponentResource {
         `${name}-check-sources`,
         {
           create: pulumi
-            .all([args.file, args.attribute, args.closureFile, work])
-            .apply(([f, a, c, w]) => `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c])} >&2 && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`),
+            .all([args.file, args.attribute, args.closureFile, work, outDir])
+            .apply(
+              ([f, a, c, w, o]) =>
+                `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c])} >&2 && rm -f ${shellQuote(path.join(o, "rebuild.json"))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
+            ),
           dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256],
           logging: "stderr",

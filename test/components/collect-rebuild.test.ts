@@ -1,5 +1,7 @@
-// collect-rebuild: what the docker rebuild container left is only accepted when the isolation held
-// and every NAR is the one Nix reported. Real nix-store NARs; the container's files are written here.
+// collect-rebuild (the rebuild step's collectStaged behind the docker component): what the rebuild
+// container left is only accepted when the isolation held, nothing of the target was in the image's
+// store before the import, and every NAR is the one Nix reported. A real derivation built by the
+// host's nix stands in for the container's build; the container's files are written here.
 import test from "ava";
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -7,56 +9,84 @@ import * as os from "node:os";
 import * as path from "node:path";
 
 const ROOT = path.resolve(__dirname, "..", "..");
+const ENV = { ...process.env, NIX_CONFIG: `${process.env.NIX_CONFIG ?? ""}\nsubstituters =\n` };
 
-function storePath(t: { teardown(fn: () => void): void }): { dir: string; p: string; hash: string } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-collect-"));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const src = path.join(dir, "payload");
-  fs.writeFileSync(src, `collected ${path.basename(dir)}\n`);
-  const p = execFileSync("nix-store", ["--add", src], { encoding: "utf8" }).trim();
-  const hash = execFileSync("nix-store", ["-q", "--hash", p], { encoding: "utf8" }).trim();
-  return { dir, p, hash };
+interface Built {
+  dir: string;
+  drv: string;
+  p: string;
+  hash: string;
 }
 
-function work(dir: string, p: string, hash: string, interfaces: string): string {
-  const w = path.join(dir, "container");
+/** A one-output derivation unique to this test, built on the host. */
+function built(t: { teardown(fn: () => void): void }): Built {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-collect-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const expr = `derivation { name = "collected"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${path.basename(dir)} > $out" ]; }`;
+  const nix = (cmd: string, args: string[]) => execFileSync(cmd, args, { env: ENV, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  const drv = nix("nix-instantiate", ["-E", expr]);
+  const p = nix("nix-store", ["--realise", drv, "--option", "sandbox", "false"]);
+  return { dir, drv, p, hash: nix("nix-store", ["-q", "--hash", p]) };
+}
+
+function work(b: Built, o: { interfaces?: string; hash?: string; storeBefore?: string[] } = {}): string {
+  const w = path.join(b.dir, "container");
   fs.mkdirSync(path.join(w, "nars"), { recursive: true });
-  fs.writeFileSync(path.join(w, "interfaces"), interfaces);
-  fs.writeFileSync(path.join(w, "outpath"), `${p}\n`);
-  fs.writeFileSync(path.join(w, "hashes"), `${p} ${hash}\n`);
-  fs.writeFileSync(path.join(w, "nars", `${path.basename(p)}.nar`), execFileSync("nix-store", ["--dump", p]));
+  fs.writeFileSync(path.join(w, "interfaces"), o.interfaces ?? "lo\n");
+  fs.writeFileSync(path.join(w, "store-before"), (o.storeBefore ?? []).map((n) => `${n}\n`).join(""));
+  fs.writeFileSync(path.join(w, "imported"), "");
+  fs.writeFileSync(path.join(w, "outpath"), `${b.p}\n`);
+  fs.writeFileSync(path.join(w, "hashes"), `${b.p} ${o.hash ?? b.hash}\n`);
+  fs.writeFileSync(path.join(w, "nars", `${path.basename(b.p)}.nar`), execFileSync("nix-store", ["--dump", b.p]));
   return w;
 }
 
-function collect(w: string, out: string) {
-  const r = spawnSync(process.execPath, ["-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, out, "/nix/store/x-target.drv", "/c/closure", "img@sha256:" + "0".repeat(64)], { cwd: ROOT, encoding: "utf8" });
+function collect(w: string, out: string, drv: string) {
+  const r = spawnSync(process.execPath, ["-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, out, drv, "/c/closure", "img@sha256:" + "0".repeat(64)], { cwd: ROOT, env: ENV, encoding: "utf8" });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-test("accepts a container run with only loopback whose NARs match: writes rebuild.json for verify", (t) => {
-  const { dir, p, hash } = storePath(t);
-  const out = path.join(dir, "out");
-  const r = collect(work(dir, p, hash, "lo\n"), out);
+test("accepts a container run with only loopback whose NARs match (the image's store held unrelated paths): writes rebuild.json for verify", (t) => {
+  const b = built(t);
+  const out = path.join(b.dir, "out");
+  const r = collect(work(b, { storeBefore: ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nix-2.8.0", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-bash-5.1"] }), out, b.drv);
   t.is(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   t.is(j.isolation, "docker");
-  t.is(j.narHash, hash);
+  t.is(j.narHash, b.hash);
   t.deepEqual(j.network.interfaces, ["lo"]);
   t.deepEqual(JSON.parse(fs.readFileSync(path.join(out, "rebuild.json"), "utf8")).runId, j.runId);
   t.true(fs.existsSync(j.paths[0].nar));
 });
 
 test("refuses a run that saw a network interface besides loopback", (t) => {
-  const { dir, p, hash } = storePath(t);
-  const r = collect(work(dir, p, hash, "lo\neth0\n"), path.join(dir, "out"));
+  const b = built(t);
+  const r = collect(work(b, { interfaces: "lo\neth0\n" }), path.join(b.dir, "out"), b.drv);
   t.is(r.code, 1);
   t.regex(r.stderr, /isolation is broken: network interfaces lo, eth0/);
-  t.false(fs.existsSync(path.join(dir, "out", "rebuild.json")));
+  t.false(fs.existsSync(path.join(b.dir, "out", "rebuild.json")));
 });
 
 test("refuses a NAR that is not the one Nix reported", (t) => {
-  const { dir, p } = storePath(t);
-  const r = collect(work(dir, p, "sha256:0000000000000000000000000000000000000000000000000000", "lo\n"), path.join(dir, "out"));
+  const b = built(t);
+  const r = collect(work(b, { hash: "sha256:0000000000000000000000000000000000000000000000000000" }), path.join(b.dir, "out"), b.drv);
   t.is(r.code, 1);
-  t.regex(r.stderr, /copied out of the container has hash sha256:\w+, Nix reported sha256:0000/);
+  t.regex(r.stderr, /copied out of the isolation has hash sha256:\w+, Nix reported sha256:0000/);
+});
+
+test("refuses a run whose image already had an output of the target in its store", (t) => {
+  const b = built(t);
+  const r = collect(work(b, { storeBefore: ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nix-2.8.0", path.basename(b.p)] }), path.join(b.dir, "out"), b.drv);
+  t.is(r.code, 1);
+  t.true(r.stderr.includes(`${b.p} of the target's graph was in the image's store before the import`), r.stderr);
+  t.false(fs.existsSync(path.join(b.dir, "out", "rebuild.json")));
+});
+
+test("refuses a run that left no record of the store before the import", (t) => {
+  const b = built(t);
+  const w = work(b);
+  fs.rmSync(path.join(w, "store-before"));
+  const r = collect(w, path.join(b.dir, "out"), b.drv);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /no record of the store's contents before the import/);
 });

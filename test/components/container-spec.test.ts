@@ -94,5 +94,5 @@ test.serial("(real Docker, spec of the mocked Container) a closure that does not
   fs.mkdirSync(work, { recursive: true });
   const r = await runSpec(spec({ work, drvPath: "/nix/store/00000000000000000000000000000000-other.drv" }), "sc-spec-bad");
   t.is(r.code, 91, r.logs.slice(-2000));
-  t.regex(r.logs, /evaluate to .* inside the container/);
+  t.regex(r.logs, /evaluate to .* inside the isolation/);
 });
