@@ -6,7 +6,9 @@
 # Extra arguments go to `pulumi up` (e.g. --diff, --skip-preview).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -d node_modules/@pulumi/pulumi ] || npm ci --no-audit --no-fund
+# A fresh machine needs only this script: host tools, npm packages, then the engine.
+bash scripts/setup.sh >&2
+[ -d node_modules/@pulumi/pulumi ] || npm ci --no-audit --no-fund >&2
 PATH="$(bash scripts/pulumi-engine.sh):$PATH"
 export PATH
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"

@@ -63,3 +63,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found: install Rust with rustup (https://rustup.rs) or apt-get install cargo" >&2
   exit 1
 fi
+
+# Go builds the Pulumi engine when no `pulumi` is installed (scripts/pulumi-engine.sh)
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ] && ! command -v pulumi >/dev/null 2>&1; then
+  echo "setup: neither pulumi nor go found: install the Pulumi CLI, or Go >= 1.22 (https://go.dev/dl) to build it" >&2
+  exit 1
+fi
