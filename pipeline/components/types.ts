@@ -1,4 +1,4 @@
-// The steps' JSON (CONTRACTS.md), as the components read it.
+// The steps' JSON (docs/contracts.md), as the components read it.
 export interface BuildJson {
   drvPath: string;
   outPath: string;

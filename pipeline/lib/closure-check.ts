@@ -109,7 +109,7 @@ export async function checkExportAgainst(closure: string, want: Map<string, Expe
 }
 
 /**
- * Library entry point (CONTRACTS.md): evaluates the reviewed Nix files, then checks the closure.
+ * Library entry point (docs/contracts.md): evaluates the reviewed Nix files, then checks the closure.
  * Returns the verdict; throws only for bad input (missing closure file, unevaluable target, no nix).
  */
 export async function checkClosure(opts: Target & { closure: string }): Promise<ClosureCheckResult> {

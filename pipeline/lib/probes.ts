@@ -1,4 +1,4 @@
-// Probe specs (docs/boot-test.md, CONTRACTS.md): what boot-test asks of a booted image, validated
+// Probe specs (docs/boot-test.md, docs/contracts.md): what boot-test asks of a booted image, validated
 // up front so a typo is an exit-2 error naming the probe and field, not a 5-minute timeout.
 import * as fs from "node:fs";
 import * as net from "node:net";

@@ -1,4 +1,4 @@
-// QEMU for boot-test: what to boot (image layout from CONTRACTS.md), which accelerator actually
+// QEMU for boot-test: what to boot (image layout from docs/contracts.md), which accelerator actually
 // works (nested KVM here accepts a guest and then hangs it), the command line, and a QEMU process
 // that never outlives the step (own process group, signal/exit handlers, a watchdog on a pipe).
 import * as fs from "node:fs";

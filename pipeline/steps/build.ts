@@ -24,7 +24,7 @@ export interface BuildOptions extends NixTarget {
   outLink?: string;
 }
 
-/** Finds the bootable artifact in a build output, per CONTRACTS.md "Image layout". */
+/** Finds the bootable artifact in a build output, per docs/contracts.md "Image layout". */
 export async function findArtifact(outPath: string, narHash: string): Promise<{ artifact: string; artifactSha256: string } | undefined> {
   const st = fs.statSync(outPath);
   if (st.isFile()) {

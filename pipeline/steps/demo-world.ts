@@ -39,7 +39,7 @@ export interface DemoLock {
   sources: { busybox: LockedSource; kernel: LockedSource };
 }
 
-/** The probe spec for the demo image (CONTRACTS.md "Probe spec" and "Demo-world services"). */
+/** The probe spec for the demo image (docs/contracts.md "Probe spec" and "Demo-world services"). */
 export const DEMO_PROBES = {
   probes: [
     { name: "writer acknowledges a line", tcp: { port: 1300, send: "hello {{token}}", expect: "OK" } },

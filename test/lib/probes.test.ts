@@ -29,7 +29,7 @@ const CONTRACT_EXAMPLE = `probes:
       - http: { port: 8000, path: /, status: 200, firstLineContains: "e2e {{token}}" }
 `;
 
-test("the CONTRACTS.md example parses from YAML and from JSON to the same spec", (t) => {
+test("the docs/contracts.md example parses from YAML and from JSON to the same spec", (t) => {
   const y = loadProbeSpec(file("c.yaml", CONTRACT_EXAMPLE));
   t.is(y.probes.length, 3);
   t.deepEqual(y.probes[1], { name: "reader is healthy", http: { port: 8000, path: "/healthz", status: 200 } });

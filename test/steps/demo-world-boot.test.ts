@@ -1,4 +1,4 @@
-// The demo image really boots (QEMU, TCG) and its two services behave as CONTRACTS.md "Demo-world
+// The demo image really boots (QEMU, TCG) and its two services behave as docs/contracts.md "Demo-world
 // services" says. The boot-test step is tested elsewhere; this checks the image itself.
 import test from "ava";
 import { spawn } from "node:child_process";
