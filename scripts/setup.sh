@@ -24,7 +24,6 @@ declare -A TOOLS=(
 )
 # files (not commands) -> package
 declare -A FILES=(
-  [/usr/include/pqxx/pqxx]=libpqxx-dev
   [/usr/include/boost/asio.hpp]=libboost-dev
   [/usr/include/postgresql/libpq-fe.h]=libpq-dev
   [/bin/busybox]=busybox-static
@@ -50,7 +49,7 @@ else
   else
     echo "setup: missing host packages: ${missing[*]}" >&2
     echo "setup: on Debian/Ubuntu run as root: apt-get install ${missing[*]}" >&2
-    echo "setup: elsewhere install Nix (>= 2.8), bubblewrap, QEMU, Docker, PostgreSQL, libpqxx, Boost, a static busybox" >&2
+    echo "setup: elsewhere install Nix (>= 2.8), bubblewrap, QEMU, Docker, PostgreSQL with libpq (>= 14) headers, Boost, a static busybox" >&2
     exit 1
   fi
 fi
