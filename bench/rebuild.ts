@@ -1,4 +1,5 @@
-// `npm run bench:rebuild`: the offline rebuild (closure import + isolated build + NAR dumps) against a
+// `npm run bench:rebuild`: the offline rebuild as a user runs it — `node bin/supply-chain.js rebuild
+// --isolation bwrap` (CLI start-up, the source check, closure import + isolated build + NAR dumps) — against a
 // plain `nix-build` of the same graph into a fresh, empty store that fetches its sources itself
 // (builtin:fetchurl from the file:// URLs), both in the same bubblewrap (empty /nix, no network,
 // Nix sandbox on), in the same run, alternating which goes first, best of N (BENCH_REPS, default 3). Last line: JSON.
@@ -6,7 +7,6 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
-import { offlineBuild } from "../pipeline/steps/rebuild";
 import { runIsolated } from "../pipeline/lib/isolation";
 import { checkClosure } from "../pipeline/lib/closure-check";
 import { collectSources, dumpDerivations, urlsOf } from "../pipeline/lib/derivation";
@@ -19,6 +19,7 @@ function say(m: string): void {
   process.stderr.write(`[bench:rebuild] ${m}\n`);
 }
 
+/** One real CLI run (the CLI caches its type-stripped modules: the first run below warms that cache). */
 function step(args: string[]): any {
   const r = spawnSync(process.execPath, [BIN, ...args], { env: ENV, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`supply-chain ${args[0]} failed (exit ${r.status})`);
@@ -74,10 +75,10 @@ async function main(): Promise<void> {
     const plain: number[] = [];
     let paths = 0;
     const runOffline = async () => {
-      say("offline rebuild (import + isolated build + NAR dumps)");
+      say("offline rebuild: supply-chain rebuild --isolation bwrap (source check + import + isolated build + NAR dumps)");
       offline.push(
         await timed(async () => {
-          const r = await offlineBuild({ file: w.file, attribute: w.attribute, closure: c.closureFile, isolation: "bwrap", out: path.join(tmp, "offline"), sourceCheck: null });
+          const r = step(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", c.closureFile, "--isolation", "bwrap", "--out", path.join(tmp, "offline")]);
           paths = r.paths.length;
         }),
       );
@@ -101,13 +102,15 @@ async function main(): Promise<void> {
     const offlineSeconds = Math.min(...offline);
     const plainSeconds = Math.min(...plain);
     const ratio = offlineSeconds / plainSeconds;
-    say(`source check (before the rebuild, not in the ratio): ${sourceCheckSeconds.toFixed(2)}s; goal ratio <= 1.3`);
+    // The plain build checks no source hashes; the step must (DESIGN.md): its share is reported apart.
+    say(`source check alone (included in offlineSeconds): ${sourceCheckSeconds.toFixed(2)}s; goal ratio <= 1.3`);
     console.log(
       JSON.stringify({
         offlineSeconds: +offlineSeconds.toFixed(3),
         plainSeconds: +plainSeconds.toFixed(3),
         ratio: +ratio.toFixed(3),
         sourceCheckSeconds: +sourceCheckSeconds.toFixed(3),
+        ratioWithoutSourceCheck: +((offlineSeconds - sourceCheckSeconds) / plainSeconds).toFixed(3),
         paths,
         closureBytes: c.bytes,
         reps: REPS,
