@@ -175,6 +175,16 @@ const oursScript = (w: World, out: string) => `${q(process.execPath)} ${q(CLI)} 
 
 const floorScript = (w: World) => `nix ${NIX.join(" ")} show-derivation -r -f ${q(w.file)} iso`;
 
+/**
+ * Not a goal, a diagnosis: the least any Node program doing our job pays — start node, spawn the same dump,
+ * read it from the pipe, one JSON.parse — so the report shows how much of ratioVsFloor is Node itself.
+ */
+const NODE_PARSE = `const c = require("node:child_process").spawn("nix", process.argv.slice(2), { stdio: ["ignore", "pipe", "inherit"] });
+const parts = []; c.stdout.setEncoding("utf8"); c.stdout.on("data", (d) => parts.push(d));
+c.on("close", (code) => { JSON.parse(parts.join("")); process.exitCode = code; });
+`;
+const nodeParseScript = (w: World, script: string) => `${q(process.execPath)} ${q(script)} ${NIX.join(" ")} show-derivation -r -f ${q(w.file)} iso`;
+
 /** The seed's shell method, as its script did it: dump | jq, du per source, why-depends for the top ten. */
 const seedScript = (w: World, tmp: string) => `
 nix ${NIX.join(" ")} show-derivation -r -f ${q(w.file)} iso > ${q(tmp)}/dump.json
@@ -200,15 +210,18 @@ function main(): void {
   // Interleaved repetitions, best of each: other work on the shared cores only ever adds time.
   const best = (a: Timing, b: Timing): Timing => ({ wall: Math.min(a.wall, b.wall), cpu: Math.min(a.cpu, b.cpu) });
   const none: Timing = { wall: Infinity, cpu: Infinity };
-  let floorT = none, oursT = none, floorL = none, oursL = none;
+  const nodeParse = path.join(out, "node-parse.js");
+  fs.writeFileSync(nodeParse, NODE_PARSE);
+  let floorT = none, oursT = none, nodeT = none, floorL = none, oursL = none;
   measure(floorScript(small)); // warm-up, untimed
   for (let i = 0; i < 5; i++) {
     floorT = best(floorT, measure(floorScript(small)));
     oursT = best(oursT, measure(oursScript(small, out)));
+    nodeT = best(nodeT, measure(nodeParseScript(small, nodeParse)));
   }
   const startup = timed(() => sh(process.execPath, [CLI, "closure", "--help"]));
   const seedT = measure(seedScript(small, out));
-  log(`5k: floor ${floorT.wall.toFixed(2)} s (cpu ${floorT.cpu.toFixed(2)}), ours ${oursT.wall.toFixed(2)} s (cpu ${oursT.cpu.toFixed(2)}; CLI start-up ${startup.toFixed(2)} s), seed ${seedT.wall.toFixed(2)} s (cpu ${seedT.cpu.toFixed(2)})`);
+  log(`5k: floor ${floorT.wall.toFixed(2)} s (cpu ${floorT.cpu.toFixed(2)}), ours ${oursT.wall.toFixed(2)} s (cpu ${oursT.cpu.toFixed(2)}; CLI start-up ${startup.toFixed(2)} s), seed ${seedT.wall.toFixed(2)} s (cpu ${seedT.cpu.toFixed(2)}), node + dump + JSON.parse alone ${nodeT.wall.toFixed(2)} s (cpu ${nodeT.cpu.toFixed(2)})`);
   for (let i = 0; i < 3; i++) {
     floorL = best(floorL, measure(floorScript(large)));
     oursL = best(oursL, measure(oursScript(large, out)));
@@ -236,6 +249,8 @@ function main(): void {
       scale10xRatio: r3(oursL.cpu / oursT.cpu),
     },
     startupSeconds: r3(startup),
+    nodeParseSeconds: r3(nodeT.wall),
+    nodeParseRatioVsFloor: r3(nodeT.wall / floorT.wall),
     loadAverage: os.loadavg().map(r3),
   };
   log(`goals: ratioVsSeed >= 10: ${result.ratioVsSeed >= 10}, ratioVsFloor <= 1.3: ${result.ratioVsFloor <= 1.3}, scale10xRatio <= 12: ${result.scale10xRatio <= 12} (load average ${result.loadAverage.join(" ")})`);
