@@ -19,7 +19,8 @@ export interface BootTestArgs {
 export class BootTest extends pulumi.ComponentResource {
   readonly passed: pulumi.Output<boolean>;
   readonly accel: pulumi.Output<string>;
-  readonly bootSeconds: pulumi.Output<number>;
+  /** Seconds from QEMU's start to the first passing probe; null when none passed. */
+  readonly bootSeconds: pulumi.Output<number | null>;
   readonly probes: pulumi.Output<BootTestJson["probes"]>;
   readonly serialLog: pulumi.Output<string>;
 

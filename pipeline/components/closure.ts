@@ -28,8 +28,14 @@ export class Closure extends pulumi.ComponentResource {
       .apply(([f, a, o, t]) => ["--file", f, "--attribute", a, "--out", o, ...(t !== undefined ? ["--top", String(t)] : [])]);
     const cmd = stepCommand(`${name}-closure`, { step: "closure", args: cmdArgs, triggers: [args.drvPath] }, { parent: this });
     const r = parseStepJson<ClosureJson>("closure", cmd.stdout);
-    this.closureFile = r.closureFile;
-    this.closureSha256 = r.closureSha256;
+    // Only `--no-export` (never passed here) leaves these null; the rebuild needs both.
+    const exported = (field: "closureFile" | "closureSha256") =>
+      r.apply((j) => {
+        if (!j[field]) throw new Error(`the closure step printed no ${field}: was the export skipped?`);
+        return j[field]!;
+      });
+    this.closureFile = exported("closureFile");
+    this.closureSha256 = exported("closureSha256");
     this.sources = r.sources;
     this.evalPaths = r.evalPaths;
     this.bytes = r.bytes;

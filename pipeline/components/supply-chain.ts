@@ -16,8 +16,10 @@ import { BootTest } from "./boot-test";
 import { REPO_ROOT, shellQuote, stepShell } from "./step-command";
 
 /** The shell command whose stdout is the target's .drv path (generating the demo world once). */
-export function instantiateShell(c: Pick<SupplyChainConfig, "source" | "demoWorldDir" | "file" | "attribute">): string {
-  const inst = `nix-instantiate ${shellQuote(c.file)} -A ${shellQuote(c.attribute)}`;
+export function instantiateShell(c: Pick<SupplyChainConfig, "source" | "demoWorldDir" | "file" | "attribute" | "workDir">): string {
+  // A GC root keeps the .drv alive between preview and up; nix-instantiate then prints the root, not the path.
+  const root = shellQuote(`${c.workDir}/target.drv`);
+  const inst = `mkdir -p ${shellQuote(c.workDir)} && nix-instantiate ${shellQuote(c.file)} -A ${shellQuote(c.attribute)} --add-root ${root} >/dev/null && readlink ${root}`;
   if (c.source !== "demo-world") return inst;
   // Generated only when absent: edits to the generated sources are what a preview should show.
   return `{ [ -f ${shellQuote(c.file)} ] || ${stepShell("demo-world", [c.demoWorldDir])} >/dev/null; } && ${inst}`;

@@ -1,46 +1,7 @@
-// The steps' JSON (docs/contracts.md), as the components read it.
-export interface BuildJson {
-  drvPath: string;
-  outPath: string;
-  narHash: string;
-  narSize: number;
-  artifact?: string;
-  artifactSha256?: string;
-}
-
-export interface ClosureJson {
-  closureFile: string;
-  closureSha256: string;
-  sources: number;
-  evalPaths: number;
-  bytes: number;
-  manifest: string;
-  report: string;
-}
-
-export interface RebuildJson {
-  isolation: string;
-  network: { interfaces: string[] };
-  outPath: string;
-  narHash: string;
-  paths: { path: string; narHash: string }[];
-  log: string;
-  /** Present in the rebuild step's implementation: unique per run. */
-  runId?: string;
-}
-
-export interface VerifyJson {
-  reproducible: boolean;
-  checked: number;
-  matched: number;
-  mismatched: { path: string; files: string[] }[];
-  report: string;
-}
-
-export interface BootTestJson {
-  passed: boolean;
-  accel: string;
-  bootSeconds: number;
-  probes: { name: string; ok: boolean; ms: number; detail: string }[];
-  serialLog: string;
-}
+// The steps' JSON (docs/contracts.md), as the components read it: the steps' own result types, so a
+// field a step changes is a type error here rather than an undefined output at `pulumi up`.
+export type { BuildResult as BuildJson } from "../steps/build";
+export type { ClosureResult as ClosureJson } from "../steps/closure";
+export type { RebuildResult as RebuildJson } from "../steps/rebuild";
+export type { VerifyResult as VerifyJson } from "../steps/verify";
+export type { BootTestResult as BootTestJson } from "../steps/boot-test";

@@ -308,6 +308,10 @@ function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number, cancel
       () => finish({ ok: false, detail: `tcp ${check.port}: no ${buf ? "complete reply line" : "reply"} within ${budgetMs} ms${buf ? `, got ${quote(buf)}` : ""}` }),
       budgetMs,
     );
+    const judge = (line: string) =>
+      expect === undefined || line.includes(expect)
+        ? finish({ ok: true, detail: `tcp ${check.port}: got ${quote(line)}` })
+        : finish({ ok: false, answered: true, detail: `tcp ${check.port}: expected first reply line to contain ${quote(expect)}, got ${quote(line)}` });
     sock.setEncoding("utf8");
     // A reply is always required: with user-mode networking the host side accepts every
     // connection whether or not anything listens in the guest.
@@ -318,16 +322,11 @@ function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number, cancel
       buf += d;
       const nl = buf.indexOf("\n");
       if (nl < 0) return;
-      const line = buf.slice(0, nl).replace(/\r$/, "");
-      if (expect === undefined || line.includes(expect)) finish({ ok: true, detail: `tcp ${check.port}: got ${quote(line)}` });
-      else finish({ ok: false, answered: true, detail: `tcp ${check.port}: expected first reply line to contain ${quote(expect)}, got ${quote(line)}` });
+      judge(buf.slice(0, nl).replace(/\r$/, ""));
     });
     sock.on("end", () => {
-      if (buf) {
-        const line = buf.replace(/\r?\n?$/, "");
-        if (expect === undefined || line.includes(expect)) finish({ ok: true, detail: `tcp ${check.port}: got ${quote(line)}` });
-        else finish({ ok: false, answered: true, detail: `tcp ${check.port}: expected first reply line to contain ${quote(expect)}, got ${quote(line)}` });
-      } else finish({ ok: false, detail: `tcp ${check.port}: connection closed without a reply (service not up?)` });
+      if (buf) judge(buf.replace(/\r?\n?$/, ""));
+      else finish({ ok: false, detail: `tcp ${check.port}: connection closed without a reply (service not up?)` });
     });
     sock.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, detail: `tcp ${check.port}: ${e.code ?? e.message}` }));
   });
