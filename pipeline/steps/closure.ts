@@ -166,16 +166,22 @@ function exportTo(tmp: string, paths: string[]): Promise<void> {
     const fd = fs.openSync(tmp, "w");
     const child = spawn("nix-store", ["--export", ...paths], { stdio: ["ignore", fd, "pipe"] });
     let err = "";
+    // A failed spawn emits 'error' AND 'close': a second close could hit a reused descriptor.
+    let open = true;
+    const closeFd = () => {
+      if (open) fs.closeSync(fd);
+      open = false;
+    };
     child.stderr!.on("data", (d: Buffer) => {
       err += d.toString();
       process.stderr.write(d);
     });
     child.on("error", (e: NodeJS.ErrnoException) => {
-      fs.closeSync(fd);
+      closeFd();
       reject(e.code === "ENOENT" ? missingTool("nix-store") : e);
     });
     child.on("close", (code) => {
-      fs.closeSync(fd);
+      closeFd();
       if (code === 0) resolve();
       else reject(new Error(`nix-store --export failed (exit ${code}): ${err.trim().split("\n").slice(-3).join(" ")}`));
     });
