@@ -13,12 +13,17 @@ export function writeFileAtomic(target: string, data: string | Buffer): void {
   const tmp = tempPathFor(target);
   const fd = fs.openSync(tmp, "w");
   try {
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    try {
+      fs.writeFileSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, target);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true }); // e.g. a full disk: no half-written temp file left behind
+    throw e;
   }
-  fs.renameSync(tmp, target);
 }
 
 /** Lets `produce` write a temp file (e.g. by a child process) and renames it to `target` only on success. */
