@@ -68,8 +68,19 @@ export async function loadRebuild(file: string): Promise<RebuildResult> {
 
 async function localNarListing(storePath: string) {
   const child = spawn("nix-store", ["--dump", storePath], { stdio: ["ignore", "pipe", "inherit"] });
-  const listing = await listNar(new ByteReader(child.stdout as AsyncIterable<Buffer>));
-  await new Promise((resolve) => child.on("close", resolve));
+  // Listen before parsing: 'close' may come while the listing is still being built.
+  const closed = new Promise<number | null>((resolve) => child.on("close", resolve));
+  child.on("error", () => undefined); // nix-store missing: the parse fails on the empty stream
+  let listing: Awaited<ReturnType<typeof listNar>>;
+  try {
+    listing = await listNar(new ByteReader(child.stdout as AsyncIterable<Buffer>));
+  } catch (e: any) {
+    child.kill("SIGKILL");
+    await closed;
+    throw new Error(`cannot list the original ${storePath} (nix-store --dump): ${e.message}`);
+  }
+  const code = await closed;
+  if (code !== 0) throw new Error(`nix-store --dump ${storePath} failed (exit ${code})`);
   return listing;
 }
 
