@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as crypto from "node:crypto";
 import { spawn } from "node:child_process";
 import { InputError } from "./step";
-import { requireTools, run } from "./proc";
+import { missingTool, requireTools, run } from "./proc";
 
 export type Backend = "bwrap" | "docker";
 
@@ -129,7 +129,7 @@ export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
   child.stderr!.on("data", copy);
   try {
     return await new Promise<IsolatedResult>((resolve, reject) => {
-      child.on("error", (e: NodeJS.ErrnoException) => reject(e.code === "ENOENT" ? new InputError(`missing tool '${cmd}'`) : e));
+      child.on("error", (e: NodeJS.ErrnoException) => reject(e.code === "ENOENT" ? missingTool(cmd) : e));
       child.on("close", (code, signal) => resolve({ code, signal }));
     });
   } finally {
