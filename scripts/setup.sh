@@ -57,9 +57,11 @@ fi
 # The demo world's kernel package (a Debian .deb in /var/cache/secure-supply-chain)
 bash "$(dirname "$0")/fetch-demo-inputs.sh"
 
-# Rust toolchain for apps/db-reader
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo not found: install Rust with rustup (https://rustup.rs) or apt-get install cargo" >&2
+# Rust toolchain for apps/db-reader. rustup's ~/.cargo/bin counts (build-apps.sh and test.sh look
+# there): .ci/run calls this script from a non-login shell before test.sh puts it on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  # Debian 12's cargo (0.66) is older than apps/db-reader's rust-version and Cargo.lock v4.
+  echo "setup: cargo not found: install Rust >= 1.85 with rustup (https://rustup.rs)" >&2
   exit 1
 fi
 
