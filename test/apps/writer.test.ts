@@ -190,6 +190,24 @@ test.serial("PostgreSQL restarted mid-stream: nothing acked is lost and the writ
   t.is(pg.sql(`SELECT content FROM testcounter WHERE id = ${id}`).trim(), "after everything");
 });
 
+test.serial("a server that accepts connections but fails every batch is retried with backoff, not in a tight loop", async (t) => {
+  const { pg, writer } = await setup(t);
+  const c = await LineClient.connect(writer.port);
+  await c.sendLines(["warm up"]);
+  await c.waitFor(1);
+  // A transient SQLSTATE (class 53, as a full disk gives) on every INSERT while the connection stays fine.
+  pg.sql(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'simulated disk full' USING ERRCODE = 'disk_full'; END $$;
+          CREATE TRIGGER refuse BEFORE INSERT ON testcounter FOR EACH ROW EXECUTE FUNCTION refuse()`);
+  await c.sendLines(["during the outage"]);
+  await sleep(2500);
+  pg.sql("DROP TRIGGER refuse ON testcounter");
+  const [, reply] = await c.waitFor(2, 30_000);
+  c.close();
+  const attempts = writer.stderr().match(/connection to PostgreSQL lost during a batch/g)?.length ?? 0;
+  t.true(attempts >= 2 && attempts <= 15, `${attempts} attempts in 2.5 s`);
+  t.is(pg.sql(`SELECT content FROM testcounter WHERE id = ${okId(reply) ?? -1}`).trim(), "during the outage", reply);
+});
+
 test.serial("an over-long line gets ERR and is discarded up to its newline; the connection stays usable", async (t) => {
   const { pg, writer } = await setup(t, { args: ["--max-line-bytes", "1000"] });
   const c = await LineClient.connect(writer.port);

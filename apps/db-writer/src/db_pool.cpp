@@ -231,6 +231,7 @@ struct DbPool::Worker {
     std::vector<long long> ids;
     std::vector<long long> unsure_ids;  // ids of an attempt whose commit outcome is unknown
     std::vector<const std::string*> lines;
+    std::chrono::milliseconds broken_delay{0};  // wait before re-sending after a broken attempt
 
     while (!todo.empty()) {
       if (!conn) {
@@ -285,6 +286,10 @@ struct DbPool::Worker {
             for (size_t i : todo) replies[i] = "ERR database unavailable\n";
             return;
           }
+          // A server that accepts connections but fails every batch (disk full, statement_timeout)
+          // would otherwise get a reconnect and a retry, and the log a warning, in a tight loop.
+          if (broken_delay.count() > 0) std::this_thread::sleep_for(std::min<Clock::duration>(broken_delay, deadline - Clock::now()));
+          broken_delay = std::clamp(broken_delay * 2, std::chrono::milliseconds(100), std::chrono::milliseconds(2000));
           break;
       }
     }
