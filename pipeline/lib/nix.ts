@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { CheckFailed, InputError } from "./step";
 import { CommandFailed, run } from "./proc";
+import { nix32Decode, nix32Encode } from "./storepath";
 
 /** What to build: a non-flake Nix file plus attribute path, or a flake reference plus attribute. */
 export interface NixTarget {
@@ -131,37 +132,13 @@ export async function pathInfo(storePath: string): Promise<PathInfo> {
   return { path: storePath, narHash: hash.stdout.trim(), narSize: Number(size.stdout.trim()) };
 }
 
-/** Nix's base32 alphabet (no e, o, u, t) as used in store paths and `sha256:` hashes. */
-const NIX32 = "0123456789abcdfghijklmnpqrsvwxyz";
-
+/** Nix base32 → hex, for any hash length (store path arithmetic has the one codec: storepath.ts). */
 export function nix32ToHex(s: string): string {
-  const len = Math.floor((s.length * 5) / 8);
-  const bytes = Buffer.alloc(len);
-  for (let n = 0; n < s.length; n++) {
-    const c = s[s.length - n - 1];
-    const digit = NIX32.indexOf(c);
-    if (digit < 0) throw new Error(`invalid nix base32 character '${c}'`);
-    const b = n * 5;
-    const i = b >> 3;
-    const j = b % 8;
-    bytes[i] |= (digit << j) & 0xff;
-    if (i + 1 < len) bytes[i + 1] |= digit >> (8 - j);
-  }
-  return bytes.toString("hex");
+  return nix32Decode(s, Math.floor((s.length * 5) / 8)).toString("hex");
 }
 
 export function hexToNix32(hex: string): string {
-  const bytes = Buffer.from(hex, "hex");
-  const len = Math.ceil((bytes.length * 8) / 5);
-  let out = "";
-  for (let n = len - 1; n >= 0; n--) {
-    const b = n * 5;
-    const i = b >> 3;
-    const j = b % 8;
-    const c = (bytes[i] >> j) | (i + 1 < bytes.length ? bytes[i + 1] << (8 - j) : 0);
-    out += NIX32[c & 0x1f];
-  }
-  return out;
+  return nix32Encode(Buffer.from(hex, "hex"));
 }
 
 /** `sha256:<base32>` → hex digest. */
