@@ -24,6 +24,8 @@ if [ -z "${SC_PULUMI_BUILD:-}" ] && existing=$(command -v pulumi 2>/dev/null); t
   exit 0
 fi
 
+# The official Go tarball's place (setup.sh accepts it there), off PATH in a non-login shell.
+command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || PATH=/usr/local/go/bin:$PATH
 command -v go >/dev/null || { say "no pulumi on PATH and no Go toolchain to build one (scripts/setup.sh installs golang)"; exit 2; }
 version=$(awk '$1 == "github.com/pulumi/pulumi/pkg/v3" { print $2 }' "$mod/go.mod")
 [ -n "$version" ] || { say "cannot read the pulumi/pkg/v3 version from $mod/go.mod"; exit 2; }
