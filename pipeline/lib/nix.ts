@@ -110,12 +110,6 @@ export function explainBuildFailure(e: unknown, drvPath: string): unknown {
   return new CheckFailed(`build of ${drvPath} failed: ${first ? first[1] : `nix-store exit ${e.exitCode}`}`);
 }
 
-/** The output paths a derivation will have (no build). */
-export async function outputsOf(drvPath: string): Promise<string[]> {
-  const res = await run("nix-store", ["--query", "--outputs", drvPath], { streamStderr: false });
-  return res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
-}
-
 export interface PathInfo {
   path: string;
   /** `sha256:<base32>` as printed by `nix-store -q --hash`. */
