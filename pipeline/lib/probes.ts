@@ -167,8 +167,6 @@ export interface ProbeContext {
   signal: AbortSignal;
   /** Pause between attempts of one probe. */
   intervalMs?: number;
-  /** Called once per probe when it passes. */
-  onPass?: (result: ProbeResult) => void;
 }
 
 /** The outcome of one attempt: ok, or what was wrong; `answered`: the service replied (wrongly). */
@@ -244,9 +242,7 @@ export async function runProbe(probe: Probe, ctx: ProbeContext): Promise<ProbeRe
     ctx.signal.removeEventListener("abort", onGuestGone);
   }
   if (passed) {
-    const r = { name: probe.name, ok: true, ms: Math.round(performance.now() - ctx.startedAt), detail: passed.detail };
-    ctx.onPass?.(r);
-    return r;
+    return { name: probe.name, ok: true, ms: Math.round(performance.now() - ctx.startedAt), detail: passed.detail };
   }
   const why = ctx.signal.aborted ? String(ctx.signal.reason ?? "guest gone") : "boot deadline reached";
   return {
