@@ -71,11 +71,20 @@ export function containerName(owner: string): string {
   return `sc-rebuild-${crypto.createHash("sha256").update(owner).digest("hex").slice(0, 16)}`;
 }
 
+/** Docker parses --mount as one CSV record: a path with a comma or quote must be a quoted field. */
+function csvField(f: string): string {
+  return /[",]/.test(f) ? `"${f.replace(/"/g, '""')}"` : f;
+}
+
+function bindMount(p: string, readonly: boolean): string {
+  return ["type=bind", csvField(`source=${p}`), csvField(`target=${p}`), ...(readonly ? ["readonly"] : [])].join(",");
+}
+
 /** docker: --network=none; only the read-only inputs and the work dir are mounted. */
 export function dockerArgs(r: IsolatedRun): string[] {
   const a = ["run", "--rm", "--name", containerName(r.owner), "--label", "supply-chain.rebuild=1", "--network=none"];
-  for (const p of r.readOnly) a.push("--mount", `type=bind,source=${p},target=${p},readonly`);
-  a.push("--mount", `type=bind,source=${r.workDir},target=${r.workDir}`);
+  for (const p of r.readOnly) a.push("--mount", bindMount(p, true));
+  a.push("--mount", bindMount(r.workDir, false));
   for (const [k, v] of Object.entries(r.env)) a.push("-e", `${k}=${v}`);
   a.push("--entrypoint", "/bin/sh", r.image!, r.script, ...r.args);
   return a;
