@@ -114,6 +114,8 @@ export async function checkExportAgainst(closure: string, want: Map<string, Expe
  */
 export async function checkClosure(opts: Target & { closure: string }): Promise<ClosureCheckResult> {
   if (!fs.existsSync(opts.closure)) throw new InputError(`closure file not found: ${opts.closure}`);
+  // Easy to pass `closure --out DIR` itself; reading a directory would look like a corrupt closure (exit 1).
+  if (fs.statSync(opts.closure).isDirectory()) throw new InputError(`closure ${opts.closure} is a directory, not a closure file (e.g. ${opts.closure}/source-export.closure)`);
   const { graph } = await dumpDerivations(opts, "check-closure");
   const sources = collectSources(graph);
   return checkExportAgainst(opts.closure, expectedSources(graph, sources), graph.storeDir);
