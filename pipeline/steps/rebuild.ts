@@ -325,6 +325,7 @@ export const step: StepDefinition<RebuildResult> = {
     if (isolation !== "bwrap" && isolation !== "docker") throw new InputError(`unknown --isolation '${isolation}' (expected bwrap or docker)`);
     if (!fs.existsSync(closure)) throw new InputError(`closure file not found: ${closure}`);
     if (!fs.existsSync(file)) throw new InputError(`Nix file not found: ${file}`);
+    if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new InputError(`--out ${out} exists and is not a directory`);
     await checkBackend(isolation, image);
     fs.mkdirSync(out, { recursive: true });
     fs.rmSync(path.join(out, MARKER), { force: true });
