@@ -9,11 +9,11 @@ import { spawn } from "node:child_process";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { run } from "../lib/proc";
 import { writeFileAtomic } from "../lib/fsx";
-import { dumpDerivations, findRoot, isFixedOutput } from "../lib/derivation";
+import { dumpDerivations, findRoot } from "../lib/derivation";
 import { realise } from "../lib/nix";
 import { ByteReader } from "../lib/nar";
 import { diffListings, FileDifference, listNar, listNarFile, narHashOfFile } from "../lib/nar-diff";
-import { MARKER, RebuildResult } from "./rebuild";
+import { expectedOutputs, MARKER, RebuildResult } from "./rebuild";
 
 const STEP = "verify";
 
@@ -134,8 +134,7 @@ export async function verify(file: string, attribute: string, rebuiltFile: strin
   if (drvPath !== rebuilt.drvPath) {
     throw new InputError(`the rebuild in ${rebuilt.out} is of ${rebuilt.drvPath}, but ${attribute} of ${file} is ${drvPath}`);
   }
-  const expected = new Set<string>();
-  for (const d of graph.drvs.values()) if (!isFixedOutput(d)) for (const o of Object.values(d.outputs)) if (o.path) expected.add(o.path);
+  const expected = expectedOutputs(graph);
   const covered = new Set(rebuilt.paths.map((p) => p.path));
   const uncovered = [...expected].filter((p) => !covered.has(p));
   if (uncovered.length) throw new InputError(`the rebuild in ${rebuilt.out} lacks ${uncovered.length} built path(s), e.g. ${uncovered[0]}`);
