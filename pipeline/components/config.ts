@@ -90,17 +90,28 @@ export const KEYS: Record<keyof SupplyChainConfig, KeySpec> = {
 
 export class ConfigError extends Error {}
 
+/** Namespaces whose keys belong to the engine or to a provider this program uses: left alone. */
+export const OTHER_NAMESPACES = ["pulumi", "docker", "command"];
+
 /**
  * `all` is what `pulumi.runtime.allConfig()` returns: `<namespace>:<key>` → string (objects as
- * JSON). Keys of other namespaces (e.g. `docker:host`) belong to providers and are left alone.
+ * JSON). Keys of the providers' namespaces (e.g. `docker:host`) are left alone; any other namespace
+ * is a mistyped project name, whose keys would otherwise be silently ignored.
  */
 export function parseConfig(all: Record<string, string>, stack: string): SupplyChainConfig {
   const raw: Record<string, string> = {};
   for (const [k, v] of Object.entries(all)) {
     const i = k.indexOf(":");
-    if (k.slice(0, i) !== PROJECT) continue;
+    const ns = k.slice(0, i);
+    if (ns !== PROJECT) {
+      if (OTHER_NAMESPACES.includes(ns)) continue;
+      throw new ConfigError(
+        `config key '${k}' is not known: its namespace '${ns}' is neither this project's ('${PROJECT}') nor one of ${OTHER_NAMESPACES.map((x) => `'${x}'`).join(", ")}`,
+      );
+    }
     const key = k.slice(i + 1);
-    if (!(key in KEYS)) {
+    // Own keys only: 'constructor' or 'toString' are not config keys.
+    if (!Object.hasOwn(KEYS, key)) {
       throw new ConfigError(
         `config key '${k}' is not known (allowed keys: ${Object.keys(KEYS).map((x) => `${PROJECT}:${x}`).join(", ")})`,
       );

@@ -21,6 +21,8 @@ test("keys of other namespaces (providers) are left alone", (t) => {
 
 const bad: [string, Record<string, string>, RegExp][] = [
   ["unknown key", { ...demo, [`${P}:polcy`]: "warn" }, /'secure-supply-chain:polcy' is not known \(allowed keys: .*secure-supply-chain:policy/],
+  ["mistyped namespace", { ...demo, "supply-chain:policy": "warn" }, /'supply-chain:policy' is not known: its namespace 'supply-chain' is neither this project's \('secure-supply-chain'\)/],
+  ["inherited property name as key", { ...demo, [`${P}:constructor`]: "x" }, /'secure-supply-chain:constructor' is not known \(allowed keys:/],
   ["bad enum", { ...demo, [`${P}:policy`]: "ignore" }, /'secure-supply-chain:policy' has value "ignore"; allowed: one of "fail", "warn"/],
   ["bad bool", { ...demo, [`${P}:bootTest`]: "yes" }, /'secure-supply-chain:bootTest' has value "yes"; allowed: true or false/],
   ["bad int", { ...demo, [`${P}:bootTimeout`]: "5" }, /'secure-supply-chain:bootTimeout' has value "5"; allowed: an integer from 10 to 7200/],
