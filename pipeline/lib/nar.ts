@@ -8,7 +8,6 @@
 //      deriver (or ""), u64 0 (1 = a legacy signature string follows); then u64 0.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import * as path from "node:path";
 
 export class NarFormatError extends Error {}
 
@@ -279,10 +278,14 @@ export function narSizeOf(p: string): number | null {
   } catch {
     return null;
   }
-  return TOKENS("nix-archive-1") + nodeSize(p, st);
+  return TOKENS("nix-archive-1") + nodeSize(Buffer.from(p), st);
 }
 
-function nodeSize(p: string, st: fs.Stats): number {
+const SLASH = Buffer.from("/");
+
+// Paths as bytes: a file name that is not UTF-8 (some unpacked sources have them) would otherwise be
+// mangled by decoding, and its lstat would fail.
+function nodeSize(p: Buffer, st: fs.Stats): number {
   if (st.isSymbolicLink()) return NODE_OPEN + TOKENS("symlink", "target") + strLen(fs.readlinkSync(p, { encoding: "buffer" }).length) + CLOSE;
   if (st.isFile()) {
     const exec = st.mode & 0o100 ? TOKENS("executable", "") : 0;
@@ -290,11 +293,11 @@ function nodeSize(p: string, st: fs.Stats): number {
   }
   if (st.isDirectory()) {
     let n = NODE_OPEN + TOKENS("directory");
-    for (const name of fs.readdirSync(p)) {
-      const child = path.join(p, name);
-      n += TOKENS("entry", "(", "name") + strLen(Buffer.byteLength(name)) + TOKENS("node") + nodeSize(child, fs.lstatSync(child)) + CLOSE;
+    for (const name of fs.readdirSync(p, { encoding: "buffer" })) {
+      const child = Buffer.concat([p, SLASH, name]);
+      n += TOKENS("entry", "(", "name") + strLen(name.length) + TOKENS("node") + nodeSize(child, fs.lstatSync(child)) + CLOSE;
     }
     return n + CLOSE;
   }
-  throw new NarFormatError(`${p} is neither a regular file, a directory nor a symlink`);
+  throw new NarFormatError(`${p.toString()} is neither a regular file, a directory nor a symlink`);
 }
