@@ -164,19 +164,21 @@ async function parseNode(r: ByteReader, path: string, v: NarVisitor, depth: numb
     await r.expect(")");
   } else if (type === "directory") {
     v.entry?.({ type: "directory", path });
-    let prev: string | undefined;
+    let prev: Buffer | undefined;
     for (;;) {
       const tag = await r.readString(16);
       if (tag === ")") break;
       if (tag !== "entry") throw new NarFormatError(`expected 'entry' or ')' in ${path || "/"} at byte ${r.offset}`);
       await r.expect("(");
       await r.expect("name");
-      const name = await r.readString(255);
-      if (!name || name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
+      // Nix orders entries by their bytes; names need not be UTF-8, so compare before decoding.
+      const raw = await r.readBytes(255);
+      const name = raw.toString("utf8");
+      if (!name || name === "." || name === ".." || raw.includes(0x2f) || raw.includes(0)) {
         throw new NarFormatError(`invalid file name '${name}' in ${path || "/"}`);
       }
-      if (prev !== undefined && !(name > prev)) throw new NarFormatError(`directory ${path || "/"} entries not sorted/unique at '${name}'`);
-      prev = name;
+      if (prev !== undefined && Buffer.compare(raw, prev) <= 0) throw new NarFormatError(`directory ${path || "/"} entries not sorted/unique at '${name}'`);
+      prev = raw;
       await r.expect("node");
       await parseNode(r, path ? `${path}/${name}` : name, v, depth + 1);
       await r.expect(")");
