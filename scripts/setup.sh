@@ -36,6 +36,9 @@ for tool in "${!TOOLS[@]}"; do command -v "$tool" >/dev/null 2>&1 || missing+=("
 for file in "${!FILES[@]}"; do [ -e "$file" ] || missing+=("${FILES[$file]}"); done
 # busybox-static specifically (the dynamic busybox cannot be a sandboxed Nix builder)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
+# nix-bin only Recommends it, and --no-install-recommends skips it: it creates the nixbld group and
+# users (Nix as root builds as them: "group 'nixbld' ... does not exist" without) and /etc/nix/nix.conf.
+dpkg-query -W -f='${Status}' nix-setup-systemd 2>/dev/null | grep -q "ok installed" || missing+=(nix-setup-systemd)
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 
 if [ "${#missing[@]}" -eq 0 ]; then
