@@ -232,6 +232,10 @@ export const step: StepDefinition<ClosureResult> = {
       log(STEP, `exporting ${paths.length} path(s) (${human(manifest.bytes)}) to ${closureFile}`);
       await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths));
       closureSha256 = await sha256File(closureFile);
+    } else if (fs.existsSync(closureFile)) {
+      // An older export next to this manifest would look like the closure it describes.
+      log(STEP, `removing ${closureFile} from an earlier run: --no-export writes no closure`);
+      fs.rmSync(closureFile);
     }
     const manifestFile = path.join(outDir, "manifest.json");
     const reportFile = path.join(outDir, "report.md");

@@ -70,8 +70,10 @@ test("closure: source set equals an independent listing; manifest complete; chai
   fs.rmSync(out, { recursive: true, force: true });
 });
 
-test("closure --no-export writes the manifest and report but no closure file", (t) => {
+test("closure --no-export writes the manifest and report but no closure file, and removes an older one", (t) => {
   const out = tmp();
+  // A closure from an earlier run must not stand next to a manifest it does not belong to.
+  fs.writeFileSync(path.join(out, "source-export.closure"), "stale");
   const r = cli(["closure", "--file", world.file, "--attribute", world.attribute, "--out", out, "--no-export", "--top", "1"]);
   t.is(r.code, 0, r.stderr);
   t.is(r.json.closureFile, null);
