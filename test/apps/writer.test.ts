@@ -1,7 +1,7 @@
 // db-writer against a real PostgreSQL, through real TCP connections, with the real binary.
 // Serial: each test has its own cluster and the heavy ones need the 2 cores to themselves.
 import test, { type ExecutionContext } from "ava";
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { startPostgres, type PgCluster } from "../helpers/postgres";
 import { ensureWriterBuilt, LineClient, okId, sleep, startWriter, type Writer } from "./bench-support";
@@ -206,6 +206,26 @@ test.serial("a server that accepts connections but fails every batch is retried 
   const attempts = writer.stderr().match(/connection to PostgreSQL lost during a batch/g)?.length ?? 0;
   t.true(attempts >= 2 && attempts <= 15, `${attempts} attempts in 2.5 s`);
   t.is(pg.sql(`SELECT content FROM testcounter WHERE id = ${okId(reply) ?? -1}`).trim(), "during the outage", reply);
+});
+
+test.serial("a batch stuck behind a lock for longer than the 30 s retry timeout gets ERR, not silence", async (t) => {
+  const { pg, writer } = await setup(t);
+  const c = await LineClient.connect(writer.port);
+  await c.sendLines(["before the lock"]);
+  await c.waitFor(1);
+  const locker = spawn(path.join(pg.bin, "psql"), ["-X", "-q", "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-d", "testdb",
+    "-c", "BEGIN; LOCK TABLE testcounter IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120); COMMIT;"], { stdio: "ignore" });
+  t.teardown(() => locker.kill("SIGKILL"));
+  while (pg.sql("SELECT count(*) FROM pg_locks WHERE relation = 'testcounter'::regclass AND mode = 'AccessExclusiveLock' AND granted").trim() !== "1") await sleep(100);
+  await c.sendLines(["behind the lock"]);
+  const [, reply] = await c.waitFor(2, 90_000);
+  t.is(reply, "ERR database unavailable");
+  pg.sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'testcounter'::regclass AND mode = 'AccessExclusiveLock'");
+  await c.sendLines(["after the lock"]);
+  const [, , after] = await c.waitFor(3, 30_000);
+  c.close();
+  t.is(pg.sql(`SELECT content FROM testcounter WHERE id = ${okId(after) ?? -1}`).trim(), "after the lock", after);
+  t.is(pg.sql("SELECT count(*) FROM testcounter WHERE content = 'behind the lock'").trim(), "0");
 });
 
 test.serial("an over-long line gets ERR and is discarded up to its newline; the connection stays usable", async (t) => {

@@ -163,6 +163,18 @@ struct DbPool::Worker {
   bool open(std::string& why) {
     Conn c = connect_db(pool.config_.database_url, why);
     if (!c) return false;
+    // A batch stuck inside PostgreSQL (waiting on a lock) must end like an unreachable server:
+    // ERR after the retry timeout, not a line left unanswered for ever. A timeout the URL sets wins.
+    const std::string limit = std::to_string(pool.config_.retry_timeout.count());
+    const char* limit_value = limit.c_str();
+    ResultGuard timeout(PQexecParams(c.get(),
+                                     "SELECT set_config('statement_timeout', $1, false) "
+                                     "WHERE current_setting('statement_timeout') = '0'",
+                                     1, nullptr, &limit_value, nullptr, nullptr, 0));
+    if (PQresultStatus(timeout.r) != PGRES_TUPLES_OK) {
+      why = "setting statement_timeout: " + one_line(PQresultErrorMessage(timeout.r));
+      return false;
+    }
     Oid types[] = {kTextOid};
     ResultGuard prep(PQprepare(c.get(), kInsertName, kInsertSql, 1, types));
     if (PQresultStatus(prep.r) != PGRES_COMMAND_OK) {
