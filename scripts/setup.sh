@@ -19,6 +19,7 @@ declare -A TOOLS=(
   [pkg-config]=pkg-config
   [jq]=jq
   [curl]=curl
+  [update-ca-certificates]=ca-certificates   # Go module downloads (pulumi-engine.sh) over TLS
   [diffoscope]=diffoscope-minimal
   [xorriso]=xorriso      # test/steps/boot-test-iso builds a bootable ISO
 )

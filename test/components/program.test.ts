@@ -41,6 +41,7 @@ test.serial("(mocked: no engine or nix in unit tests) the chain: one command per
 
   const cmd = (s: string) => stepCommands(run).find((r) => stepOf(r) === s)!;
   // rebuild reads the closure's outputs, verify waits for build and rebuild, boot waits for build only.
+  t.true(dependsOn(run, cmd("closure"), urnOf(run, "build")), "closure depends on build");
   t.true(dependsOn(run, cmd("rebuild"), urnOf(run, "closure")), "rebuild depends on closure");
   t.true(dependsOn(run, cmd("verify"), urnOf(run, "rebuild")), "verify depends on rebuild");
   t.true(dependsOn(run, cmd("verify"), urnOf(run, "build")), "verify depends on build");
