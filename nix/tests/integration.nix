@@ -98,6 +98,8 @@ pkgs.testers.runNixOSTest {
                 assert want in props, f"{unit}: {want} missing from {props!r}"
 
     with subtest("the writer keeps serving after PostgreSQL restarts"):
+        # The same writer process must reconnect: a restarted unit would prove nothing.
+        writer_pid = server.succeed("systemctl show -p MainPID --value messages-writer.service").strip()
         server.systemctl("restart postgresql.service")
         server.wait_for_unit("postgresql.service")
         server.wait_until_succeeds(
@@ -105,5 +107,7 @@ pkgs.testers.runNixOSTest {
         )
         first = client.succeed("curl -4 -sSf http://server:8000/").splitlines()[0]
         assert re.fullmatch(STAMP + "after restart", first), f"newest line is {first!r}"
+        pid_after = server.succeed("systemctl show -p MainPID --value messages-writer.service").strip()
+        assert pid_after == writer_pid, f"the writer was restarted ({writer_pid} -> {pid_after})"
   '';
 }
