@@ -70,18 +70,25 @@ export const step: StepDefinition<BuildResult> = {
   summary: "Build a Nix target (sandbox on) and print {drvPath, outPath, narHash, narSize[, artifact, artifactSha256]}",
   options: {
     file: { type: "string", description: "Nix file (non-flake) to evaluate" },
-    flake: { type: "string", description: "flake reference instead of --file (Nix 2.8: flakes are experimental; enabled per call)" },
-    attribute: { type: "string", description: "attribute path to build, e.g. image", required: true },
+    flake: { type: "string", description: "flake reference REF#ATTR (as closure, check-closure and rebuild take it), or REF with --attribute, instead of --file (Nix 2.8: flakes are experimental; enabled per call)" },
+    attribute: { type: "string", description: "attribute path to build, e.g. image (required with --file)" },
     "no-sandbox": { type: "boolean", description: "build without the Nix sandbox (not recommended)" },
     offline: { type: "boolean", description: "turn substituters off: build only from what is in the store and the sources" },
     "out-link": { type: "string", description: "create this symlink to the output, registered as a GC root (default: none)" },
   },
   async run({ values }) {
     if (!values.file && !values.flake) throw new InputError("missing --file (or --flake)");
+    let { flake, attribute } = values as { flake?: string; attribute?: string };
+    // The other steps take a flake target as one REF#ATTR; accept that form here too.
+    if (flake?.includes("#")) {
+      if (attribute) throw new InputError(`--flake ${flake} already names an attribute: drop --attribute ${attribute}`);
+      [flake, attribute] = [flake.slice(0, flake.indexOf("#")), flake.slice(flake.indexOf("#") + 1)];
+    }
+    if (!attribute) throw new InputError("missing --attribute (or --flake REF#ATTR)");
     return build({
       file: values.file,
-      flake: values.flake,
-      attribute: values.attribute,
+      flake,
+      attribute,
       sandbox: !values["no-sandbox"],
       offline: !!values.offline,
       outLink: values["out-link"],

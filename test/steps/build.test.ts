@@ -158,6 +158,10 @@ test("--flake builds the same derivation as --file (Nix 2.8: experimental featur
   const f = await cli(["build", "--file", worldFile, "--attribute", "image", "--offline"]);
   t.is(r.json.outPath, f.json.outPath);
   t.is(r.json.narHash, f.json.narHash);
+  // The REF#ATTR form the other steps take builds the same thing.
+  const hashForm = await cli(["build", "--flake", `path:${dir}#image`, "--offline"]);
+  t.is(hashForm.code, 0, hashForm.stderr);
+  t.is(hashForm.json.outPath, r.json.outPath);
   const missing = await cli(["build", "--flake", `path:${dir}`, "--attribute", "nope"]);
   t.is(missing.code, 2);
   t.regex(reason(missing), /unknown attribute 'nope' in flake/);
