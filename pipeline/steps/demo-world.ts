@@ -203,6 +203,8 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     }
     if (lock?.lockVersion !== 1 || !lock.sources?.busybox || !lock.sources?.kernel)
       throw new InputError(`${lockFile} is not a demo-world lock (lockVersion 1); rerun with --update-lock`);
+    if (o.kernelDeb && path.resolve(o.kernelDeb) !== lock.sources.kernel.origin?.file)
+      throw new InputError(`${lockFile} already pins ${lock.sources.kernel.name}: add --update-lock to pin ${o.kernelDeb} instead`);
     log("demo-world", `keeping the existing lock ${lockFile}; checking its sources`);
     // A world that was copied or moved: its busybox NAR was just rewritten here. The URL only says
     // where to fetch from; the pinned hash (checked next) is what must not change.

@@ -118,6 +118,13 @@ test("an existing lock is kept, and a lock whose hash no longer matches its file
   const again = await cli(["demo-world", dir, "--no-fetch"]);
   t.is(again.code, 0, again.stderr);
   t.is(fs.readFileSync(out.lock, "utf8"), lockText);
+  // Another kernel package on a pinned world is refused rather than silently ignored.
+  const otherDeb = path.join(dir, "linux-image-6.1.0-99-amd64_6.1.999-1_amd64.deb");
+  fs.writeFileSync(otherDeb, "not really a kernel");
+  const other = await cli(["demo-world", dir, "--no-fetch", "--kernel-deb", otherDeb]);
+  t.is(other.code, 2);
+  t.regex(reason(other), /already pins linux-image-.*: add --update-lock to pin .*6\.1\.0-99/);
+  t.is(fs.readFileSync(out.lock, "utf8"), lockText);
   const lock = JSON.parse(lockText);
   lock.sources.kernel.hash.value = "0".repeat(64);
   fs.writeFileSync(out.lock, JSON.stringify(lock));
