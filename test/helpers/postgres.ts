@@ -32,9 +32,22 @@ export interface PgCluster {
   destroy(): void;
 }
 
-export async function startPostgres(): Promise<PgCluster> {
+/** `firstPort` (tests of this fixture) is tried first; later attempts take a free port. */
+export async function startPostgres(firstPort?: number): Promise<PgCluster> {
+  // A port can still be taken between the check and PostgreSQL's bind: then start over on another.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startPostgresOn(attempt === 1 && firstPort ? firstPort : await freePort());
+    } catch (e) {
+      if (!(e instanceof PortTaken) || attempt === 5) throw e;
+    }
+  }
+}
+
+class PortTaken extends Error {}
+
+async function startPostgresOn(port: number): Promise<PgCluster> {
   const bin = pgBin();
-  const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ssc-pg-"));
   const data = path.join(dir, "data");
   const asRoot = process.getuid?.() === 0;
@@ -74,7 +87,14 @@ export async function startPostgres(): Promise<PgCluster> {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
-  cluster.start();
+  try {
+    cluster.start();
+  } catch (e) {
+    const logTail = fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").slice(-5).join("\n") : "(no server log)";
+    fs.rmSync(dir, { recursive: true, force: true });
+    if (/Address already in use/.test(logTail)) throw new PortTaken(`port ${port} was taken before PostgreSQL could bind it`);
+    throw new Error(`PostgreSQL did not start on port ${port}: ${(e as Error).message}\n${logTail}`);
+  }
   execFileSync(path.join(bin, "createdb"), ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "testdb"]);
   return cluster;
 }
