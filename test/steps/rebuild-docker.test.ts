@@ -1,11 +1,11 @@
 // The Docker backend against a real, private Docker engine (scripts/dockerd.sh --private: its own
 // data root and socket, stopped afterwards) and the locally built rebuilder image (no registry).
 import test from "ava";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { cli, closureOf, demoWorld, DemoWorld, ENV, exportedPaths, requireTool, rm, ROOT } from "./rebuild-helpers";
+import { cli, closureOf, demoWorld, DemoWorld, ENV, exportedPaths, requireTool, rm, ROOT, killMidBuild } from "./rebuild-helpers";
 
 let w: DemoWorld;
 let closure: string;
@@ -57,20 +57,7 @@ test.serial("docker: the image rebuilt offline in a --network=none container of 
 test.serial("docker: a rebuild killed half-way leaves no accepted result; the re-run removes the orphaned container and completes", async (t) => {
   const out = path.join(w.dir, "rb-docker-killed");
   const args = ["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "docker", "--image", image, "--out", out];
-  const child = spawn(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  let seen = "";
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`never saw a build start: ${seen.slice(-2000)}`)), 300_000);
-    child.stderr.on("data", (d) => {
-      seen += d;
-      if (/building '\/nix\/store\/[^']*linux[^']*\.drv'/.test(seen)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  process.kill(-child.pid!, "SIGKILL"); // no chance to clean up: the container outlives its client
-  await new Promise((r) => child.on("close", r));
+  await killMidBuild(args, env); // no chance to clean up: the container outlives its client
   t.false(fs.existsSync(path.join(out, "rebuild.json")));
   t.is(containers().length, 1, "the killed client's container is still there");
 

@@ -103,3 +103,24 @@ export async function closureWithout(closure: string, match: RegExp, to: string)
 export function rm(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
 }
+
+/**
+ * Starts `supply-chain <args>` in its own process group, waits until Nix is building the kernel
+ * layer (the middle of a real rebuild), then SIGKILLs the whole group: no handler gets to clean up.
+ */
+export async function killMidBuild(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<void> {
+  const child = spawn(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let seen = "";
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`never saw a build start: ${seen.slice(-2000)}`)), 300_000);
+    child.stderr.on("data", (d) => {
+      seen += d;
+      if (/building '\/nix\/store\/[^']*linux[^']*\.drv'/.test(seen)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  process.kill(-child.pid!, "SIGKILL");
+  await new Promise((r) => child.on("close", r));
+}

@@ -1,12 +1,12 @@
 // The offline rebuild (bubblewrap) and the bit-for-bit verdict on the real demo world: real nix,
 // real bwrap, real closures — including closures broken on purpose, which must be refused.
 import test from "ava";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { offlineBuild } from "../../pipeline/steps/rebuild";
 import { CheckFailed } from "../../pipeline/lib/step";
-import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, ROOT, tamperedCopy } from "./rebuild-helpers";
+import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killMidBuild } from "./rebuild-helpers";
 
 let w: DemoWorld;
 let closure: string;
@@ -140,24 +140,7 @@ test.serial("a rebuild killed half-way: nothing half-written is accepted, and a 
   fs.writeFileSync(oldJson, first.stdout);
 
   // Second run into the same directory, SIGKILLed (with its process group) while building.
-  const child = spawn(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), "rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out], {
-    env: ENV,
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: true,
-  });
-  let seen = "";
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`never saw a build start: ${seen.slice(-2000)}`)), 300_000);
-    child.stderr.on("data", (d) => {
-      seen += d;
-      if (/building '\/nix\/store\/[^']*linux[^']*\.drv'/.test(seen)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  process.kill(-child.pid!, "SIGKILL");
-  await new Promise((r) => child.on("close", r));
+  await killMidBuild(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out]);
 
   t.false(fs.existsSync(path.join(out, "rebuild.json")), "no completion marker after a kill");
   t.true(fs.readdirSync(out).some((e) => e.startsWith(".staging-")), "the killed run's work is visibly staged, not in place");
