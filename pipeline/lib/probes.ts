@@ -282,28 +282,37 @@ export function quote(s: string, max = 160): string {
   return one;
 }
 
+/**
+ * An attempt settles exactly once: on its own verdict, when its budget runs out, or when the probe is
+ * cancelled; its connection is torn down then, whichever came first.
+ */
+function settleOnce(resolve: (a: Attempt) => void, cancel: AbortSignal, budgetMs: number, teardown: () => void, onTimeout: () => Attempt): (a: Attempt) => void {
+  let done = false;
+  const finish = (a: Attempt) => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    cancel.removeEventListener("abort", onCancel);
+    teardown();
+    resolve(a);
+  };
+  const onCancel = () => finish({ ok: false, detail: "cancelled" });
+  const timer = setTimeout(() => finish(onTimeout()), budgetMs);
+  cancel.addEventListener("abort", onCancel);
+  return finish;
+}
+
 function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number, cancel: AbortSignal): Promise<Attempt> {
   const port = hostPort(ctx, check.port);
   const send = check.send !== undefined ? subst(check.send, ctx.token) : undefined;
   const expect = check.expect !== undefined ? subst(check.expect, ctx.token) : undefined;
   return new Promise((resolve) => {
     let buf = "";
-    let done = false;
     const sock = net.connect({ host: "127.0.0.1", port });
-    const onCancel = () => finish({ ok: false, detail: "cancelled" });
-    const finish = (a: Attempt) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      cancel.removeEventListener("abort", onCancel);
-      sock.destroy();
-      resolve(a);
-    };
-    cancel.addEventListener("abort", onCancel);
-    const timer = setTimeout(
-      () => finish({ ok: false, detail: `tcp ${check.port}: no ${buf ? "complete reply line" : "reply"} within ${budgetMs} ms${buf ? `, got ${quote(buf)}` : ""}` }),
-      budgetMs,
-    );
+    const finish = settleOnce(resolve, cancel, budgetMs, () => sock.destroy(), () => ({
+      ok: false,
+      detail: `tcp ${check.port}: no ${buf ? "complete reply line" : "reply"} within ${budgetMs} ms${buf ? `, got ${quote(buf)}` : ""}`,
+    }));
     const judge = (line: string) =>
       expect === undefined || line.includes(expect)
         ? finish({ ok: true, detail: `tcp ${check.port}: got ${quote(line)}` })
@@ -333,17 +342,7 @@ function httpAttempt(check: HttpCheck, ctx: ProbeContext, budgetMs: number, canc
   const p = subst(check.path, ctx.token);
   const label = `http ${check.port} GET ${p}`;
   return new Promise((resolve) => {
-    let done = false;
-    const onCancel = () => finish({ ok: false, detail: "cancelled" });
-    const finish = (a: Attempt) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      cancel.removeEventListener("abort", onCancel);
-      req.destroy();
-      resolve(a);
-    };
-    cancel.addEventListener("abort", onCancel);
+    const finish = settleOnce(resolve, cancel, budgetMs, () => req.destroy(), () => ({ ok: false, detail: `${label}: no response within ${budgetMs} ms` }));
     const req = http.get({ host: "127.0.0.1", port, path: p, agent: false, headers: { connection: "close" } }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
@@ -365,7 +364,6 @@ function httpAttempt(check: HttpCheck, ctx: ProbeContext, budgetMs: number, canc
         finish({ ok: true, detail: `${label}: ${res.statusCode}, first line ${quote(first)}` });
       });
     });
-    const timer = setTimeout(() => finish({ ok: false, detail: `${label}: no response within ${budgetMs} ms` }), budgetMs);
     req.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, detail: `${label}: ${e.code ?? e.message}` }));
   });
 }
