@@ -6,7 +6,8 @@
 // - evaluation-time paths (local sources, builtins.toFile): the store path recomputed from content and
 //   references (type "source" from the NAR's sha256, or "text" from the file's sha256) must equal the path.
 import * as fs from "node:fs";
-import { collectSources, Derivation, dumpDerivations, SourceSet, Target, DerivationGraph } from "./derivation";
+import { collectSources, Derivation, SourceSet, Target, DerivationGraph } from "./derivation";
+import { loadDerivationGraph } from "./drv-file";
 import { fileReader, parseExport, ExportedPath } from "./nar";
 import { InputError } from "./step";
 import { nix32Encode, sourcePath, splitStorePath, textPath } from "./storepath";
@@ -116,8 +117,8 @@ export async function checkClosure(opts: Target & { closure: string }): Promise<
   if (!fs.existsSync(opts.closure)) throw new InputError(`closure file not found: ${opts.closure}`);
   // Easy to pass `closure --out DIR` itself; reading a directory would look like a corrupt closure (exit 1).
   if (fs.statSync(opts.closure).isDirectory()) throw new InputError(`closure ${opts.closure} is a directory, not a closure file (e.g. ${opts.closure}/source-export.closure)`);
-  const { graph } = await dumpDerivations(opts, "check-closure");
-  const sources = collectSources(graph);
+  const { graph, root } = await loadDerivationGraph(opts, "check-closure");
+  const sources = collectSources(graph, root);
   return checkExportAgainst(opts.closure, expectedSources(graph, sources), graph.storeDir);
 }
 

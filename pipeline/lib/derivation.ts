@@ -36,7 +36,7 @@ export interface Derivation {
 
 export interface DerivationGraph {
   storeDir: string;
-  /** Format seen: 1-2 (full paths), 3 (basenames), 4 (inputs object). */
+  /** Format seen: 0 (read from the .drv files, drv-file.ts), JSON dumps: 1-2 (full paths), 3 (basenames), 4 (inputs object). */
   format: number;
   drvs: Map<string, Derivation>;
 }
@@ -53,7 +53,7 @@ function outputsOf(x: any): string[] {
   return [];
 }
 
-function parseOutput(storeDir: string, drvName: string, outName: string, o: any): DrvOutput {
+export function parseOutput(storeDir: string, drvName: string, outName: string, o: any): DrvOutput {
   const out: DrvOutput = {};
   if (typeof o?.path === "string" && o.path) out.path = abs(storeDir, o.path);
   if (o?.hash !== undefined && o.hash !== null && o.hash !== "") {
@@ -283,6 +283,15 @@ export function validateTarget(t: Target): void {
   if (st.isDirectory() && !fs.existsSync(path.join(t.file, "default.nix"))) throw new InputError(`${t.file} is a directory without default.nix`);
 }
 
+/** A failed evaluation of the target as a one-line InputError (unknown attribute, or Nix's first error). */
+export function evaluationFailure(t: Target, stderr: string, code: number | null): InputError {
+  const errLines = stderr.split("\n").filter((l) => l.trim());
+  const first = errLines.find((l) => /error:/.test(l)) ?? errLines[errLines.length - 1] ?? `exit ${code}`;
+  const missingAttr = /attribute '([^']+)' in selection path '[^']*' not found|flake '[^']*' does not provide attribute '([^']+)'/.exec(stderr);
+  if (missingAttr) return new InputError(`unknown attribute '${missingAttr[1] ?? missingAttr[2]}' in ${t.flake ?? t.file}`);
+  return new InputError(`cannot evaluate ${describeTarget(t)}: ${first.replace(/^\s*error:\s*/, "").trim()}`);
+}
+
 /** Runs `nix <args>`, parsing its stdout as a derivation dump while it is being printed. */
 function streamDump(args: string[]): Promise<{ code: number | null; stderr: string; parser: DumpStreamParser; error?: Error }> {
   return new Promise((resolve, reject) => {
@@ -327,13 +336,7 @@ export async function dumpDerivations(t: Target, _label?: string): Promise<{ gra
   }
   const v = await version;
   if (r.code === 0 && r.error) throw new Error(`cannot parse the derivation dump of ${describeTarget(t)} (Nix ${v.join(".")}): ${r.error.message}`);
-  if (r.code !== 0) {
-    const errLines = r.stderr.split("\n").filter((l) => l.trim());
-    const first = errLines.find((l) => /error:/.test(l)) ?? errLines[errLines.length - 1] ?? `exit ${r.code}`;
-    const missingAttr = /attribute '([^']+)' in selection path '[^']*' not found|flake '[^']*' does not provide attribute '([^']+)'/.exec(r.stderr);
-    if (missingAttr) throw new InputError(`unknown attribute '${missingAttr[1] ?? missingAttr[2]}' in ${t.flake ?? t.file}`);
-    throw new InputError(`cannot evaluate ${describeTarget(t)}: ${first.replace(/^\s*error:\s*/, "").trim()}`);
-  }
+  if (r.code !== 0) throw evaluationFailure(t, r.stderr, r.code);
   let graph: DerivationGraph;
   try {
     graph = parseDerivationDump(r.parser.result());

@@ -2,13 +2,14 @@
 // fixed-output derivation in its derivation graph — exported for an offline rebuild, with a manifest
 // and a report of the biggest sources and why each is needed.
 //
-// Speed: ONE `nix show-derivation -r` (evaluation and dump in one Nix process), graph work in memory,
-// NAR sizes from lstat. No per-source processes.
+// Speed: ONE Nix process (evaluation), the graph read from the .drv files (drv-file.ts), graph work in
+// memory, NAR sizes from lstat. No per-source processes.
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { expectedSources } from "../lib/closure-check";
-import { chainTo, collectSources, Derivation, DerivationGraph, dumpDerivations, SourceSet, Target, urlsOf, describeTarget } from "../lib/derivation";
+import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, Target, urlsOf, describeTarget } from "../lib/derivation";
+import { loadDerivationGraph } from "../lib/drv-file";
 import { produceAtomic, sha256File, writeFileAtomic } from "../lib/fsx";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
@@ -209,10 +210,10 @@ export const step: StepDefinition<ClosureResult> = {
 
     const t0 = Date.now();
     const secs = () => `${((Date.now() - t0) / 1000).toFixed(2)} s`;
-    log(STEP, `evaluating ${describeTarget(t)} and dumping its derivation graph`);
-    const { graph, nixVersion } = await dumpDerivations(t, STEP);
-    log(STEP, `dump of ${graph.drvs.size} derivations read at ${secs()}`);
-    const s = collectSources(graph);
+    log(STEP, `evaluating ${describeTarget(t)} and reading its derivation graph`);
+    const { graph, root, nixVersion } = await loadDerivationGraph(t, STEP);
+    log(STEP, `${graph.drvs.size} derivations read at ${secs()}`);
+    const s = collectSources(graph, root);
     const want = expectedSources(graph, s);
     log(STEP, `${s.fods.length} fixed-output derivations, ${s.evalPaths.size} evaluation-time paths (graph walked at ${secs()})`);
 

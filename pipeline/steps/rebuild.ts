@@ -13,7 +13,8 @@ import * as crypto from "node:crypto";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { writeJsonAtomic, writeFileAtomic } from "../lib/fsx";
 import { Backend, checkBackend, runIsolated } from "../lib/isolation";
-import { dumpDerivations, Derivation, DerivationGraph, findRoot, isFixedOutput, parseDerivationDump, urlsOf } from "../lib/derivation";
+import { Derivation, DerivationGraph, isFixedOutput, parseDerivationDump, urlsOf } from "../lib/derivation";
+import { drvFilesUnreadable, loadDerivationGraph, readDerivationGraph } from "../lib/drv-file";
 import { run } from "../lib/proc";
 import { narHashOfFile } from "../lib/nar-diff";
 import { checkClosure, describeFailure } from "../lib/closure-check";
@@ -164,8 +165,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
   const out = path.resolve(o.out);
   await checkBackend(o.isolation, o.image);
 
-  const { graph } = await dumpDerivations({ file, attribute: o.attribute }, STEP);
-  const drvPath = findRoot(graph);
+  const { graph, root: drvPath } = await loadDerivationGraph({ file, attribute: o.attribute }, STEP);
   const expected = expectedOutputs(graph);
 
   fs.mkdirSync(out, { recursive: true });
@@ -216,6 +216,11 @@ export function expectedOutputs(graph: DerivationGraph): string[] {
 
 /** The derivation graph of an instantiated .drv (for runners that only know the drv path). */
 export async function graphOfDrv(drvPath: string): Promise<DerivationGraph> {
+  try {
+    return readDerivationGraph(drvPath);
+  } catch (e) {
+    if (!drvFilesUnreadable(e)) throw e;
+  }
   const r = await run("nix", ["--extra-experimental-features", "nix-command", "show-derivation", "--recursive", drvPath], { streamStderr: false });
   return parseDerivationDump(r.stdout);
 }

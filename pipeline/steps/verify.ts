@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { run } from "../lib/proc";
 import { writeFileAtomic } from "../lib/fsx";
-import { dumpDerivations, findRoot } from "../lib/derivation";
+import { loadDerivationGraph } from "../lib/drv-file";
 import { realise } from "../lib/nix";
 import { ByteReader } from "../lib/nar";
 import { diffListings, FileDifference, listNar, listNarFile, narHashOfFile } from "../lib/nar-diff";
@@ -129,8 +129,7 @@ function markdown(r: Omit<VerifyResult, "report">, rebuilt: RebuildResult): stri
 
 export async function verify(file: string, attribute: string, rebuiltFile: string): Promise<VerifyResult> {
   const rebuilt = await loadRebuild(rebuiltFile);
-  const { graph } = await dumpDerivations({ file, attribute }, STEP);
-  const drvPath = findRoot(graph);
+  const { graph, root: drvPath } = await loadDerivationGraph({ file, attribute }, STEP);
   if (drvPath !== rebuilt.drvPath) {
     throw new InputError(`the rebuild in ${rebuilt.out} is of ${rebuilt.drvPath}, but ${attribute} of ${file} is ${drvPath}`);
   }

@@ -1,0 +1,104 @@
+import test from "ava";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Derivation, DerivationGraph, parseDerivationDump } from "../../pipeline/lib/derivation";
+import { DrvFormatError, parseDrvFile, readDerivationGraph } from "../../pipeline/lib/drv-file";
+import { cli, makeWorld, OFFLINE_ENV, removeWorld, World } from "../fixtures/closure-world/world";
+
+let world: World;
+test.before(() => {
+  world = makeWorld("drv-file");
+  // Every escape the ATerm writer uses (\" \\ \n \r \t), a value ending in a backslash, UTF-8, a file
+  // bigger than the reader's first buffer, two outputs, and the world's recursive and flat fixed-output
+  // sources below it.
+  fs.writeFileSync(
+    path.join(world.dir, "tricky.nix"),
+    String.raw`let w = import ./default.nix; in {
+  tricky = derivation {
+    name = "tricky"; system = "x86_64-linux"; builder = "/bin/sh";
+    outputs = [ "out" "doc" ];
+    args = [ "-c" "echo \"quoted\" \\ > $out; echo > $doc" ];
+    text = "line1\nline2\ttab\r\"q\" \\ \\\\ é 日本 \${not-interpolated} $HOME";
+    trailing = "ends with a backslash \\";
+    empty = "";
+    big = builtins.concatStringsSep "" (builtins.genList (i: "0123456789") 20000);
+    dep = w.target;
+  };
+}
+`,
+  );
+});
+test.after.always(() => removeWorld(world));
+
+const instantiate = (file: string, attr: string) => execFileSync("nix-instantiate", [file, "-A", attr], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+const jsonDump = (drv: string) =>
+  parseDerivationDump(execFileSync("nix", ["--extra-experimental-features", "nix-command", "show-derivation", "-r", drv], { encoding: "utf8", maxBuffer: 1 << 28 }));
+
+/** Plain objects, sorted: the two readers may differ in key order and prototypes, never in content. */
+function normalise(g: DerivationGraph) {
+  const one = (d: Derivation) => ({
+    drvPath: d.drvPath,
+    name: d.name,
+    outputs: { ...d.outputs },
+    inputDrvs: Object.fromEntries(Object.entries(d.inputDrvs).sort()),
+    inputSrcs: [...d.inputSrcs].sort(),
+    builder: d.builder,
+    env: Object.fromEntries(Object.entries(d.env).sort()),
+  });
+  return [...g.drvs.values()].map(one).sort((a, b) => (a.drvPath < b.drvPath ? -1 : 1));
+}
+
+test("the graph read from the .drv files equals Nix's own JSON dump of it (real nix: escapes, UTF-8, two outputs, fixed outputs)", (t) => {
+  const root = instantiate(path.join(world.dir, "tricky.nix"), "tricky");
+  const fromFiles = readDerivationGraph(root);
+  const fromJson = jsonDump(root);
+  t.is(fromFiles.storeDir, "/nix/store");
+  t.is(fromFiles.drvs.size, fromJson.drvs.size);
+  t.deepEqual(normalise(fromFiles), normalise(fromJson));
+  const tricky = fromFiles.drvs.get(root)!;
+  t.is(tricky.env.text, 'line1\nline2\ttab\r"q" \\ \\\\ é 日本 ${not-interpolated} $HOME');
+  t.is(tricky.env.trailing, "ends with a backslash \\");
+  t.is(tricky.env.empty, "");
+  t.is(tricky.env.big.length, 200_000);
+  t.true(fs.statSync(root).size > 64 * 1024);
+  t.deepEqual(Object.keys(tricky.outputs).sort(), ["doc", "out"]);
+  const fixed = [...fromFiles.drvs.values()].filter((d) => d.outputs.out?.fixed).map((d) => `${d.name}:${d.outputs.out.fixed!.mode}`);
+  t.deepEqual(fixed.sort(), ["busybox:recursive", "greeting.txt:flat"]);
+});
+
+test("parseDrvFile refuses what is not a Derive(...) ATerm, naming the file (callers then fall back to the JSON dump)", (t) => {
+  const root = instantiate(world.file, world.attribute);
+  const text = fs.readFileSync(root, "utf8");
+  t.notThrows(() => parseDrvFile(text, root));
+  const cases: [string, RegExp][] = [
+    [`DrvWithVersion("xp-dyn-drv",${text.slice("Derive(".length)}`, /expected 'Derive\('/],
+    [text.slice(0, text.length - 40), /expected/],
+    [text + "x", /the end of the derivation/],
+    [text.replace('[("out"', '[(out"'), /expected a string/],
+  ];
+  for (const [bad, why] of cases) {
+    const e = t.throws(() => parseDrvFile(bad, "/nix/store/bad.drv"), { instanceOf: DrvFormatError });
+    t.regex(e!.message, /^\/nix\/store\/bad\.drv: /);
+    t.regex(e!.message, why);
+  }
+});
+
+test("closure in a store whose files are not at their store paths (real chroot store, NIX_REMOTE=local?root=...) falls back to the JSON dump and finds the same sources", (t) => {
+  // A fresh world: its .drv files exist only inside the chroot store, so reading /nix/store/... fails.
+  const w = makeWorld(`drv-file-chroot-${process.pid}-${Date.now()}`);
+  const storeRoot = fs.mkdtempSync(path.join(w.dir, "chroot-"));
+  try {
+    const out = path.join(w.dir, "out");
+    const env = { ...OFFLINE_ENV, NIX_REMOTE: `local?root=${storeRoot}` };
+    const r = cli(["closure", "--file", w.file, "--attribute", w.attribute, "--out", out, "--no-export"], env);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stderr, /cannot read the \.drv files directly .*ENOENT.*reading the graph from Nix's JSON dump instead/);
+    const m = JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8"));
+    t.deepEqual(m.sources.map((s: any) => s.name).sort(), ["busybox", "greeting.txt"]);
+    t.false(fs.existsSync(m.target.drvPath), "the target's .drv is only in the chroot store");
+    t.true(fs.existsSync(path.join(storeRoot, m.target.drvPath)));
+  } finally {
+    removeWorld(w);
+  }
+});
