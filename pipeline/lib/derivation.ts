@@ -180,7 +180,8 @@ export class DumpStreamParser {
 }
 
 export function isFixedOutput(d: Derivation): boolean {
-  return Object.values(d.outputs).some((o) => o.fixed !== undefined);
+  for (const name in d.outputs) if (d.outputs[name].fixed !== undefined) return true;
+  return false;
 }
 
 /** URLs a fetcher declares (nixpkgs fetchurl: `urls`; builtin:fetchurl: `url`). */
@@ -211,7 +212,8 @@ export function findRoot(g: DerivationGraph): string {
 export function collectSources(g: DerivationGraph, root = findRoot(g)): SourceSet {
   if (!g.drvs.has(root)) throw new Error(`derivation ${root} is not in the dump`);
   const produced = new Set<string>();
-  for (const d of g.drvs.values()) for (const o of Object.values(d.outputs)) if (o.path) produced.add(o.path);
+  // for-in, not Object.values: no array per derivation (this walk is on the closure step's critical path).
+  for (const d of g.drvs.values()) for (const name in d.outputs) if (d.outputs[name].path) produced.add(d.outputs[name].path!);
   const parent = new Map<string, string>();
   const seen = new Set<string>([root]);
   const queue: string[] = [root];
@@ -223,7 +225,7 @@ export function collectSources(g: DerivationGraph, root = findRoot(g)): SourceSe
     if (!d) throw new Error(`derivation ${p} (input of ${parent.get(p)}) is missing from the dump`);
     if (isFixedOutput(d)) fods.push(d);
     for (const s of d.inputSrcs) if (!produced.has(s) && !evalPaths.has(s)) evalPaths.set(s, p);
-    for (const dep of Object.keys(d.inputDrvs)) {
+    for (const dep in d.inputDrvs) {
       if (!seen.has(dep)) {
         seen.add(dep);
         parent.set(dep, p);
