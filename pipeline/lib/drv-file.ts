@@ -193,9 +193,11 @@ export async function loadDerivationGraph(t: Target, label: string): Promise<Loa
   validateTarget(t);
   const features = t.flake ? "nix-command flakes" : "nix-command";
   const target = t.flake ? [t.flake] : ["--file", path.resolve(t.file!), t.attribute!];
+  // Evaluation is the critical path: spawned first, the version (for the manifest) asked alongside.
+  const evaluation = run("nix", ["--extra-experimental-features", features, "path-info", "--derivation", ...target], { allowFailure: true, streamStderr: false });
   const version = nixVersion();
   version.catch(() => undefined);
-  const r = await run("nix", ["--extra-experimental-features", features, "path-info", "--derivation", ...target], { allowFailure: true, streamStderr: false });
+  const r = await evaluation;
   if (r.code !== 0) {
     if (/unrecogni[sz]ed (flag|option)[^\n]*--derivation/i.test(r.stderr)) {
       log(label, "this Nix has no 'path-info --derivation': reading the graph from its JSON dump instead");
