@@ -176,7 +176,7 @@ const oursScript = (w: World, out: string) => `${q(process.execPath)} ${q(CLI)} 
 const floorScript = (w: World) => `nix ${NIX.join(" ")} show-derivation -r -f ${q(w.file)} iso`;
 
 /**
- * Not a goal, a diagnosis: the least any Node program doing our job pays — start node, spawn the same dump,
+ * Not a goal, a diagnosis: the least a Node program working from the JSON dump pays — start node, spawn the same dump,
  * read it from the pipe, one JSON.parse — so the report shows how much of ratioVsFloor is Node itself.
  */
 const NODE_PARSE = `const c = require("node:child_process").spawn("nix", process.argv.slice(2), { stdio: ["ignore", "pipe", "inherit"] });
