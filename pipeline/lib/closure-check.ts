@@ -26,6 +26,8 @@ export interface ClosureCheckResult {
   checked: number;
   tampered: TamperedSource[];
   missing: { path: string; drv: string }[];
+  /** Fixed-output sources whose declared hash this check cannot recompute (git hashing): not accepted. */
+  unverifiable: { path: string; drv: string; mode: string; algo: string }[];
   /** Paths in the closure that the reviewed files do not call for. They fail the check too: an extra path
    * could pre-populate a derivation's output and so skip (replace) its build in the offline rebuild. */
   extra: string[];
@@ -83,7 +85,7 @@ export function verifyExported(e: ExportedPath, want: ExpectedSource, storeDir: 
 export async function checkExportAgainst(closure: string, want: Map<string, ExpectedSource>, storeDir: string): Promise<ClosureCheckResult> {
   const algos = new Set<string>(["sha256"]);
   for (const w of want.values()) if (w.fixed) algos.add(w.fixed.algo);
-  const result: ClosureCheckResult = { ok: false, checked: 0, tampered: [], missing: [], extra: [] };
+  const result: ClosureCheckResult = { ok: false, checked: 0, tampered: [], missing: [], extra: [], unverifiable: [] };
   const seen = new Set<string>();
   try {
     await parseExport(fileReader(closure), {
@@ -95,6 +97,12 @@ export async function checkExportAgainst(closure: string, want: Map<string, Expe
           return;
         }
         seen.add(e.path);
+        if (w.fixed?.mode === "git") {
+          // A git tree hash is not a NAR or file hash; comparing those would only ever "fail". Never accept
+          // what was not checked.
+          result.unverifiable.push({ path: e.path, drv: w.drv, mode: w.fixed.mode, algo: w.fixed.algo });
+          return;
+        }
         result.checked++;
         const bad = verifyExported(e, w, storeDir);
         if (bad) result.tampered.push(bad);
@@ -105,7 +113,7 @@ export async function checkExportAgainst(closure: string, want: Map<string, Expe
   }
   for (const w of want.values()) if (!seen.has(w.path)) result.missing.push({ path: w.path, drv: w.drv });
   result.missing.sort((a, b) => a.path.localeCompare(b.path));
-  result.ok = !result.error && result.tampered.length === 0 && result.missing.length === 0 && result.extra.length === 0;
+  result.ok = !result.error && result.tampered.length === 0 && result.missing.length === 0 && result.extra.length === 0 && result.unverifiable.length === 0;
   return result;
 }
 
@@ -129,6 +137,8 @@ export function describeFailure(r: ClosureCheckResult): string {
   if (r.tampered.length)
     parts.push(`${r.tampered.length} tampered source(s): ${r.tampered.slice(0, 3).map((t) => `${t.path} (from ${t.drv}, ${t.mode} ${t.algo} expected ${t.expected}, got ${t.actual})`).join("; ")}`);
   if (r.missing.length) parts.push(`${r.missing.length} missing source(s): ${r.missing.slice(0, 3).map((m) => `${m.path} (from ${m.drv})`).join("; ")}`);
+  if (r.unverifiable.length)
+    parts.push(`${r.unverifiable.length} source(s) with a hash this check cannot recompute (git hashing): ${r.unverifiable.slice(0, 3).map((u) => `${u.path} (from ${u.drv}, ${u.mode} ${u.algo})`).join("; ")}`);
   if (r.extra.length) parts.push(`${r.extra.length} unexpected path(s): ${r.extra.slice(0, 3).join("; ")}`);
   return parts.join(" | ");
 }

@@ -41,7 +41,7 @@ export interface DerivationGraph {
   drvs: Map<string, Derivation>;
 }
 
-const METHOD_TO_MODE: Record<string, HashMode> = { nar: "recursive", recursive: "recursive", flat: "flat", text: "text", git: "recursive" };
+const METHOD_TO_MODE: Record<string, HashMode> = { nar: "recursive", recursive: "recursive", flat: "flat", text: "text", git: "git" };
 
 function abs(storeDir: string, p: string): string {
   return p.startsWith("/") ? p : `${storeDir}/${p}`;

@@ -106,13 +106,15 @@ function typeWithRefs(type: string, references: string[], selfPath?: string): st
   return type + refs.map((r) => `:${r}`).join("") + (hasSelf ? ":self" : "");
 }
 
-export type HashMode = "flat" | "recursive" | "text";
+/** `git`: Nix's experimental git-hashing ingestion (a git tree/blob hash, not a NAR or file hash). */
+export type HashMode = "flat" | "recursive" | "text" | "git";
 
 /** Store path of a fixed-output derivation's output (makeFixedOutputPath). */
 export function fixedOutputPath(mode: HashMode, algo: HashAlgo, hex: string, name: string, storeDir = "/nix/store"): string {
   if (mode === "text") return makeStorePath("text", hex, name, storeDir);
   if (mode === "recursive" && algo === "sha256") return makeStorePath("source", hex, name, storeDir);
-  const inner = sha256(`fixed:out:${mode === "recursive" ? "r:" : ""}${algo}:${hex}:`).toString("hex");
+  const prefix = mode === "recursive" ? "r:" : mode === "git" ? "git:" : "";
+  const inner = sha256(`fixed:out:${prefix}${algo}:${hex}:`).toString("hex");
   return makeStorePath("output:out", inner, name, storeDir);
 }
 

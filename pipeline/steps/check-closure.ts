@@ -15,7 +15,7 @@ export const step: StepDefinition<ClosureCheckResult> = {
   async run({ values }) {
     log("check-closure", `evaluating ${values.flake ?? `${values.file} -A ${values.attribute}`} and re-hashing ${values.closure}`);
     const r = await checkClosure({ file: values.file, attribute: values.attribute, flake: values.flake, closure: values.closure });
-    log("check-closure", `${r.checked} path(s) checked: ${r.tampered.length} tampered, ${r.missing.length} missing, ${r.extra.length} unexpected`);
+    log("check-closure", `${r.checked} path(s) checked: ${r.tampered.length} tampered, ${r.missing.length} missing, ${r.extra.length} unexpected${r.unverifiable.length ? `, ${r.unverifiable.length} unverifiable` : ""}`);
     if (!r.ok) throw new CheckFailed(`closure rejected: ${describeFailure(r)}`, r);
     return r;
   },

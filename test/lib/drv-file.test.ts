@@ -102,3 +102,13 @@ test("closure in a store whose files are not at their store paths (real chroot s
     removeWorld(w);
   }
 });
+
+test("hash modes as the ATerm spells them: r:sha256 recursive, sha256 flat, text:sha256 text, git:sha1 git (never treated as a NAR hash)", (t) => {
+  const hex = "0123456789abcdef0123456789abcdef01234567";
+  const modes = ["r:sha256", "sha256", "text:sha256", "git:sha1"].map((algo) => {
+    const h = algo.endsWith("sha1") ? hex : hex + "0".repeat(24);
+    const text = `Derive([("out","/nix/store/${"a".repeat(32)}-x","${algo}","${h}")],[],[],"x86_64-linux","builtin:fetchurl",[],[("name","x")])`;
+    return parseDrvFile(text, `/nix/store/${"b".repeat(32)}-x.drv`).outputs.out.fixed!.mode;
+  });
+  t.deepEqual(modes, ["recursive", "flat", "text", "git"]);
+});

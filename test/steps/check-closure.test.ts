@@ -5,7 +5,9 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { checkClosure } from "../../pipeline/lib/closure-check";
+import { checkClosure, checkExportAgainst, describeFailure, expectedSources } from "../../pipeline/lib/closure-check";
+import { collectSources } from "../../pipeline/lib/derivation";
+import { readDerivationGraph } from "../../pipeline/lib/drv-file";
 import { ByteReader, parseExport, ExportedPath } from "../../pipeline/lib/nar";
 import { cli, makeWorld, OFFLINE_ENV, removeWorld, World } from "../fixtures/closure-world/world";
 
@@ -49,7 +51,7 @@ test("check-closure accepts the untouched closure", (t) => {
   t.is(r.code, 0, r.stderr);
   t.true(r.json.ok);
   t.is(r.json.checked, manifest.sources.length + manifest.evalPaths.length);
-  t.deepEqual([r.json.tampered, r.json.missing, r.json.extra], [[], [], []]);
+  t.deepEqual([r.json.tampered, r.json.missing, r.json.extra, r.json.unverifiable], [[], [], [], []]);
 });
 
 test("check-closure: one flipped byte in a flat fixed-output source -> exit 1 naming that source and its drv", (t) => {
@@ -118,4 +120,17 @@ test("checkClosure() (library) returns the verdict without throwing; bad input t
   const attr = cli(["check-closure", "--file", world.file, "--attribute", "nope", "--closure", closure]);
   t.is(attr.code, 2);
   t.regex(attr.stderr, /unknown attribute 'nope'/);
+});
+
+test("a source declared with git hashing (altered expectation: Nix 2.8 cannot write one) is unverifiable and never accepted", async (t) => {
+  const graph = readDerivationGraph(manifest.target.drvPath);
+  const want = expectedSources(graph, collectSources(graph, manifest.target.drvPath));
+  const src = byName("-greeting.txt");
+  const declared = want.get(src.path)!;
+  want.set(src.path, { ...declared, fixed: { mode: "git", algo: "sha1", hex: "0".repeat(40) } });
+  const r = await checkExportAgainst(closure, want, graph.storeDir);
+  t.false(r.ok);
+  t.deepEqual(r.unverifiable, [{ path: src.path, drv: src.drv, mode: "git", algo: "sha1" }]);
+  t.deepEqual([r.tampered, r.missing, r.extra], [[], [], []]);
+  t.regex(describeFailure(r), /1 source\(s\) with a hash this check cannot recompute \(git hashing\): .*-greeting\.txt/);
 });
