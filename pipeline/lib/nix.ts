@@ -97,8 +97,10 @@ export async function realise(drvPath: string, o: NixOptions = {}, extraArgs: st
  */
 export function explainBuildFailure(e: unknown, drvPath: string): unknown {
   if (!(e instanceof CommandFailed)) return e;
-  const url = /unable to download '([^']+)'/.exec(e.stderr);
+  const url = /unable to download '([^']+)'(?:: ([^\n]*))?/.exec(e.stderr);
   if (url) {
+    if (url[1].startsWith("file://") && !fs.existsSync(decodeURIComponent(new URL(url[1]).pathname)))
+      return new InputError(`source ${url[1]} cannot be fetched: the file does not exist on this machine${url[2] ? ` (nix: ${url[2].trim()})` : ""}`);
     const hint = url[1].startsWith("file://")
       ? "the sandboxed fetcher cannot read file:// URLs: realise the source first (demo world: rerun `supply-chain demo-world` on its directory)"
       : "no network? realise the source first or import it from a closure";

@@ -11,6 +11,7 @@ import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, Target, urlsOf, describeTarget } from "../lib/derivation";
 import { loadDerivationGraph } from "../lib/drv-file";
 import { produceAtomic, sha256File, writeFileAtomic } from "../lib/fsx";
+import { explainBuildFailure } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode } from "../lib/storepath";
@@ -219,7 +220,12 @@ export const step: StepDefinition<ClosureResult> = {
 
     if (!noExport && s.fods.length) {
       log(STEP, `realising ${s.fods.length} fixed-output derivation(s)`);
-      await run("nix-store", ["--realise", ...s.fods.map((d: Derivation) => d.drvPath)], { label: "nix-store -r", streamStderr: true });
+      try {
+        await run("nix-store", ["--realise", ...s.fods.map((d: Derivation) => d.drvPath)], { label: "nix-store -r", streamStderr: true });
+      } catch (e) {
+        // The command line lists every source: the reason names the one that failed instead.
+        throw explainBuildFailure(e, `the ${s.fods.length} fixed-output source(s)`);
+      }
     }
     const paths = [...want.keys()].sort();
     const sizes = narSizes(paths);

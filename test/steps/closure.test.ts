@@ -159,3 +159,21 @@ test("closure --flake (flakes enabled per call on Nix 2.8): same sources as the 
   fs.rmSync(out, { recursive: true, force: true });
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test("closure: a source whose file is gone (never realised) is exit 2 with one line naming its URL, not the command line", (t) => {
+  const w = makeWorld(`closure-gone-${process.pid}-${Date.now()}`); // its greeting is in no store yet
+  const out = tmp();
+  try {
+    const greeting = path.join(w.dir, "files", "greeting.txt");
+    fs.rmSync(greeting);
+    const r = cli(["closure", "--file", w.file, "--attribute", w.attribute, "--out", out]);
+    t.is(r.code, 2, r.stderr);
+    const reason = r.stderr.trimEnd().split("\n").pop()!;
+    t.is(reason.split(" ").filter((x) => x.endsWith(".drv")).length, 0, reason);
+    t.regex(reason, new RegExp(`^supply-chain closure: source file://${greeting} cannot be fetched: the file does not exist on this machine`));
+    t.false(fs.existsSync(path.join(out, "manifest.json")));
+  } finally {
+    removeWorld(w);
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
