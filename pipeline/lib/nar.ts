@@ -6,6 +6,7 @@
 //      | "symlink" "target" <str> | "directory" ("entry" "(" "name" <str> "node" <node> ")")*) ")".
 // Export: for each path: u64 1, NAR, u64 0x4558494e ("NIXE"), path, u64 n + n reference paths,
 //      deriver (or ""), u64 0 (1 = a legacy signature string follows); then u64 0.
+import { isUtf8 } from "node:buffer";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 
@@ -159,7 +160,7 @@ async function parseNode(r: ByteReader, path: string, v: NarVisitor, depth: numb
     await r.expect(")");
   } else if (type === "symlink") {
     await r.expect("target");
-    const target = await r.readString(4096);
+    const target = bytesAsText(await r.readBytes(4096));
     v.entry?.({ type: "symlink", path, target });
     await r.expect(")");
   } else if (type === "directory") {
@@ -173,7 +174,7 @@ async function parseNode(r: ByteReader, path: string, v: NarVisitor, depth: numb
       await r.expect("name");
       // Nix orders entries by their bytes; names need not be UTF-8, so compare before decoding.
       const raw = await r.readBytes(255);
-      const name = raw.toString("utf8");
+      const name = bytesAsText(raw);
       if (!name || name === "." || name === ".." || raw.includes(0x2f) || raw.includes(0)) {
         throw new NarFormatError(`invalid file name '${name}' in ${path || "/"}`);
       }
@@ -186,6 +187,22 @@ async function parseNode(r: ByteReader, path: string, v: NarVisitor, depth: numb
   } else {
     throw new NarFormatError(`unknown node type '${type}' at ${path || "/"}`);
   }
+}
+
+/**
+ * File names and symlink targets need not be UTF-8. Decoding them lossily would turn two different names
+ * into the same string (both bytes become U+FFFD) and hide a difference between two NARs. This keeps every
+ * byte and stays one-to-one: a backslash is written "\\"; a name that is not UTF-8 has each byte >= 0x80
+ * written "\xNN" (a UTF-8 name never contains that escape, so the two kinds cannot meet).
+ */
+export function bytesAsText(raw: Buffer): string {
+  if (isUtf8(raw)) {
+    const text = raw.toString("utf8");
+    return text.includes("\\") ? text.replace(/\\/g, "\\\\") : text;
+  }
+  let text = "";
+  for (const b of raw) text += b === 0x5c ? "\\\\" : b >= 0x80 ? `\\x${b.toString(16).padStart(2, "0")}` : String.fromCharCode(b);
+  return text;
 }
 
 export interface ExportedPath {

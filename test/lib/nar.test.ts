@@ -84,3 +84,31 @@ test("narSizeOf (lstat only) equals nix-store -q --size for store paths of every
   t.is(narSizeOf(path.join(root, "no-such-file")), null);
   fs.rmSync(path.dirname(root), { recursive: true, force: true });
 });
+
+test("names and symlink targets that are not UTF-8 stay distinct (a lossy decode made both U+FFFD: a difference verify could not see)", async (t) => {
+  const { diffListings, listNar } = await import("../../pipeline/lib/nar-diff");
+  const { bytesAsText } = await import("../../pipeline/lib/nar");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nar-names-"));
+  const bytes = (...parts: (string | number)[]) => Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p) : Buffer.from([p]))));
+  const make = (name: string, fileName: Buffer, linkTarget: Buffer) => {
+    const root = Buffer.from(path.join(dir, name));
+    fs.mkdirSync(root);
+    fs.writeFileSync(Buffer.concat([root, Buffer.from("/"), fileName]), "same contents\n");
+    fs.writeFileSync(Buffer.concat([root, Buffer.from("/x\\xff")]), "a valid name that spells the escape\n");
+    fs.symlinkSync(linkTarget, Buffer.concat([root, Buffer.from("/link")]));
+    return listNar(new ByteReader(execFileSync("nix-store", ["--dump", root.toString()], { maxBuffer: 1 << 26 })));
+  };
+  try {
+    const a = await make("a", bytes("x", 0xff), bytes("target-", 0xfe));
+    const b = await make("b", bytes("x", 0xfe), bytes("target-", 0xff));
+    t.deepEqual([...a.keys()].sort(), ["", "link", "x\\\\xff", "x\\xff"]);
+    t.deepEqual(diffListings(a, b), [
+      { file: "link", change: "target" },
+      { file: "x\\xfe", change: "added" },
+      { file: "x\\xff", change: "removed" },
+    ]);
+    t.is(bytesAsText(Buffer.from("naïve")), "naïve");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
