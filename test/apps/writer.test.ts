@@ -4,6 +4,7 @@ import test, { type ExecutionContext } from "ava";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { startPostgres, type PgCluster } from "../helpers/postgres";
+import { startFaultyProxy } from "../helpers/tcp-proxy";
 import { ensureWriterBuilt, LineClient, okId, sleep, startWriter, type Writer } from "./bench-support";
 
 interface Row {
@@ -128,6 +129,30 @@ test.serial("a line PostgreSQL rejects gets ERR alone: the rest of its batch is 
   });
   t.is(byId.size, 297);
 });
+
+for (const [fault, committed] of [["drop-replies", true], ["drop-requests", false]] as const) {
+  test.serial(`connection cut with the batch's ${fault === "drop-replies" ? "replies lost after the server committed it" : "request lost before the server saw it"} (real proxy): stored exactly once, OK names that row`, async (t) => {
+    const pg = await startPostgres();
+    t.teardown(() => pg.destroy());
+    const proxy = await startFaultyProxy(pg.port);
+    t.teardown(() => proxy.close());
+    const writer = await startWriter(`postgresql://postgres@127.0.0.1:${proxy.port}/testdb`, { args: ["--pool-size", "1"] });
+    t.teardown(() => writer.stop());
+    const c = await LineClient.connect(writer.port);
+    await c.sendLines(["warm up"]);
+    await c.waitFor(1);
+    proxy.breakOpenConnections(fault, 700);
+    await c.sendLines(["the line in flight"]);
+    const [, reply] = await c.waitFor(2, 60_000);
+    c.close();
+    const stored = rows(pg).filter((r) => r.content === "the line in flight");
+    t.is(stored.length, 1, `${reply}; rows: ${JSON.stringify(stored)}`);
+    t.is(okId(reply), stored[0]?.id, reply);
+    t.regex(writer.stderr(), /connection to PostgreSQL lost during a batch of 1 line/);
+    if (committed) t.regex(writer.stderr(), /batch of 1 line\(s\) was committed before the connection broke/);
+    else t.notRegex(writer.stderr(), /was committed before the connection broke/);
+  });
+}
 
 test.serial("PostgreSQL restarted mid-stream: nothing acked is lost and the writer keeps serving", async (t) => {
   const { pg, writer } = await setup(t);

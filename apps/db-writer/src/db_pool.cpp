@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <numeric>
+#include <optional>
+#include <random>
 
 #include "log.hpp"
 
@@ -21,6 +24,18 @@ const char* const kInsertSql = "INSERT INTO testcounter (content) VALUES ($1) RE
 const char* const kCreateSql =
     "CREATE TABLE IF NOT EXISTS testcounter ("
     "id SERIAL PRIMARY KEY, content TEXT NOT NULL, date TIMESTAMP NOT NULL DEFAULT now())";
+// One row per worker: the token of its last batch, written in the batch's own transaction, so after a
+// broken connection the token's presence says whether the batch committed. Rows of writers that are
+// gone for a day are removed at startup.
+const char* const kCommitsSql =
+    "CREATE TABLE IF NOT EXISTS db_writer_commits ("
+    "token TEXT PRIMARY KEY, lane TEXT NOT NULL, last_id BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now());"
+    "DELETE FROM db_writer_commits WHERE at < now() - interval '1 day'";
+const char* const kMarkName = "dbw_mark";
+const char* const kMarkSql =
+    "WITH previous AS (DELETE FROM db_writer_commits WHERE lane = $2) "
+    "INSERT INTO db_writer_commits (token, lane, last_id) "
+    "VALUES ($1, $2, currval(pg_get_serial_sequence('testcounter', 'id')))";
 
 struct ResultGuard {
   PGresult* r;
@@ -91,65 +106,72 @@ struct BatchResult {
   enum Kind { Committed, LineFailed, Broken } kind = Committed;
   size_t failed = 0;      // LineFailed: index (into the attempt) of the line the server rejected
   std::string message;    // LineFailed/Broken: why
-  size_t ids_received = 0;
+  // Broken: the batch may have committed (the connection died without the server reporting an
+  // error for it). An error the server sent before the Sync's answer means it rolled back.
+  bool maybe_committed = false;
 };
 
+/** An error PostgreSQL itself reported (it has a SQLSTATE); libpq's own, for a lost connection, have none. */
+bool from_server(const PGresult* r) { return r && PQresultErrorField(r, PG_DIAG_SQLSTATE) != nullptr; }
+
 /**
- * One pipeline: a prepared INSERT per line, then Sync. Without explicit BEGIN/COMMIT the statements
- * before a Sync form one implicit transaction that commits at the Sync, so PGRES_PIPELINE_SYNC
- * after all-successful INSERTs means every row of the batch is committed.
+ * One pipeline: a prepared INSERT per line, the batch's commit token, then Sync. Without explicit
+ * BEGIN/COMMIT the statements before a Sync form one implicit transaction that commits at the Sync,
+ * so PGRES_PIPELINE_SYNC after all-successful statements means every row of the batch is committed,
+ * and the token row exists exactly when they do.
  */
-BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, std::vector<long long>& ids) {
-  BatchResult out;
+BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, std::vector<long long>& ids,
+                      const std::string& token, const std::string& lane) {
+  auto broken = [](std::string why, bool maybe_committed) {
+    return BatchResult{BatchResult::Broken, 0, std::move(why), maybe_committed};
+  };
   ids.assign(lines.size(), 0);
   for (const std::string* line : lines) {
     const char* value = line->c_str();
-    if (!PQsendQueryPrepared(c, kInsertName, 1, &value, nullptr, nullptr, 0)) {
-      return {BatchResult::Broken, 0, one_line(PQerrorMessage(c)), 0};
-    }
+    // No Sync was sent: the server cannot commit any of it.
+    if (!PQsendQueryPrepared(c, kInsertName, 1, &value, nullptr, nullptr, 0)) return broken(one_line(PQerrorMessage(c)), false);
   }
-  if (!PQpipelineSync(c)) return {BatchResult::Broken, 0, one_line(PQerrorMessage(c)), 0};
+  const char* mark[] = {token.c_str(), lane.c_str()};
+  if (!PQsendQueryPrepared(c, kMarkName, 2, mark, nullptr, nullptr, 0) || !PQpipelineSync(c))
+    return broken(one_line(PQerrorMessage(c)), true);
 
-  bool failed = false;
-  for (size_t i = 0; i < lines.size(); ++i) {
+  BatchResult out;
+  // lines.size() INSERT results, then the token's; each query's results end with a NULL.
+  for (size_t i = 0; i <= lines.size(); ++i) {
     PGresult* r = PQgetResult(c);
-    if (!r) {
-      std::string why = PQstatus(c) == CONNECTION_OK ? "protocol out of step" : one_line(PQerrorMessage(c));
-      return {BatchResult::Broken, 0, why, out.ids_received};
-    }
+    if (!r) return broken(PQstatus(c) == CONNECTION_OK ? "protocol out of step" : one_line(PQerrorMessage(c)), true);
     ResultGuard g(r);
     ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    const bool is_token = i == lines.size();
+    if (!is_token && st == PGRES_TUPLES_OK && PQntuples(r) == 1) {
       ids[i] = std::strtoll(PQgetvalue(r, 0, 0), nullptr, 10);
-      ++out.ids_received;
-    } else if (st == PGRES_PIPELINE_ABORTED) {
-      // skipped because an earlier line failed
+    } else if ((is_token && st == PGRES_COMMAND_OK) || st == PGRES_PIPELINE_ABORTED) {
+      // the token is written, or the statement was skipped because an earlier line failed
     } else {
       std::string why = one_line(PQresultErrorMessage(r));
       if (why.empty()) why = PQresStatus(st);
-      if (transient(c, r)) return {BatchResult::Broken, 0, why, out.ids_received};
-      if (!failed) {
-        failed = true;
+      if (transient(c, r)) return broken(why, !from_server(r));
+      if (out.kind != BatchResult::LineFailed) {
+        // A line the server refused; or, for the token, the whole batch (it rolls back with it).
         out.kind = BatchResult::LineFailed;
         out.failed = i;
         out.message = why;
       }
     }
-    // Each query's results end with a NULL.
     if (PGresult* extra = PQgetResult(c)) {
       PQclear(extra);
-      return {BatchResult::Broken, 0, "protocol out of step", out.ids_received};
+      return broken("protocol out of step", true);
     }
   }
 
   PGresult* r = PQgetResult(c);
-  if (!r) return {BatchResult::Broken, 0, one_line(PQerrorMessage(c)), out.ids_received};
+  if (!r) return broken(one_line(PQerrorMessage(c)), true);
   ResultGuard g(r);
   if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) return out;
-  // An error at commit time (reported before the Sync result).
+  // An error at commit time (reported before the Sync result): the transaction rolled back.
   std::string why = one_line(PQresultErrorMessage(r));
-  if (transient(c, r) || !drain_to_sync(c)) return {BatchResult::Broken, 0, why, out.ids_received};
-  return {BatchResult::LineFailed, lines.size(), why, out.ids_received};  // failed == size: the whole batch
+  if (transient(c, r) || !drain_to_sync(c)) return broken(why, !from_server(r));
+  return {BatchResult::LineFailed, lines.size(), why, false};  // failed == size: the whole batch
 }
 
 }  // namespace
@@ -157,8 +179,17 @@ BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, s
 struct DbPool::Worker {
   DbPool& pool;
   unsigned index;
-  Conn conn;
+  Conn conn{};
   unsigned failures = 0;  // consecutive failed connection attempts
+  std::string lane{};     // this worker's key in db_writer_commits: unique across writer processes
+  uint64_t attempts = 0;  // numbers the commit tokens
+  // The server process behind `conn`, as pg_stat_activity names it (a pid alone may be reused).
+  std::string backend_pid{}, backend_start{};
+
+  /** A batch attempt whose connection broke before its commit was confirmed. */
+  struct Unsure {
+    std::string token, backend_pid, backend_start;
+  };
 
   bool open(std::string& why) {
     Conn c = connect_db(pool.config_.database_url, why);
@@ -181,6 +212,21 @@ struct DbPool::Worker {
       why = "preparing the INSERT: " + one_line(PQresultErrorMessage(prep.r));
       return false;
     }
+    Oid mark_types[] = {kTextOid, kTextOid};
+    ResultGuard mark(PQprepare(c.get(), kMarkName, kMarkSql, 2, mark_types));
+    if (PQresultStatus(mark.r) != PGRES_COMMAND_OK) {
+      why = "preparing the commit token: " + one_line(PQresultErrorMessage(mark.r));
+      return false;
+    }
+    ResultGuard self(PQexec(c.get(),
+                            "SELECT pid::text, extract(epoch FROM backend_start)::text FROM pg_stat_activity "
+                            "WHERE pid = pg_backend_pid()"));
+    if (PQresultStatus(self.r) != PGRES_TUPLES_OK || PQntuples(self.r) != 1) {
+      why = "reading this connection's server process: " + one_line(PQresultErrorMessage(self.r));
+      return false;
+    }
+    backend_pid = PQgetvalue(self.r, 0, 0);
+    backend_start = PQgetvalue(self.r, 0, 1);
     if (!PQenterPipelineMode(c.get())) {
       why = "entering pipeline mode: " + one_line(PQerrorMessage(c.get()));
       return false;
@@ -208,31 +254,55 @@ struct DbPool::Worker {
     }
   }
 
-  /**
-   * After a connection broke between the last INSERT result and the Sync result, the commit may
-   * or may not have happened. Sequence values are never reused, so the rows exist iff it did.
-   * Returns the number of those ids present, or -1 if the check itself failed.
-   */
-  long long count_existing(const std::vector<long long>& ids) {
-    std::string array = "{";
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (i) array += ',';
-      array += std::to_string(ids[i]);
-    }
-    array += '}';
-    const char* value = array.c_str();
+  /** One query on the pipelined connection, with its own Sync; nullptr if the connection broke. */
+  std::unique_ptr<PGresult, void (*)(PGresult*)> query(const char* sql, std::initializer_list<const char*> params) {
+    std::unique_ptr<PGresult, void (*)(PGresult*)> none(nullptr, PQclear);
     PGconn* c = conn.get();
-    if (!PQsendQueryParams(c, "SELECT count(*) FROM testcounter WHERE id = ANY($1::int4[])", 1, nullptr, &value,
-                           nullptr, nullptr, 0) ||
+    std::vector<const char*> values(params);
+    if (!PQsendQueryParams(c, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr, nullptr, 0) ||
         !PQpipelineSync(c))
-      return -1;
-    long long n = -1;
-    if (PGresult* r = PQgetResult(c)) {
-      ResultGuard g(r);
-      if (PQresultStatus(r) == PGRES_TUPLES_OK) n = std::strtoll(PQgetvalue(r, 0, 0), nullptr, 10);
+      return none;
+    std::unique_ptr<PGresult, void (*)(PGresult*)> r(PQgetResult(c), PQclear);
+    if (!r || !drain_to_sync(c)) return none;
+    return r;
+  }
+
+  enum class Outcome { Committed, NotCommitted, Unknown, Broken };
+
+  /**
+   * Whether a broken attempt committed, and its ids if it did. First the attempt's server process must
+   * be gone (it is asked to terminate): until then its transaction could still commit. Then its token
+   * row exists iff it committed, and its rows are the newest up to the token's last_id whose xmin is the
+   * token row's (one transaction).
+   */
+  Outcome settle(const Unsure& u, size_t lines, std::vector<long long>& ids, Clock::time_point deadline) {
+    // A closed connection's server process normally goes within milliseconds: a few seconds even
+    // when the retry deadline has passed, rather than an unknown outcome from a race.
+    const auto wait_until = std::max(deadline, Clock::now() + std::chrono::seconds(5));
+    for (;;) {
+      auto alive = query(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1::int AND "
+          "extract(epoch FROM backend_start)::text = $2",
+          {u.backend_pid.c_str(), u.backend_start.c_str()});
+      if (!alive) return Outcome::Broken;
+      // An error (not allowed to signal it) leaves only waiting for it to go.
+      if (PQresultStatus(alive.get()) == PGRES_TUPLES_OK && PQntuples(alive.get()) == 0) break;
+      if (Clock::now() > wait_until) return Outcome::Unknown;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    if (!drain_to_sync(c)) return -1;
-    return n;
+    auto token = query("SELECT last_id::text, xmin::text FROM db_writer_commits WHERE token = $1", {u.token.c_str()});
+    if (!token) return Outcome::Broken;
+    if (PQresultStatus(token.get()) != PGRES_TUPLES_OK) return Outcome::Unknown;
+    if (PQntuples(token.get()) == 0) return Outcome::NotCommitted;
+    const std::string count = std::to_string(lines);
+    auto rows = query("SELECT id FROM testcounter WHERE id <= $1::bigint AND xmin::text = $2 ORDER BY id DESC LIMIT $3::int",
+                      {PQgetvalue(token.get(), 0, 0), PQgetvalue(token.get(), 0, 1), count.c_str()});
+    if (!rows) return Outcome::Broken;
+    if (PQresultStatus(rows.get()) != PGRES_TUPLES_OK || static_cast<size_t>(PQntuples(rows.get())) != lines)
+      return Outcome::Unknown;  // never guess which row is whose
+    ids.assign(lines, 0);
+    for (size_t k = 0; k < lines; ++k) ids[lines - 1 - k] = std::strtoll(PQgetvalue(rows.get(), static_cast<int>(k), 0), nullptr, 10);
+    return Outcome::Committed;
   }
 
   void process(std::vector<Item>& batch, std::vector<std::string>& replies) {
@@ -241,39 +311,58 @@ struct DbPool::Worker {
     std::iota(todo.begin(), todo.end(), 0);
     const auto deadline = Clock::now() + pool.config_.retry_timeout;
     std::vector<long long> ids;
-    std::vector<long long> unsure_ids;  // ids of an attempt whose commit outcome is unknown
+    std::optional<Unsure> unsure;  // the last attempt broke before its commit was confirmed
     std::vector<const std::string*> lines;
     std::chrono::milliseconds broken_delay{0};  // wait before re-sending after a broken attempt
+    auto answer_all = [&](const std::string& reply) {
+      for (size_t i : todo) replies[i] = reply;
+    };
+    // A server that accepts connections but fails every batch (disk full, statement_timeout) would
+    // otherwise get a reconnect and a retry, and the log a warning, in a tight loop.
+    auto back_off = [&] {
+      conn.reset();
+      if (broken_delay.count() > 0) std::this_thread::sleep_for(std::min<Clock::duration>(broken_delay, deadline - Clock::now()));
+      broken_delay = std::clamp(broken_delay * 2, std::chrono::milliseconds(100), std::chrono::milliseconds(2000));
+    };
 
     while (!todo.empty()) {
-      if (!conn) {
-        if (!connect_until(deadline)) {
-          for (size_t i : todo) replies[i] = "ERR database unavailable\n";
-          return;
-        }
+      // Out of time with nothing of the batch stored (or possibly stored: then it is settled first).
+      if (!unsure && Clock::now() > deadline) {
+        answer_all("ERR database unavailable\n");
+        return;
       }
-      if (!unsure_ids.empty()) {
-        long long n = count_existing(unsure_ids);
-        if (n < 0) {
-          conn.reset();
-          continue;
+      if (!conn && !connect_until(deadline)) {
+        // A batch that may have committed must not be reported as not stored: the client would resend it.
+        answer_all(unsure ? "ERR commit outcome unknown\n" : "ERR database unavailable\n");
+        return;
+      }
+      if (unsure) {
+        switch (settle(*unsure, todo.size(), ids, deadline)) {
+          case Outcome::Committed:
+            info("worker ", index, ": batch of ", todo.size(), " line(s) was committed before the connection broke");
+            for (size_t k = 0; k < todo.size(); ++k) replies[todo[k]] = "OK " + std::to_string(ids[k]) + "\n";
+            return;
+          case Outcome::Unknown:
+            error("worker ", index, ": cannot tell whether a batch of ", todo.size(), " line(s) committed");
+            answer_all("ERR commit outcome unknown\n");
+            return;
+          case Outcome::Broken:
+            if (Clock::now() > deadline) {
+              answer_all("ERR commit outcome unknown\n");
+              return;
+            }
+            back_off();
+            continue;
+          case Outcome::NotCommitted:
+            unsure.reset();  // retry below
+            break;
         }
-        if (static_cast<size_t>(n) == unsure_ids.size()) {
-          info("worker ", index, ": batch of ", todo.size(), " line(s) was committed before the connection broke");
-          for (size_t k = 0; k < todo.size(); ++k) replies[todo[k]] = "OK " + std::to_string(unsure_ids[k]) + "\n";
-          return;
-        }
-        if (n != 0) {  // cannot happen with one transaction per batch; never guess
-          error("worker ", index, ": ", n, " of ", unsure_ids.size(), " rows of an interrupted batch exist");
-          for (size_t i : todo) replies[i] = "ERR commit outcome unknown\n";
-          return;
-        }
-        unsure_ids.clear();  // not committed: retry below
       }
 
       lines.clear();
       for (size_t i : todo) lines.push_back(&batch[i].content);
-      BatchResult res = run_batch(conn.get(), lines, ids);
+      const std::string token = lane + "-" + std::to_string(++attempts);
+      BatchResult res = run_batch(conn.get(), lines, ids, token, lane);
       switch (res.kind) {
         case BatchResult::Committed:
           for (size_t k = 0; k < todo.size(); ++k) replies[todo[k]] = "OK " + std::to_string(ids[k]) + "\n";
@@ -281,7 +370,7 @@ struct DbPool::Worker {
         case BatchResult::LineFailed: {
           if (res.failed >= todo.size()) {
             error("worker ", index, ": commit failed: ", res.message);
-            for (size_t i : todo) replies[i] = "ERR database error: " + res.message + "\n";
+            answer_all("ERR database error: " + res.message + "\n");
             return;
           }
           warn("worker ", index, ": line rejected by PostgreSQL: ", res.message);
@@ -290,24 +379,20 @@ struct DbPool::Worker {
           break;
         }
         case BatchResult::Broken:
-          warn("worker ", index, ": connection to PostgreSQL lost during a batch of ", todo.size(),
-               " line(s): ", res.message, "; will reconnect and retry");
-          if (res.ids_received == todo.size()) unsure_ids = ids;
-          conn.reset();
-          if (Clock::now() > deadline) {
-            for (size_t i : todo) replies[i] = "ERR database unavailable\n";
-            return;
-          }
-          // A server that accepts connections but fails every batch (disk full, statement_timeout)
-          // would otherwise get a reconnect and a retry, and the log a warning, in a tight loop.
-          if (broken_delay.count() > 0) std::this_thread::sleep_for(std::min<Clock::duration>(broken_delay, deadline - Clock::now()));
-          broken_delay = std::clamp(broken_delay * 2, std::chrono::milliseconds(100), std::chrono::milliseconds(2000));
+          warn("worker ", index, ": connection to PostgreSQL lost during a batch of ", todo.size(), " line(s): ", res.message,
+               res.maybe_committed ? "; will reconnect, check whether it committed, and retry if not" : "; will reconnect and retry");
+          if (res.maybe_committed) unsure = Unsure{token, backend_pid, backend_start};
+          back_off();
           break;
       }
     }
   }
 
   void run() {
+    std::random_device random;
+    char id[20];
+    std::snprintf(id, sizeof id, "%08x%08x", random(), random());
+    lane = std::string(id) + "-" + std::to_string(index);
     std::string why;
     if (!open(why)) warn("worker ", index, ": cannot connect to PostgreSQL yet: ", why);
     std::vector<Item> batch;
@@ -328,7 +413,7 @@ DbPool::~DbPool() { drain_and_stop(); }
 void DbPool::start() {
   for (unsigned i = 0; i < config_.workers; ++i) {
     threads_.emplace_back([this, i] {
-      Worker w{*this, i, nullptr};
+      Worker w{.pool = *this, .index = i};
       w.run();
     });
   }
@@ -408,6 +493,9 @@ std::string ensure_schema(const std::string& database_url) {
   if (!c) return why;
   ResultGuard r(PQexec(c.get(), kCreateSql));
   if (PQresultStatus(r.r) != PGRES_COMMAND_OK) return "creating table testcounter: " + one_line(PQresultErrorMessage(r.r));
+  ResultGuard commits(PQexec(c.get(), kCommitsSql));
+  if (PQresultStatus(commits.r) != PGRES_COMMAND_OK)
+    return "creating table db_writer_commits: " + one_line(PQresultErrorMessage(commits.r));
   return {};
 }
 
