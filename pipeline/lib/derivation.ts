@@ -39,6 +39,9 @@ export interface DerivationGraph {
   /** Format seen: 0 (read from the .drv files, drv-file.ts), JSON dumps: 1-2 (full paths), 3 (basenames), 4 (inputs object). */
   format: number;
   drvs: Map<string, Derivation>;
+  /** Set by a reader that already walked the graph breadth-first from `root`: `drvs` is in that order and
+   * `parent` maps each derivation to the one it was first reached from (collectSources reuses both). */
+  walk?: { root: string; parent: Map<string, string> };
 }
 
 const METHOD_TO_MODE: Record<string, HashMode> = { nar: "recursive", recursive: "recursive", flat: "flat", text: "text", git: "git" };
@@ -214,11 +217,18 @@ export function collectSources(g: DerivationGraph, root = findRoot(g)): SourceSe
   const produced = new Set<string>();
   // for-in, not Object.values: no array per derivation (this walk is on the closure step's critical path).
   for (const d of g.drvs.values()) for (const name in d.outputs) if (d.outputs[name].path) produced.add(d.outputs[name].path!);
+  const fods: Derivation[] = [];
+  const evalPaths = new Map<string, string>();
+  if (g.walk?.root === root) {
+    for (const d of g.drvs.values()) {
+      if (isFixedOutput(d)) fods.push(d);
+      for (const s of d.inputSrcs) if (!produced.has(s) && !evalPaths.has(s)) evalPaths.set(s, d.drvPath);
+    }
+    return { root, parent: g.walk.parent, fods, evalPaths };
+  }
   const parent = new Map<string, string>();
   const seen = new Set<string>([root]);
   const queue: string[] = [root];
-  const fods: Derivation[] = [];
-  const evalPaths = new Map<string, string>();
   for (let i = 0; i < queue.length; i++) {
     const p = queue[i];
     const d = g.drvs.get(p);

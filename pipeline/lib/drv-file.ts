@@ -151,19 +151,19 @@ function smallFileReader(): (file: string) => string {
 export function readDerivationGraph(root: string): DerivationGraph {
   const drvs = new Map<string, Derivation>();
   const queue = [root];
-  const seen = new Set(queue);
+  const parent = new Map<string, string>();
   const read = smallFileReader();
   for (let k = 0; k < queue.length; k++) {
     const d = parseDrvFile(read(queue[k]), queue[k]);
     drvs.set(d.drvPath, d);
     for (const dep in d.inputDrvs) {
-      if (!seen.has(dep)) {
-        seen.add(dep);
+      if (dep !== root && !parent.has(dep)) {
+        parent.set(dep, d.drvPath);
         queue.push(dep);
       }
     }
   }
-  return { storeDir: path.dirname(root), format: 0, drvs };
+  return { storeDir: path.dirname(root), format: 0, drvs, walk: { root, parent } };
 }
 
 /** True for the errors after which the JSON dump can still give the graph: an unparsable or unreadable file. */

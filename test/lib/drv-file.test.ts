@@ -2,7 +2,7 @@ import test from "ava";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Derivation, DerivationGraph, parseDerivationDump } from "../../pipeline/lib/derivation";
+import { collectSources, Derivation, DerivationGraph, parseDerivationDump } from "../../pipeline/lib/derivation";
 import { DrvFormatError, parseDrvFile, readDerivationGraph } from "../../pipeline/lib/drv-file";
 import { cli, makeWorld, OFFLINE_ENV, removeWorld, World } from "../fixtures/closure-world/world";
 
@@ -56,6 +56,12 @@ test("the graph read from the .drv files equals Nix's own JSON dump of it (real 
   t.is(fromFiles.storeDir, "/nix/store");
   t.is(fromFiles.drvs.size, fromJson.drvs.size);
   t.deepEqual(normalise(fromFiles), normalise(fromJson));
+  // The reader's own breadth-first walk, reused by collectSources, gives what collectSources' walk gives.
+  t.truthy(fromFiles.walk);
+  const [a, b] = [collectSources(fromFiles, root), collectSources(fromJson, root)];
+  t.deepEqual([...a.parent].sort(), [...b.parent].sort());
+  t.deepEqual([...a.evalPaths], [...b.evalPaths]);
+  t.deepEqual(a.fods.map((d) => d.drvPath), b.fods.map((d) => d.drvPath));
   const tricky = fromFiles.drvs.get(root)!;
   t.is(tricky.env.text, 'line1\nline2\ttab\r"q" \\ \\\\ é 日本 ${not-interpolated} $HOME');
   t.is(tricky.env.trailing, "ends with a backslash \\");
