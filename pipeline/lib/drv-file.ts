@@ -185,12 +185,45 @@ async function fromDump(t: Target, label: string): Promise<LoadedGraph> {
 }
 
 /**
- * The target's whole derivation graph: `nix path-info --derivation` evaluates it (writing its .drv files
- * and evaluation-time paths to the store, as the dump would), then the files are read here. Falls back to
+ * The graph of an already instantiated target, evaluated without writing to the store (`--readonly-mode`
+ * only computes the paths, noticeably faster than writing or re-checking thousands of .drv files), or
+ * null when that is not enough: the target was never instantiated, or evaluating it needs to build
+ * (import from derivation), or it fails (the writing evaluation then reports why). While the files are
+ * read, `nix-store --check-validity` confirms the target's .drv is a registered store path; a valid
+ * path's references are valid too, so every file read is one Nix wrote completely.
+ */
+async function readOnlyGraph(file: string, attribute: string, label: string): Promise<{ graph: DerivationGraph; root: string } | null> {
+  // Only a shortcut: without nix-instantiate the main route runs (and names what is missing).
+  const r = await run("nix-instantiate", ["--readonly-mode", file, "-A", attribute], { allowFailure: true, streamStderr: false }).catch(() => null);
+  const roots = r ? r.stdout.split("\n").filter(Boolean) : [];
+  if (!r || r.code !== 0 || roots.length !== 1 || !roots[0].endsWith(".drv")) return null;
+  const validity = run("nix-store", ["--check-validity", roots[0]], { allowFailure: true, streamStderr: false }).catch(() => null);
+  let graph: DerivationGraph;
+  try {
+    graph = readDerivationGraph(roots[0]);
+  } catch (e) {
+    if (!drvFilesUnreadable(e)) throw e;
+    return null;
+  }
+  if ((await validity)?.code !== 0) return null;
+  log(label, `evaluated to ${roots[0]} (already in the store); read its derivation graph from the store`);
+  return { graph, root: roots[0] };
+}
+
+/**
+ * The target's whole derivation graph. A file target already instantiated is evaluated read-only
+ * (readOnlyGraph). Otherwise `nix path-info --derivation` evaluates it (writing its .drv files and
+ * evaluation-time paths to the store, as the dump would), then the files are read here. Falls back to
  * the JSON dump (derivation.ts) when the files cannot be read or parsed, saying why on stderr.
  */
 export async function loadDerivationGraph(t: Target, label: string): Promise<LoadedGraph> {
   validateTarget(t);
+  if (!t.flake) {
+    const version = nixVersion();
+    version.catch(() => undefined);
+    const known = await readOnlyGraph(path.resolve(t.file!), t.attribute!, label);
+    if (known) return { ...known, nixVersion: (await version).join(".") };
+  }
   const features = t.flake ? "nix-command flakes" : "nix-command";
   const target = t.flake ? [t.flake] : ["--file", path.resolve(t.file!), t.attribute!];
   // Evaluation is the critical path: spawned first, the version (for the manifest) asked alongside.

@@ -118,3 +118,35 @@ test("hash modes as the ATerm spells them: r:sha256 recursive, sha256 flat, text
   });
   t.deepEqual(modes, ["recursive", "flat", "text", "git"]);
 });
+
+test("an instantiated target is evaluated read-only; a .drv file on disk that Nix has not registered is not trusted (real store: a crash leftover is rebuilt)", (t) => {
+  const w = makeWorld(`drv-file-readonly-${process.pid}-${Date.now()}`);
+  const out = path.join(w.dir, "out");
+  try {
+    const closure = () => cli(["closure", "--file", w.file, "--attribute", w.attribute, "--out", out, "--no-export"]);
+    const readOnly = /\(already in the store\); read its derivation graph/;
+    const first = closure(); // a new world: nothing instantiated yet, so the writing evaluation runs
+    t.is(first.code, 0, first.stderr);
+    t.notRegex(first.stderr, readOnly);
+    const manifest = () => fs.readFileSync(path.join(out, "manifest.json"), "utf8");
+    const expected = manifest();
+    const second = closure();
+    t.is(second.code, 0, second.stderr);
+    t.regex(second.stderr, readOnly);
+    t.is(manifest(), expected);
+
+    // The root .drv unregistered but its file back in place, as an interrupted write can leave it.
+    const root = JSON.parse(expected).target.drvPath as string;
+    const text = fs.readFileSync(root);
+    execFileSync("nix-store", ["--delete", root], { stdio: "ignore" });
+    t.false(fs.existsSync(root));
+    fs.writeFileSync(root, text);
+    const third = closure();
+    t.is(third.code, 0, third.stderr);
+    t.notRegex(third.stderr, readOnly, "an unregistered .drv must not be read as if Nix had written it");
+    t.is(execFileSync("nix-store", ["--check-validity", "--print-invalid", root], { encoding: "utf8" }), "", "the writing evaluation registered it again");
+    t.is(manifest(), expected);
+  } finally {
+    removeWorld(w);
+  }
+});
