@@ -336,7 +336,24 @@ export async function dumpDerivations(t: Target, _label?: string): Promise<{ gra
   validateTarget(t);
   const features = t.flake ? "nix-command flakes" : "nix-command";
   const target = t.flake ? [t.flake] : ["--file", path.resolve(t.file!), t.attribute!];
-  const dump = (cmd: string[]) => streamDump(["--extra-experimental-features", features, ...cmd, "--recursive", ...target]);
+  return dumpInstallable(target, features, describeTarget(t), (stderr, code) => evaluationFailure(t, stderr, code));
+}
+
+/** The recursive dump of an already instantiated .drv (for runners that only know its path). */
+export async function dumpDerivationsOfDrv(drvPath: string): Promise<{ graph: DerivationGraph; nixVersion: string }> {
+  return dumpInstallable([drvPath], "nix-command", drvPath, (stderr, code) => {
+    const why = stderr.split("\n").find((l) => /error:/.test(l))?.replace(/^\s*error:\s*/, "") ?? `exit ${code}`;
+    return new Error(`cannot dump the derivation graph of ${drvPath}: ${why}`);
+  });
+}
+
+async function dumpInstallable(
+  installable: string[],
+  features: string,
+  what: string,
+  failure: (stderr: string, code: number | null) => Error,
+): Promise<{ graph: DerivationGraph; nixVersion: string }> {
+  const dump = (cmd: string[]) => streamDump(["--extra-experimental-features", features, ...cmd, "--recursive", ...installable]);
   // `show-derivation` exists from 2.8 on (later as an alias of `derivation show`): try it first. The dump
   // is the critical path, so it is spawned first; the version (for the manifest) is asked alongside.
   const first = dump(["show-derivation"]);
@@ -347,14 +364,14 @@ export async function dumpDerivations(t: Target, _label?: string): Promise<{ gra
     r = await dump(["derivation", "show"]);
   }
   const v = await version;
-  if (r.code === 0 && r.error) throw new Error(`cannot parse the derivation dump of ${describeTarget(t)} (Nix ${v.join(".")}): ${r.error.message}`);
-  if (r.code !== 0) throw evaluationFailure(t, r.stderr, r.code);
+  if (r.code === 0 && r.error) throw new Error(`cannot parse the derivation dump of ${what} (Nix ${v.join(".")}): ${r.error.message}`);
+  if (r.code !== 0) throw failure(r.stderr, r.code);
   let graph: DerivationGraph;
   try {
     graph = parseDerivationDump(r.parser.result());
   } catch (e: any) {
-    throw new Error(`cannot parse the derivation dump of ${describeTarget(t)} (Nix ${v.join(".")}): ${e.message}`);
+    throw new Error(`cannot parse the derivation dump of ${what} (Nix ${v.join(".")}): ${e.message}`);
   }
-  if (graph.drvs.size === 0) throw new InputError(`${describeTarget(t)} evaluates to no derivation`);
+  if (graph.drvs.size === 0) throw new InputError(`${what} evaluates to no derivation`);
   return { graph, nixVersion: v.join(".") };
 }

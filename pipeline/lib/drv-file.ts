@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Derivation, DerivationGraph, DrvOutput, Target } from "./derivation";
-import { describeTarget, dumpDerivations, evaluationFailure, findRoot, nixVersion, parseOutput, validateTarget } from "./derivation";
+import { describeTarget, dumpDerivations, dumpDerivationsOfDrv, evaluationFailure, findRoot, nixVersion, parseOutput, validateTarget } from "./derivation";
 import { run } from "./proc";
 import { InputError, log } from "./step";
 
@@ -251,4 +251,14 @@ export async function loadDerivationGraph(t: Target, label: string): Promise<Loa
     return fromDump(t, label);
   }
   return { graph, root: roots[0], nixVersion: (await version).join(".") };
+}
+
+/** The graph of an already instantiated .drv (for runners that only know its path), from its files when they can be read. */
+export async function graphOfDrv(drvPath: string): Promise<DerivationGraph> {
+  try {
+    return readDerivationGraph(drvPath);
+  } catch (e) {
+    if (!drvFilesUnreadable(e)) throw e;
+  }
+  return (await dumpDerivationsOfDrv(drvPath)).graph;
 }

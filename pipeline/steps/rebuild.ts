@@ -13,9 +13,8 @@ import * as crypto from "node:crypto";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { writeJsonAtomic, writeFileAtomic } from "../lib/fsx";
 import { Backend, checkBackend, runIsolated } from "../lib/isolation";
-import { Derivation, DerivationGraph, isFixedOutput, parseDerivationDump, urlsOf } from "../lib/derivation";
-import { drvFilesUnreadable, loadDerivationGraph, readDerivationGraph } from "../lib/drv-file";
-import { run } from "../lib/proc";
+import { Derivation, DerivationGraph, isFixedOutput, urlsOf } from "../lib/derivation";
+import { loadDerivationGraph } from "../lib/drv-file";
 import { narHashOfFile } from "../lib/nar-diff";
 import { checkClosure, describeFailure } from "../lib/closure-check";
 
@@ -214,16 +213,6 @@ export function expectedOutputs(graph: DerivationGraph): string[] {
   return [...built].sort();
 }
 
-/** The derivation graph of an instantiated .drv (for runners that only know the drv path). */
-export async function graphOfDrv(drvPath: string): Promise<DerivationGraph> {
-  try {
-    return readDerivationGraph(drvPath);
-  } catch (e) {
-    if (!drvFilesUnreadable(e)) throw e;
-  }
-  const r = await run("nix", ["--extra-experimental-features", "nix-command", "show-derivation", "--recursive", drvPath], { streamStderr: false });
-  return parseDerivationDump(r.stdout);
-}
 
 export interface StagedRebuild {
   /** The staging dir REBUILD_SCRIPT ran in (removed on success). */
