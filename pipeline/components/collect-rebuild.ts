@@ -4,8 +4,7 @@
 // usage: collect-rebuild.ts WORK OUT DRV CLOSURE IMAGE   (prints the JSON on stdout; exit 1 refused)
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { graphOfDrv } from "../lib/drv-file";
-import { collectStaged, RebuildResult } from "../steps/rebuild";
+import { collectStaged, graphOfDrv, RebuildResult } from "../steps/rebuild";
 
 export async function collect(work: string, out: string, drvPath: string, closure: string, image: string): Promise<RebuildResult> {
   return collectStaged({

@@ -15,6 +15,8 @@ import { writeJsonAtomic, writeFileAtomic } from "../lib/fsx";
 import { Backend, checkBackend, runIsolated } from "../lib/isolation";
 import { Derivation, DerivationGraph, isFixedOutput, urlsOf } from "../lib/derivation";
 import { loadDerivationGraph } from "../lib/drv-file";
+// Part of what runners without the CLI use (docs/rebuild-verify.md).
+export { graphOfDrv } from "../lib/drv-file";
 import { narHashOfFile } from "../lib/nar-diff";
 import { checkClosure, describeFailure } from "../lib/closure-check";
 
