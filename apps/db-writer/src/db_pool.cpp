@@ -109,10 +109,19 @@ struct BatchResult {
   // Broken: the batch may have committed (the connection died without the server reporting an
   // error for it). An error the server sent before the Sync's answer means it rolled back.
   bool maybe_committed = false;
+  // Broken: PostgreSQL failed the batch with an ERROR (a statement timeout, a full disk) and the
+  // session goes on; a FATAL or a dead socket ends it.
+  bool session_kept = false;
 };
 
 /** An error PostgreSQL itself reported (it has a SQLSTATE); libpq's own, for a lost connection, have none. */
 bool from_server(const PGresult* r) { return r && PQresultErrorField(r, PG_DIAG_SQLSTATE) != nullptr; }
+
+/** An error after which the server keeps the session (ERROR, not FATAL or PANIC) on a connection still up. */
+bool session_kept(PGconn* c, const PGresult* r) {
+  const char* severity = r ? PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED) : nullptr;
+  return PQstatus(c) == CONNECTION_OK && severity && std::strcmp(severity, "ERROR") == 0;
+}
 
 /**
  * One pipeline: a prepared INSERT per line, the batch's commit token, then Sync. Without explicit
@@ -122,8 +131,8 @@ bool from_server(const PGresult* r) { return r && PQresultErrorField(r, PG_DIAG_
  */
 BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, std::vector<long long>& ids,
                       const std::string& token, const std::string& lane) {
-  auto broken = [](std::string why, bool maybe_committed) {
-    return BatchResult{BatchResult::Broken, 0, std::move(why), maybe_committed};
+  auto broken = [](std::string why, bool maybe_committed, bool kept = false) {
+    return BatchResult{BatchResult::Broken, 0, std::move(why), maybe_committed, kept};
   };
   ids.assign(lines.size(), 0);
   for (const std::string* line : lines) {
@@ -150,7 +159,7 @@ BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, s
     } else {
       std::string why = one_line(PQresultErrorMessage(r));
       if (why.empty()) why = PQresStatus(st);
-      if (transient(c, r)) return broken(why, !from_server(r));
+      if (transient(c, r)) return broken(why, !from_server(r), session_kept(c, r));
       if (out.kind != BatchResult::LineFailed) {
         // A line the server refused; or, for the token, the whole batch (it rolls back with it).
         out.kind = BatchResult::LineFailed;
@@ -170,8 +179,8 @@ BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, s
   if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) return out;
   // An error at commit time (reported before the Sync result): the transaction rolled back.
   std::string why = one_line(PQresultErrorMessage(r));
-  if (transient(c, r) || !drain_to_sync(c)) return broken(why, !from_server(r));
-  return {BatchResult::LineFailed, lines.size(), why, false};  // failed == size: the whole batch
+  if (transient(c, r) || !drain_to_sync(c)) return broken(why, !from_server(r), session_kept(c, r));
+  return {BatchResult::LineFailed, lines.size(), why, false, false};  // failed == size: the whole batch
 }
 
 }  // namespace
@@ -379,8 +388,14 @@ struct DbPool::Worker {
           break;
         }
         case BatchResult::Broken:
-          warn("worker ", index, ": connection to PostgreSQL lost during a batch of ", todo.size(), " line(s): ", res.message,
-               res.maybe_committed ? "; will reconnect, check whether it committed, and retry if not" : "; will reconnect and retry");
+          if (res.maybe_committed)
+            warn("worker ", index, ": connection to PostgreSQL lost during a batch of ", todo.size(), " line(s): ", res.message,
+                 "; will reconnect, check whether it committed, and retry if not");
+          else if (res.session_kept)  // a statement timeout, a full disk: not a lost connection
+            warn("worker ", index, ": PostgreSQL failed a batch of ", todo.size(), " line(s): ", res.message, "; will retry");
+          else
+            warn("worker ", index, ": connection to PostgreSQL lost during a batch of ", todo.size(), " line(s): ", res.message,
+                 "; will reconnect and retry");
           if (res.maybe_committed) unsure = Unsure{token, backend_pid, backend_start};
           back_off();
           break;
