@@ -261,16 +261,19 @@ export interface Target {
   flake?: string;
 }
 
-let nixVersionCache: number[] | undefined;
+let nixVersionCache: Promise<number[]> | undefined;
 
-/** Nix's version as numbers, e.g. [2, 8, 0]. */
-export async function nixVersion(): Promise<number[]> {
-  if (!nixVersionCache) {
+/** Nix's version as numbers, e.g. [2, 8, 0]; asked once per process (callers ask alongside other work). */
+export function nixVersion(): Promise<number[]> {
+  nixVersionCache ??= (async () => {
     const r = await run("nix", ["--version"], { streamStderr: false });
     const m = /(\d+)\.(\d+)(?:\.(\d+))?/.exec(r.stdout);
     if (!m) throw new InputError(`cannot read the Nix version from 'nix --version': ${r.stdout.trim()}`);
-    nixVersionCache = [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
-  }
+    return [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
+  })().catch((e) => {
+    nixVersionCache = undefined; // a failure (nix missing) is not remembered
+    throw e;
+  });
   return nixVersionCache;
 }
 
