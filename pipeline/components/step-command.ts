@@ -14,12 +14,19 @@ export function shellQuote(s: string): string {
 }
 
 /**
- * The shell command for a step. `allowCheckFailure`: exit 1 (a failed check; the verdict is still
- * printed) does not fail the resource, exit 2 (bad input, missing tool) still does.
+ * The shell command for a step. `allowCheckFailure` (policy warn): a real verdict — exit 1 WITH the
+ * verdict's JSON on stdout — does not fail the resource; exit 1 with nothing printed, exit 2 (bad
+ * input, missing tool) and exit 3 (internal error) still do, so the resource is never recorded as
+ * created with no verdict and the next `pulumi up` runs the step again.
  */
 export function stepShell(step: string, args: string[], allowCheckFailure = false): string {
   const cmd = ["node", "bin/supply-chain.js", step, ...args].map(shellQuote).join(" ");
-  return allowCheckFailure ? `${cmd} || [ $? -eq 1 ]` : cmd;
+  return allowCheckFailure ? tolerateVerdict(cmd) : cmd;
+}
+
+/** `cmd` succeeds, or exits 1 having printed a JSON object (a verdict): its stdout is passed on. */
+export function tolerateVerdict(cmd: string): string {
+  return `out=$(${cmd}); rc=$?; printf '%s\\n' "$out"; [ $rc -eq 0 ] || { [ $rc -eq 1 ] && [ "\${out#\\{}" != "$out" ]; }`;
 }
 
 export interface StepCommandArgs {

@@ -1,17 +1,22 @@
 // The contract every step shares: one JSON document on stdout, logs on stderr,
-// exit 0 success, 1 a failed check (verdict, probe), 2 bad input or a missing tool.
+// exit 0 success, 1 a failed check (its verdict JSON on stdout), 2 bad input, a missing tool or a
+// refusing file system (one line), 3 an internal error (a bug: stack trace, one line last).
 import { parseArgs, ParseArgsConfig } from "node:util";
 
 export const EXIT_OK = 0;
 export const EXIT_CHECK_FAILED = 1;
 export const EXIT_BAD_INPUT = 2;
+export const EXIT_INTERNAL = 3;
 
 /** Bad input or a missing tool: exit 2. The message is the one-line reason. */
 export class InputError extends Error {
   readonly exitCode = EXIT_BAD_INPUT;
 }
 
-/** A check ran and said no: exit 1. `result` is still printed on stdout so callers see the verdict. */
+/**
+ * A check ran and said no: exit 1. `result` (the verdict) is printed on stdout so callers see it;
+ * without one nothing is printed, and a caller must not take that exit 1 for a verdict.
+ */
 export class CheckFailed extends Error {
   readonly exitCode = EXIT_CHECK_FAILED;
   constructor(message: string, readonly result?: unknown) {
@@ -54,8 +59,40 @@ export function usage(def: StepDefinition<unknown>): string {
   }
   lines.push(`  ${"--help".padEnd(26)} show this help`, "");
   lines.push("Prints one JSON document on stdout; progress on stderr.");
-  lines.push("Exit status: 0 success, 1 a check failed, 2 bad input or a missing tool.");
+  lines.push("Exit status: 0 success, 1 a check failed (its verdict on stdout), 2 bad input or a missing tool, 3 internal error.");
   return lines.join("\n");
+}
+
+/**
+ * `--top -3`: node's parser takes a value that starts with a dash for another option and answers
+ * with its own message; joined as `--top=-3` the value reaches the step, whose check names it.
+ */
+export function joinDashValues(def: StepDefinition<unknown>, argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith("--") ? argv[i].slice(2) : undefined;
+    const next = argv[i + 1];
+    if (name && def.options[name]?.type === "string" && next !== undefined && next.startsWith("-") && !isOptionName(def, next)) {
+      out.push(`${argv[i]}=${next}`);
+      i++;
+    } else out.push(argv[i]);
+  }
+  return out;
+}
+
+function isOptionName(def: StepDefinition<unknown>, arg: string): boolean {
+  return arg === "--" || arg === "-h" || arg === "--help" || (arg.startsWith("--") && Object.hasOwn(def.options, arg.slice(2).split("=")[0]));
+}
+
+/**
+ * A file system or OS refusal of a path or resource (ENAMETOOLONG, ENOSPC, EACCES, ...): the input
+ * or the machine, not a bug. One line naming the call and the path; undefined for anything else.
+ */
+export function describeSystemError(e: unknown): string | undefined {
+  const err = e as NodeJS.ErrnoException & { dest?: string };
+  if (!(err instanceof Error) || typeof err.code !== "string" || !/^E[A-Z0-9]+$/.test(err.code) || typeof err.syscall !== "string") return undefined;
+  const reason = err.message.replace(/^[A-Z0-9]+: /, "").split(",")[0];
+  return `${reason} (${err.code}, ${err.syscall}${err.path ? ` ${err.path}` : ""}${err.dest ? ` -> ${err.dest}` : ""})`;
 }
 
 /** Parses argv against the definition, runs it, prints the result; returns the exit code. */
@@ -70,7 +107,7 @@ export async function runStep<R>(def: StepDefinition<R>, argv: string[]): Promis
     for (const [name, o] of Object.entries(def.options)) {
       options![name] = { type: o.type, multiple: o.multiple ?? false, ...(o.default !== undefined ? { default: o.default as any } : {}) };
     }
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as any;
+    parsed = parseArgs({ args: joinDashValues(def as StepDefinition<unknown>, argv), options, allowPositionals: true, strict: true }) as any;
     const wanted = def.positionals ?? [];
     const required = wanted.filter((p) => p.required !== false).length;
     if (parsed.positionals.length < required || parsed.positionals.length > wanted.length) {
@@ -93,13 +130,14 @@ export async function runStep<R>(def: StepDefinition<R>, argv: string[]): Promis
       process.stderr.write(`supply-chain ${def.name}: ${e.message}\n`);
       return EXIT_CHECK_FAILED;
     }
-    if (e instanceof InputError) {
-      process.stderr.write(`supply-chain ${def.name}: ${e.message}\n`);
+    const systemError = describeSystemError(e);
+    if (e instanceof InputError || systemError) {
+      process.stderr.write(`supply-chain ${def.name}: ${systemError ?? e.message}\n`);
       return EXIT_BAD_INPUT;
     }
-    // Anything else (a build that broke, a crash) fails the step: stack for the person, one line last.
+    // Anything else is a bug of ours, never a verdict: stack for the person, one line last.
     process.stderr.write(`${e?.stack ?? e}\n`);
-    process.stderr.write(`supply-chain ${def.name}: ${String(e?.message ?? e).split("\n")[0]}\n`);
-    return EXIT_CHECK_FAILED;
+    process.stderr.write(`supply-chain ${def.name}: internal error: ${String(e?.message ?? e).split("\n")[0]}\n`);
+    return EXIT_INTERNAL;
   }
 }

@@ -48,6 +48,8 @@ export async function loadRebuild(file: string): Promise<RebuildResult> {
   if (!r || typeof r.out !== "string" || !Array.isArray(r.paths) || typeof r.runId !== "string") {
     throw new InputError(`${file} is not the JSON of a completed \`supply-chain rebuild\` (no out/paths/runId)`);
   }
+  const bad = r.paths.findIndex((p) => !p || typeof p.path !== "string" || typeof p.narHash !== "string" || typeof p.nar !== "string");
+  if (bad >= 0) throw new InputError(`${file}: paths[${bad}] is ${JSON.stringify(r.paths[bad])}, not {path, narHash, nar} of a rebuilt store path`);
   const marker = path.join(r.out, MARKER);
   let done: RebuildResult | undefined;
   try {
