@@ -12,7 +12,7 @@ import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
 import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
 import { RebuildJson } from "./types";
-import { REBUILD_SCRIPT, rebuildEnv } from "../steps/rebuild";
+import { REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../steps/rebuild";
 
 export interface RebuildArgs {
   file: pulumi.Input<string>;
@@ -82,7 +82,7 @@ export class Rebuild extends pulumi.ComponentResource {
         `${name}-rebuild`,
         {
           step: "rebuild",
-          args: ["--file", args.file, "--attribute", args.attribute, "--closure", args.closureFile, "--isolation", "bwrap", "--out", args.outDir],
+          args: ["--file", args.file, "--attribute", args.attribute, "--closure", args.closureFile, "--closure-sha256", args.closureSha256, "--isolation", "bwrap", "--out", args.outDir],
           triggers: [args.drvPath, args.closureSha256],
         },
         { parent: this },
@@ -92,15 +92,18 @@ export class Rebuild extends pulumi.ComponentResource {
       if (!args.image) throw new Error("docker isolation needs an image pinned by digest");
       const image = new docker.RemoteImage(`${name}-image`, { name: args.image, keepLocally: true }, { parent: this });
       const work = pulumi.interpolate`${outDir}/container`;
-      // Sources are re-hashed against the reviewed files BEFORE the container trusts the closure.
+      // Sources are re-hashed against the reviewed files BEFORE the container trusts the closure, on
+      // a private copy (pinned to the closure step's digest) that is then the only closure mounted.
+      const stageDir = pulumi.interpolate`${outDir}/${STAGED_CLOSURE_PREFIX}container`;
+      const stagedClosure = pulumi.interpolate`${stageDir}/source-export.closure`;
       const check = new command.local.Command(
         `${name}-check-sources`,
         {
           create: pulumi
-            .all([args.file, args.attribute, args.closureFile, work, outDir])
+            .all([args.file, args.attribute, args.closureFile, args.closureSha256, stageDir, work, outDir])
             .apply(
-              ([f, a, c, w, o]) =>
-                `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c])} >&2 && rm -f ${shellQuote(path.join(o, "rebuild.json"))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
+              ([f, a, c, sha, stage, w, o]) =>
+                `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c, "--stage", stage, "--closure-sha256", sha])} >&2 && rm -f ${shellQuote(path.join(o, "rebuild.json"))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
             ),
           dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256],
@@ -109,7 +112,7 @@ export class Rebuild extends pulumi.ComponentResource {
         { parent: this },
       );
       const spec = pulumi
-        .all([image.repoDigest, args.closureFile, args.file, args.attribute, args.drvPath, args.closureSha256, work])
+        .all([image.repoDigest, stagedClosure, args.file, args.attribute, args.drvPath, args.closureSha256, work])
         .apply(([img, closureFile, file, attribute, drvPath, closureSha256, w]) => {
           const entry = path.resolve(REPO_ROOT, file);
           // The reviewed files may import paths beside them (nix/ imports ../apps): mount the whole
@@ -144,9 +147,9 @@ export class Rebuild extends pulumi.ComponentResource {
         `${name}-collect`,
         {
           create: pulumi
-            .all([work, outDir, args.drvPath, args.closureFile, exited])
-            .apply(([w, o, d, c]) =>
-              ["node", "-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, o, d, c, args.image!].map(shellQuote).join(" "),
+            .all([work, outDir, args.drvPath, args.closureFile, args.closureSha256, exited])
+            .apply(([w, o, d, c, sha]) =>
+              ["node", "-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, o, d, c, sha, args.image!].map(shellQuote).join(" "),
             ),
           dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256, container.id],

@@ -5,11 +5,15 @@
 //   file's contents) with the declared algorithm, compared with the declared hash;
 // - evaluation-time paths (local sources, builtins.toFile): the store path recomputed from content and
 //   references (type "source" from the NAR's sha256, or "text" from the file's sha256) must equal the path.
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as path from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { collectSources, Derivation, SourceSet, Target, DerivationGraph } from "./derivation";
 import { loadDerivationGraph } from "./drv-file";
 import { fileReader, parseExport, ExportedPath } from "./nar";
-import { InputError } from "./step";
+import { CheckFailed, InputError } from "./step";
 import { nix32Encode, sourcePath, splitStorePath, textPath } from "./storepath";
 
 export interface TamperedSource {
@@ -141,4 +145,46 @@ export function describeFailure(r: ClosureCheckResult): string {
     parts.push(`${r.unverifiable.length} source(s) with a hash this check cannot recompute (git hashing): ${r.unverifiable.slice(0, 3).map((u) => `${u.path} (from ${u.drv}, ${u.mode} ${u.algo})`).join("; ")}`);
   if (r.extra.length) parts.push(`${r.extra.length} unexpected path(s): ${r.extra.slice(0, 3).join("; ")}`);
   return parts.join(" | ");
+}
+
+export interface StagedClosure {
+  /** The private, read-only copy: what is checked and what is imported. */
+  file: string;
+  /** SHA-256 (hex) of exactly those bytes. */
+  sha256: string;
+}
+
+/**
+ * Check-then-use: re-hashing the caller's closure and then opening that path again for the import
+ * would let a file swapped in between be imported unchecked. So the closure is copied once into
+ * `dir` (created 0700; the copy 0400), hashed while it is copied, and both the check and the
+ * import read that copy. With `expectedSha256` (the closure step's digest), a closure whose bytes
+ * differ is refused before anything reads it.
+ */
+export async function stageClosure(src: string, dir: string, expectedSha256?: string): Promise<StagedClosure> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
+  const file = path.join(dir, "source-export.closure");
+  const hash = crypto.createHash("sha256");
+  const hashing = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  const out = fs.createWriteStream(file, { flags: "wx", mode: 0o400 });
+  await pipeline(fs.createReadStream(src), hashing, out);
+  const fd = fs.openSync(file, "r");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const sha256 = hash.digest("hex");
+  if (expectedSha256 !== undefined && sha256 !== expectedSha256.replace(/^sha256:/, "")) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    const reason = `closure ${src} has SHA-256 ${sha256}, expected ${expectedSha256.replace(/^sha256:/, "")} (the closure step's digest): it changed since it was exported`;
+    throw new CheckFailed(reason, { ok: false, refused: true, built: false, reason, closureSha256: sha256 });
+  }
+  return { file, sha256 };
 }

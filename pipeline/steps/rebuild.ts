@@ -18,10 +18,12 @@ import { loadDerivationGraph } from "../lib/drv-file";
 // Part of what runners without the CLI use (docs/rebuild-verify.md).
 export { graphOfDrv } from "../lib/drv-file";
 import { narHashOfFile } from "../lib/nar-diff";
-import { checkClosure, describeFailure } from "../lib/closure-check";
+import { checkClosure, describeFailure, stageClosure } from "../lib/closure-check";
 
 const STEP = "rebuild";
 export const MARKER = "rebuild.json";
+/** <out>/.closure-<random>: the private copy of the closure a run checks and imports. */
+export const STAGED_CLOSURE_PREFIX = ".closure-";
 
 export interface RebuiltPath {
   path: string;
@@ -43,7 +45,9 @@ export interface RebuildResult {
   nars: string;
   /** Unique per run; verify checks it against <out>/rebuild.json so a stale copy is refused. */
   runId: string;
+  /** The closure as the caller named it, and the SHA-256 (hex) of the bytes that were imported. */
   closure: string;
+  closureSha256: string | null;
   sourceCheck: { checked: number } | null;
   seconds: number;
 }
@@ -128,7 +132,10 @@ export function rebuildEnv(o: { closure: string; entry: string; attribute: strin
 export interface OfflineBuildOptions {
   file: string;
   attribute: string;
+  /** The file that is imported (the staged copy), and what the result names: the caller's path and its digest. */
   closure: string;
+  closureOrigin?: string;
+  closureSha256?: string;
   isolation: Backend;
   image?: string;
   out: string;
@@ -205,7 +212,20 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     fs.rmSync(work, { recursive: true, force: true });
     fail(`offline rebuild of ${drvPath} failed: ${why} (log ${finalLog})`, base);
   }
-  return collectStaged({ work, out, drvPath, graph, isolation: o.isolation, image: o.image, closure, sourceCheck: o.sourceCheck, runId, started, log: finalLog });
+  return collectStaged({
+    work,
+    out,
+    drvPath,
+    graph,
+    isolation: o.isolation,
+    image: o.image,
+    closure: o.closureOrigin ? path.resolve(o.closureOrigin) : closure,
+    closureSha256: o.closureSha256 ?? null,
+    sourceCheck: o.sourceCheck,
+    runId,
+    started,
+    log: finalLog,
+  });
 }
 
 /** The non-fixed-output outputs of the graph: what an offline rebuild must build and compare. */
@@ -225,6 +245,7 @@ export interface StagedRebuild {
   isolation: Backend;
   image?: string;
   closure: string;
+  closureSha256: string | null;
   sourceCheck: { checked: number } | null;
   runId: string;
   started: number;
@@ -297,6 +318,7 @@ export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
     nars: narsDir,
     runId: s.runId,
     closure: s.closure,
+    closureSha256: s.closureSha256,
     sourceCheck: s.sourceCheck,
     seconds: Math.round((Date.now() - s.started) / 100) / 10,
   };
@@ -315,6 +337,7 @@ export const step: StepDefinition<RebuildResult> = {
     isolation: { type: "string", description: "bwrap or docker", required: true },
     image: { type: "string", description: "docker image with nix (pin by digest, e.g. nixos/nix@sha256:...); its store must hold none of the target's paths; see pipeline/rebuilder-image" },
     out: { type: "string", description: "output directory: rebuild.json (written last), build.log, nars/", required: true },
+    "closure-sha256": { type: "string", description: "refuse the closure unless its SHA-256 (hex) is this, e.g. the closure step's closureSha256" },
   },
   async run({ values }) {
     const { file, attribute, closure, isolation, image, out } = values as Record<string, string>;
@@ -325,15 +348,22 @@ export const step: StepDefinition<RebuildResult> = {
     await checkBackend(isolation, image);
     fs.mkdirSync(out, { recursive: true });
     fs.rmSync(path.join(out, MARKER), { force: true });
+    for (const e of fs.readdirSync(out)) if (e.startsWith(STAGED_CLOSURE_PREFIX)) fs.rmSync(path.join(out, e), { recursive: true, force: true });
 
-    log(STEP, `checking every source in ${closure} against ${file} before building`);
-    const check = await checkClosure({ file, attribute, closure });
-    if (!check.ok) {
-      // Refused before anything is imported or built: the isolation is never even started.
-      const reason = `refusing to build ${attribute} of ${file}: ${describeFailure(check)}`;
-      throw new CheckFailed(reason, { ok: false, refused: true, built: false, reason, check });
+    // The bytes checked are the bytes imported: one private copy serves both (stageClosure).
+    const staged = await stageClosure(closure, path.join(out, `${STAGED_CLOSURE_PREFIX}${crypto.randomBytes(8).toString("hex")}`), values["closure-sha256"]);
+    try {
+      log(STEP, `checking every source in ${closure} (SHA-256 ${staged.sha256}, staged as ${staged.file}) against ${file} before building`);
+      const check = await checkClosure({ file, attribute, closure: staged.file });
+      if (!check.ok) {
+        // Refused before anything is imported or built: the isolation is never even started.
+        const reason = `refusing to build ${attribute} of ${file}: ${describeFailure(check)}`;
+        throw new CheckFailed(reason, { ok: false, refused: true, built: false, reason, check, closureSha256: staged.sha256 });
+      }
+      log(STEP, `${check.checked} sources match the hashes the reviewed files declare`);
+      return await offlineBuild({ file, attribute, closure: staged.file, closureOrigin: closure, closureSha256: staged.sha256, isolation, image, out, sourceCheck: { checked: check.checked } });
+    } finally {
+      fs.rmSync(path.dirname(staged.file), { recursive: true, force: true });
     }
-    log(STEP, `${check.checked} sources match the hashes the reviewed files declare`);
-    return offlineBuild({ file, attribute, closure, isolation, image, out, sourceCheck: { checked: check.checked } });
   },
 };

@@ -42,7 +42,7 @@ function work(b: Built, o: { interfaces?: string; hash?: string; storeBefore?: s
 }
 
 function collect(w: string, out: string, drv: string) {
-  const r = spawnSync(process.execPath, ["-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, out, drv, "/c/closure", "img@sha256:" + "0".repeat(64)], { cwd: ROOT, env: ENV, encoding: "utf8" });
+  const r = spawnSync(process.execPath, ["-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, out, drv, "/c/closure", "c".repeat(64), "img@sha256:" + "0".repeat(64)], { cwd: ROOT, env: ENV, encoding: "utf8" });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

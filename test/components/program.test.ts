@@ -127,8 +127,9 @@ test.serial("(mocked: the docker provider cannot run here) docker isolation: dig
   t.true(c.inputs.logs);
   t.false(c.inputs.mustRun);
   const mounts = c.inputs.mounts as { source: string; target: string; readOnly: boolean }[];
-  const closure = mounts.find((m) => m.source === "/w/closure/closure.nar");
-  t.truthy(closure);
+  t.false(mounts.some((m) => m.source === "/w/closure/closure.nar"), "the closure step's file is never mounted (it could change after the check)");
+  const closure = mounts.find((m) => m.source.endsWith("/rebuild/.closure-container/source-export.closure"));
+  t.truthy(closure, "the copy check-closure staged and checked is mounted");
   t.true(closure!.readOnly, "closure mounted read-only");
   const checkout = path.resolve(__dirname, "..", "..");
   t.true(mounts.find((m) => m.source === checkout)!.readOnly, "sources (the checkout nix/ imports from) mounted read-only");
@@ -136,7 +137,7 @@ test.serial("(mocked: the docker provider cannot run here) docker isolation: dig
   t.true(c.inputs.envs.includes(`SC_DRV=${DRV}`));
   // The source check runs before the container; verify reads the collected result.
   const check = run.resources.find((r) => r.name.endsWith("-check-sources"))!;
-  t.regex(check.inputs.create, /check-closure --file nix\/default\.nix --attribute iso --closure \/w\/closure\/closure\.nar/);
+  t.regex(check.inputs.create, /check-closure --file nix\/default\.nix --attribute iso --closure \/w\/closure\/closure\.nar --stage \S+\/rebuild\/\.closure-container --closure-sha256 \S+/);
   t.true(dependsOn(run, c, check.urn));
   t.false(run.resources.some((r) => stepOf(r) === "rebuild"), "no bwrap rebuild command");
   t.is(run.outputs.reproducible, true);

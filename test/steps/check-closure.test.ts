@@ -134,3 +134,28 @@ test("a source declared with git hashing (altered expectation: Nix 2.8 cannot wr
   t.deepEqual([r.tampered, r.missing, r.extra], [[], [], []]);
   t.regex(describeFailure(r), /1 source\(s\) with a hash this check cannot recompute \(git hashing\): .*-greeting\.txt/);
 });
+
+test("check-closure --stage: the private read-only copy is what is checked (a flipped byte in the copy's source is named) and what is kept for the import; a wrong --closure-sha256 is refused", async (t) => {
+  const stage = path.join(out, "stage");
+  const { sha256File } = await import("../../pipeline/lib/fsx");
+  const digest = await sha256File(closure);
+  const r = cli(["check-closure", "--file", world.file, "--attribute", world.attribute, "--closure", closure, "--stage", stage, "--closure-sha256", digest]);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.json.staged, path.join(stage, "source-export.closure"));
+  t.is(r.json.closureSha256, digest);
+  t.is(fs.statSync(stage).mode & 0o777, 0o700);
+  t.is(fs.statSync(r.json.staged).mode & 0o777, 0o400);
+  t.deepEqual(fs.readFileSync(r.json.staged), fs.readFileSync(closure));
+
+  const flipped = flipOneByte(byName("-greeting.txt").path);
+  const bad = cli(["check-closure", "--file", world.file, "--attribute", world.attribute, "--closure", flipped, "--stage", stage]);
+  t.is(bad.code, 1);
+  t.is(bad.json.tampered.length, 1);
+  t.false(fs.existsSync(stage), "a rejected copy is not left for an import");
+
+  const pinned = cli(["check-closure", "--file", world.file, "--attribute", world.attribute, "--closure", flipped, "--stage", stage, "--closure-sha256", digest]);
+  t.is(pinned.code, 1);
+  t.true(pinned.json.refused);
+  t.regex(pinned.stderr, /has SHA-256 [0-9a-f]{64}, expected [0-9a-f]{64} \(the closure step's digest\)/);
+  t.false(fs.existsSync(stage));
+});

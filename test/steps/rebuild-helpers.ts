@@ -1,6 +1,6 @@
 // Shared set-up for the rebuild/verify tests: the demo world, its closures, and closures broken on
 // purpose (one byte of a source changed; one source left out), made with the real export parser.
-import { spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -123,4 +123,47 @@ export async function killMidBuild(args: string[], env: NodeJS.ProcessEnv = ENV)
   });
   process.kill(-child.pid!, "SIGKILL");
   await new Promise((r) => child.on("close", r));
+}
+
+/**
+ * The swap-the-closure attack at its exact moment: `fifo` becomes a named pipe whose Nth opening
+ * reads `files[N]` (the last one for every later opening), as if the file were replaced between
+ * two reads of the same path. `opens()` counts the readers served.
+ */
+export function swappingFile(fifo: string, files: string[]): { opens(): number; stop(): Promise<void> } {
+  execFileSync("mkfifo", [fifo]);
+  let served = 0;
+  let stopping = false;
+  const loop = (async () => {
+    while (!stopping) {
+      const fh = await fs.promises.open(fifo, "w"); // waits for a reader
+      if (stopping) {
+        await fh.close();
+        break;
+      }
+      const content = fs.readFileSync(files[Math.min(served, files.length - 1)]);
+      served++;
+      try {
+        await fh.writeFile(content);
+      } catch {
+        // the reader went away early
+      } finally {
+        await fh.close();
+      }
+      // The reader still holds the pipe until it has read EOF: an open for writing now would join it
+      // (and feed it the next file) instead of waiting for the next reader.
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  })();
+  return {
+    opens: () => served,
+    async stop() {
+      stopping = true;
+      // Unblock the writer waiting for a reader that never comes.
+      const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      await loop;
+      fs.closeSync(fd);
+      fs.rmSync(fifo, { force: true });
+    },
+  };
 }

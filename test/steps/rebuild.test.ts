@@ -6,7 +6,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { offlineBuild } from "../../pipeline/steps/rebuild";
 import { CheckFailed } from "../../pipeline/lib/step";
-import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killMidBuild } from "./rebuild-helpers";
+import { sha256File } from "../../pipeline/lib/fsx";
+import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killMidBuild, swappingFile } from "./rebuild-helpers";
 
 let w: DemoWorld;
 let closure: string;
@@ -85,6 +86,35 @@ test("a closure with one byte of one source changed: the rebuild refuses before 
   t.false(fs.existsSync(path.join(out, "rebuild.json")));
 });
 
+test("the closure swapped between check and import (each read of the path gets other bytes): the checked bytes are the imported bytes, and rebuild.json records their digest", async (t) => {
+  const bad = path.join(w.dir, "swap-tampered.closure");
+  await tamperedCopy(closure, /linux-image/, bad);
+  const swapping = swappingFile(path.join(w.dir, "swapping.closure"), [closure, bad]);
+  try {
+    const out = path.join(w.dir, "rb-swap");
+    const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", path.join(w.dir, "swapping.closure"), "--isolation", "bwrap", "--out", out]);
+    t.is(swapping.opens(), 1, "the caller's path is read once");
+    t.is(r.code, 0, r.stderr.slice(-3000));
+    t.is(r.json.closureSha256, await sha256File(closure), "the digest of the bytes checked and imported");
+    t.false(fs.readdirSync(out).some((e) => e.startsWith(".closure-")), "the private copy is removed");
+    const v = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
+    t.is(v.code, 0, v.stderr.slice(-2000));
+  } finally {
+    await swapping.stop();
+  }
+});
+
+test("--closure-sha256: a closure whose bytes are not the closure step's is refused before anything reads it", async (t) => {
+  const out = path.join(w.dir, "rb-pinned");
+  const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--closure-sha256", "0".repeat(64), "--isolation", "bwrap", "--out", out]);
+  t.is(r.code, 1, r.stderr.slice(-2000));
+  t.true(r.json.refused);
+  t.is(r.json.closureSha256, await sha256File(closure));
+  t.regex(r.stderr, new RegExp(`closure .* has SHA-256 ${r.json.closureSha256}, expected 0{64}`));
+  t.false(fs.existsSync(path.join(out, "build.log")), "no isolated build was started");
+  t.false(fs.readdirSync(out).some((e) => e.startsWith(".closure-")));
+});
+
 test("a closure missing one source: the rebuild refuses naming it, and the isolated build alone fails naming it with no network tried", async (t) => {
   const bad = path.join(w.dir, "missing.closure");
   const missing = await closureWithout(closure, /linux-image/, bad);
@@ -150,7 +180,7 @@ test.serial("a rebuild killed half-way: nothing half-written is accepted, and a 
 
   const again = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out]);
   t.is(again.code, 0, again.stderr.slice(-3000));
-  t.false(fs.readdirSync(out).some((e) => e.startsWith(".staging-")), "leftovers cleaned");
+  t.false(fs.readdirSync(out).some((e) => e.startsWith(".staging-") || e.startsWith(".closure-")), "leftovers cleaned");
   const v = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
   t.is(v.code, 0, v.stderr.slice(-3000));
   t.true(v.json.reproducible);
