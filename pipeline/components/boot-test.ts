@@ -14,6 +14,8 @@ export interface BootTestArgs {
   timeout: number;
   memory: number;
   policy: Policy;
+  /** serial.log, qemu.pid, result.json: in the stack's work dir, not a new temp dir per boot. */
+  outDir: pulumi.Input<string>;
 }
 
 export class BootTest extends pulumi.ComponentResource {
@@ -30,7 +32,7 @@ export class BootTest extends pulumi.ComponentResource {
       `${name}-boot-test`,
       {
         step: "boot-test",
-        args: ["--image", args.image, "--probes", args.probes, "--timeout", String(args.timeout), "--memory", String(args.memory)],
+        args: ["--image", args.image, "--probes", args.probes, "--timeout", String(args.timeout), "--memory", String(args.memory), "--out", args.outDir],
         triggers: [args.imageDigest, args.probesDigest],
         allowCheckFailure: args.policy === "warn",
       },

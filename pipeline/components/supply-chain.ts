@@ -85,6 +85,7 @@ export class SupplyChain extends pulumi.ComponentResource {
           timeout: c.bootTimeout,
           memory: c.bootMemory,
           policy: c.policy,
+          outDir: `${c.workDir}/boot-test`,
         },
         { parent: this, dependsOn: [this.build] },
       );

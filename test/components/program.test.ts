@@ -73,6 +73,7 @@ test.serial("(mocked: no engine or nix in unit tests) triggers are content addre
   t.deepEqual(cmd("verify").inputs.triggers, [DRV, "sha256:1build", "run1"]);
   t.is(cmd("boot-test").inputs.triggers[0], "sha256:1build");
   t.regex(cmd("boot-test").inputs.triggers[1], /^sha256:[0-9a-f]{64}$/, "probe spec digest");
+  t.regex(cmd("boot-test").inputs.create, / --out \S+\/boot-test$/, "the serial log stays in the work dir, not a new temp dir per boot");
   // No trigger that changes on every run (a timestamp would re-run everything on every `pulumi up`).
   const again = await runProgram({ config: demoConfig(dir) });
   for (const s of ["build", "closure", "rebuild", "verify", "boot-test"]) {
