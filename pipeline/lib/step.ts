@@ -1,7 +1,9 @@
 // The contract every step shares: one JSON document on stdout, logs on stderr,
 // exit 0 success, 1 a failed check (its verdict JSON on stdout), 2 bad input, a missing tool or a
 // refusing file system (one line), 3 an internal error (a bug: stack trace, one line last).
+import * as path from "node:path";
 import { parseArgs, ParseArgsConfig } from "node:util";
+import { DirLock, lockDir, stopWhenOrphaned } from "./lifetime";
 
 export const EXIT_OK = 0;
 export const EXIT_CHECK_FAILED = 1;
@@ -43,6 +45,11 @@ export interface StepDefinition<R> {
   /** Positional argument names shown in usage, e.g. ["dir"]. */
   positionals?: { name: string; description: string; required?: boolean }[];
   options: Record<string, OptionSpec>;
+  /**
+   * The directory the step writes, locked for the run (lifetime.ts: one run per directory, a killed
+   * run's temp files removed, a directory the run created and left empty removed again).
+   */
+  workDir?(args: { values: Record<string, any>; positionals: string[] }): string | undefined;
   run(args: { values: Record<string, any>; positionals: string[] }): Promise<R>;
 }
 
@@ -120,7 +127,12 @@ export async function runStep<R>(def: StepDefinition<R>, argv: string[]): Promis
     process.stderr.write(`supply-chain ${def.name}: ${e.message}\n${usage(def as StepDefinition<unknown>)}\n`);
     return EXIT_BAD_INPUT;
   }
+  let lock: DirLock | undefined;
+  let stopWatching = () => undefined as void;
   try {
+    const dir = def.workDir?.(parsed);
+    if (dir) lock = lockDir(path.resolve(dir), def.name);
+    stopWatching = stopWhenOrphaned(def.name, () => lock?.release());
     const result = await def.run(parsed);
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
     return EXIT_OK;
@@ -139,5 +151,8 @@ export async function runStep<R>(def: StepDefinition<R>, argv: string[]): Promis
     process.stderr.write(`${e?.stack ?? e}\n`);
     process.stderr.write(`supply-chain ${def.name}: internal error: ${String(e?.message ?? e).split("\n")[0]}\n`);
     return EXIT_INTERNAL;
+  } finally {
+    stopWatching();
+    lock?.release();
   }
 }

@@ -36,6 +36,7 @@ export const step: StepDefinition<BootTestResult> = {
     memory: { type: "string", default: "1024", description: "guest memory in MiB" },
     out: { type: "string", description: "directory for serial.log, qemu.pid and result.json (default: a new temp dir)" },
   },
+  workDir: ({ values }) => values.out,
   async run({ values }) {
     const timeoutS = Number(values.timeout);
     if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new InputError(`--timeout must be a positive number of seconds (got '${values.timeout}')`);

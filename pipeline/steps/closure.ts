@@ -201,6 +201,7 @@ export const step: StepDefinition<ClosureResult> = {
     "no-export": { type: "boolean", description: "analysis only: no realisation, no closure file (sizes of unrealised sources are null)", default: false },
     top: { type: "string", description: "how many of the biggest sources the report explains", default: "10" },
   },
+  workDir: ({ values }) => values.out,
   async run({ values }) {
     const t: Target = { file: values.file, attribute: values.attribute, flake: values.flake };
     const top = Number(values.top);

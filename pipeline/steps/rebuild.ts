@@ -339,6 +339,7 @@ export const step: StepDefinition<RebuildResult> = {
     out: { type: "string", description: "output directory: rebuild.json (written last), build.log, nars/", required: true },
     "closure-sha256": { type: "string", description: "refuse the closure unless its SHA-256 (hex) is this, e.g. the closure step's closureSha256" },
   },
+  workDir: ({ values }) => values.out,
   async run({ values }) {
     const { file, attribute, closure, isolation, image, out } = values as Record<string, string>;
     if (isolation !== "bwrap" && isolation !== "docker") throw new InputError(`unknown --isolation '${isolation}' (expected bwrap or docker)`);

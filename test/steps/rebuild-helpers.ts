@@ -1,10 +1,11 @@
 // Shared set-up for the rebuild/verify tests: the demo world, its closures, and closures broken on
 // purpose (one byte of a source changed; one source left out), made with the real export parser.
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileReader, parseExport, ExportedPath } from "../../pipeline/lib/nar";
+import { descendants } from "../../pipeline/lib/lifetime";
 
 export const ROOT = path.join(__dirname, "..", "..");
 const BIN = path.join(ROOT, "bin", "supply-chain.js");
@@ -109,20 +110,38 @@ export function rm(dir: string): void {
  * layer (the middle of a real rebuild), then SIGKILLs the whole group: no handler gets to clean up.
  */
 export async function killMidBuild(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<void> {
-  const child = spawn(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = await startUntilBuilding(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], env);
+  process.kill(-child.pid!, "SIGKILL");
+  await new Promise((r) => child.on("close", r));
+}
+
+function startUntilBuilding(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let seen = "";
-  await new Promise<void>((resolve, reject) => {
+  return new Promise<ChildProcess>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`never saw a build start: ${seen.slice(-2000)}`)), 300_000);
-    child.stderr.on("data", (d) => {
+    child.stderr!.on("data", (d) => {
       seen += d;
       if (/building '\/nix\/store\/[^']*linux[^']*\.drv'/.test(seen)) {
         clearTimeout(timer);
-        resolve();
+        resolve(child);
       }
     });
   });
-  process.kill(-child.pid!, "SIGKILL");
-  await new Promise((r) => child.on("close", r));
+}
+
+/**
+ * A killed `pulumi up` as the step sees it: the step runs under a shell (as the command provider
+ * starts it) and only that shell is SIGKILLed mid-build. Returns the step's pid and every process
+ * below it at that moment.
+ */
+export async function orphanMidBuild(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<{ step: number; below: number[] }> {
+  const quoted = [process.execPath, path.join(ROOT, "bin", "supply-chain.js"), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  const sh = await startUntilBuilding("sh", ["-c", `${quoted}; echo done`], env);
+  const step = descendants(sh.pid!)[0];
+  const below = descendants(step);
+  process.kill(sh.pid!, "SIGKILL");
+  return { step, below };
 }
 
 /**

@@ -7,7 +7,8 @@ import * as path from "node:path";
 import { offlineBuild } from "../../pipeline/steps/rebuild";
 import { CheckFailed } from "../../pipeline/lib/step";
 import { sha256File } from "../../pipeline/lib/fsx";
-import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killMidBuild, swappingFile } from "./rebuild-helpers";
+import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killMidBuild, orphanMidBuild, swappingFile } from "./rebuild-helpers";
+import { LOCK_NAME } from "../../pipeline/lib/lifetime";
 
 let w: DemoWorld;
 let closure: string;
@@ -191,6 +192,23 @@ test.serial("a rebuild killed half-way: nothing half-written is accepted, and a 
   const tampered = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
   t.is(tampered.code, 2);
   t.regex(tampered.stderr, /modified/);
+});
+
+test.serial("a rebuild whose starter is killed (a killed pulumi up) stops with its children, leaves no live lock, and a re-run completes", async (t) => {
+  const out = path.join(w.dir, "rb-orphaned");
+  const args = ["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out];
+  const { step, below } = await orphanMidBuild(args);
+  t.true(below.length > 0, "bwrap and nix were running below the step");
+  const running = () => [step, ...below].filter((p) => fs.existsSync(`/proc/${p}`) && !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${p}/stat`, "utf8")));
+  const deadline = Date.now() + 20_000;
+  while (running().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+  t.deepEqual(running(), [], "the step and every process below it stopped");
+  t.false(fs.existsSync(path.join(out, "rebuild.json")));
+  t.false(fs.existsSync(path.join(out, LOCK_NAME)), "the lock was released");
+
+  const again = await cli(args);
+  t.is(again.code, 0, again.stderr.slice(-3000));
+  t.false(fs.readdirSync(out).some((e) => e.startsWith(".staging-") || e.startsWith(".closure-")), "leftovers cleaned");
 });
 
 test("bad input: unknown isolation, missing closure, docker without an image -> exit 2 with a reason", async (t) => {
