@@ -52,3 +52,24 @@ export async function sha256File(file: string): Promise<string> {
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest("hex");
 }
+
+/**
+ * Like writeFileAtomic, but the file has `mode` from its first byte and an existing `target` is never
+ * replaced: published by link(2), which fails with EEXIST instead of overwriting (for keys).
+ */
+export function writeFileExclusive(target: string, data: string | Buffer, mode: number): void {
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  const tmp = tempPathFor(target);
+  const fd = fs.openSync(tmp, "wx", mode);
+  try {
+    try {
+      fs.writeFileSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.linkSync(tmp, target);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
