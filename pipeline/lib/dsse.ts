@@ -56,13 +56,14 @@ export function parsePrivateKey(pem: string, what: string): crypto.KeyObject {
 }
 
 export function parsePublicKey(pem: string, what: string): crypto.KeyObject {
+  // createPublicKey would quietly derive the public half of a private key: an auditor never needs one.
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) throw new Error(`${what} is a private key: give the public key (signing.pub)`);
   let key: crypto.KeyObject;
   try {
     key = crypto.createPublicKey({ key: pem, format: "pem" });
   } catch (e: any) {
     throw new Error(`${what} is not a PEM public key (${e.code ?? "unreadable"})`);
   }
-  if (key.type !== "public") throw new Error(`${what} is a private key: give the public key (signing.pub)`);
   return requireEd25519(key, what);
 }
 
