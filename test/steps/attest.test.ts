@@ -239,9 +239,16 @@ test("--key-env: the private key is in no output file, no log, no command line a
   const body = pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
   const raw = parsePrivateKey(pem, "k").export({ format: "jwk" }).d!; // the 32-byte seed, base64url
   const out2 = path.join(c.dir, "att-env");
+  // Children are too short-lived to poll reliably: git and nix run through spies that keep their environment.
+  const spy = path.join(c.dir, "spy");
+  fs.mkdirSync(spy);
+  for (const tool of ["git", "nix"]) {
+    const real = execFileSync("sh", ["-c", `command -v ${tool}`]).toString().trim();
+    fs.writeFileSync(path.join(spy, tool), `#!/bin/sh\nenv > "${spy}/env.${tool}.$$"\nexec ${real} "$@"\n`, { mode: 0o755 });
+  }
   const seen = { cmdlines: [] as string[], environs: [] as string[] };
   const child = spawn(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...attestArgs(c, out2), "--key-env", "SC_TEST_SIGNING_KEY"], {
-    env: { ...OFFLINE_ENV, SC_TEST_SIGNING_KEY: pem },
+    env: { ...OFFLINE_ENV, PATH: `${spy}:${process.env.PATH}`, SC_TEST_SIGNING_KEY: pem },
   });
   const stop = watchProcesses(child, seen);
   let stdout = "";
@@ -252,9 +259,12 @@ test("--key-env: the private key is in no output file, no log, no command line a
   stop();
   t.is(code, 0, stderr);
   t.true(seen.cmdlines.some((l) => l.includes("--key-env")), "the watcher saw the step's command line");
+  const dumps = fs.readdirSync(spy).filter((f) => f.startsWith("env."));
+  t.true(dumps.some((f) => f.startsWith("env.git.")) && dumps.some((f) => f.startsWith("env.nix.")), `spies ran: ${dumps}`);
+  seen.environs.push(...dumps.map((f) => fs.readFileSync(path.join(spy, f), "latin1")));
   const haystacks = [stdout, stderr, ...fs.readdirSync(out2).map((f) => fs.readFileSync(path.join(out2, f), "latin1"))];
   for (const h of [...haystacks, ...seen.cmdlines, ...seen.environs]) {
-    t.false(h.includes(body.slice(0, 40)) || h.includes(raw));
+    t.false(h.includes(body.slice(0, 40)) || h.includes(raw) || h.includes("SC_TEST_SIGNING_KEY="));
   }
   t.log(`${seen.cmdlines.length} command lines and ${seen.environs.length} environments scanned`);
   // Same signer as --key: the verifier accepts it.
