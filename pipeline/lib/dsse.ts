@@ -44,27 +44,25 @@ function requireEd25519(key: crypto.KeyObject, what: string): crypto.KeyObject {
   return key;
 }
 
-/** A PKCS#8 PEM private key; the message never quotes the PEM (it may be a secret from the environment). */
-export function parsePrivateKey(pem: string, what: string): crypto.KeyObject {
+function loadKey(create: (pem: string) => crypto.KeyObject, pem: string, what: string, kind: string): crypto.KeyObject {
   let key: crypto.KeyObject;
   try {
-    key = crypto.createPrivateKey({ key: pem, format: "pem" });
+    key = create(pem);
   } catch (e: any) {
-    throw new Error(`${what} is not a PEM private key (${e.code ?? "unreadable"})`);
+    throw new Error(`${what} is not a PEM ${kind} key (${e.code ?? "unreadable"})`);
   }
   return requireEd25519(key, what);
+}
+
+/** A PKCS#8 PEM private key; the message never quotes the PEM (it may be a secret from the environment). */
+export function parsePrivateKey(pem: string, what: string): crypto.KeyObject {
+  return loadKey((key) => crypto.createPrivateKey({ key, format: "pem" }), pem, what, "private");
 }
 
 export function parsePublicKey(pem: string, what: string): crypto.KeyObject {
   // createPublicKey would quietly derive the public half of a private key: an auditor never needs one.
   if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) throw new Error(`${what} is a private key: give the public key (signing.pub)`);
-  let key: crypto.KeyObject;
-  try {
-    key = crypto.createPublicKey({ key: pem, format: "pem" });
-  } catch (e: any) {
-    throw new Error(`${what} is not a PEM public key (${e.code ?? "unreadable"})`);
-  }
-  return requireEd25519(key, what);
+  return loadKey((key) => crypto.createPublicKey({ key, format: "pem" }), pem, what, "public");
 }
 
 export function generateKeyPair(): { privatePem: string; publicPem: string; keyid: string } {

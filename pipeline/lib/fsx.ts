@@ -8,17 +8,21 @@ export function tempPathFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`);
 }
 
+function writeSynced(file: string, data: string | Buffer, flags: string, mode?: number): void {
+  const fd = fs.openSync(file, flags, mode);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function writeFileAtomic(target: string, data: string | Buffer): void {
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const tmp = tempPathFor(target);
-  const fd = fs.openSync(tmp, "w");
   try {
-    try {
-      fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    writeSynced(tmp, data, "w");
     fs.renameSync(tmp, target);
   } catch (e) {
     fs.rmSync(tmp, { force: true }); // e.g. a full disk: no half-written temp file left behind
@@ -60,14 +64,8 @@ export async function sha256File(file: string): Promise<string> {
 export function writeFileExclusive(target: string, data: string | Buffer, mode: number): void {
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const tmp = tempPathFor(target);
-  const fd = fs.openSync(tmp, "wx", mode);
   try {
-    try {
-      fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    writeSynced(tmp, data, "wx", mode);
     fs.linkSync(tmp, target);
   } finally {
     fs.rmSync(tmp, { force: true });

@@ -234,7 +234,8 @@ function watchProcesses(child: { pid?: number }, seen: { cmdlines: string[]; env
   return () => clearInterval(timer);
 }
 
-test("--key-env: the private key is in no output file, no log, no command line and no child's environment", async (t) => {
+// Serial: the other tests run the CLI with spawnSync, which would stall this watcher's timer.
+test.serial("--key-env: the private key is in no output file, no log, no command line and no child's environment", async (t) => {
   const pem = fs.readFileSync(c.keys.privateKey, "utf8");
   const body = pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
   const raw = parsePrivateKey(pem, "k").export({ format: "jwk" }).d!; // the 32-byte seed, base64url
