@@ -35,6 +35,8 @@ declare -A FILES=(
 missing=()
 for tool in "${!TOOLS[@]}"; do command -v "$tool" >/dev/null 2>&1 || missing+=("${TOOLS[$tool]}"); done
 for file in "${!FILES[@]}"; do [ -e "$file" ] || missing+=("${FILES[$file]}"); done
+# python3 -m venv (the attestation interop test's verifier, below) needs Debian's ensurepip
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # busybox-static specifically (the dynamic busybox cannot be a sandboxed Nix builder)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
 # nix-bin only Recommends it, and --no-install-recommends skips it: it creates the nixbld group and
@@ -60,6 +62,19 @@ fi
 
 # The demo world's kernel package (a Debian .deb in /var/cache/secure-supply-chain)
 bash "$(dirname "$0")/fetch-demo-inputs.sh"
+
+# Verifiers that are not ours, for test/steps/attest-interop: securesystemslib checks the DSSE envelopes,
+# cyclonedx-python-lib's validator (jsonschema + its bundled CycloneDX schemas) the SBOM. Pinned, in a venv.
+PYENV="${XDG_CACHE_HOME:-$HOME/.cache}/secure-supply-chain/pyenv"
+PYREQS="securesystemslib[crypto]==1.6.0 cyclonedx-python-lib[json-validation]==11.12.0"
+if [ "$(cat "$PYENV/requirements" 2>/dev/null)" != "$PYREQS" ]; then
+  echo "setup: installing $PYREQS into $PYENV"
+  rm -rf "$PYENV"
+  python3 -m venv "$PYENV"
+  # shellcheck disable=SC2086 # one word per requirement
+  "$PYENV/bin/pip" install --quiet --disable-pip-version-check $PYREQS
+  echo "$PYREQS" > "$PYENV/requirements"
+fi
 
 # Rust toolchain for apps/db-reader. rustup's ~/.cargo/bin counts (build-apps.sh and test.sh look
 # there): .ci/run calls this script from a non-login shell before test.sh puts it on PATH.

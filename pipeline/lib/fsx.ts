@@ -8,17 +8,21 @@ export function tempPathFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`);
 }
 
+function writeSynced(file: string, data: string | Buffer, flags: string, mode?: number): void {
+  const fd = fs.openSync(file, flags, mode);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function writeFileAtomic(target: string, data: string | Buffer): void {
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const tmp = tempPathFor(target);
-  const fd = fs.openSync(tmp, "w");
   try {
-    try {
-      fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    writeSynced(tmp, data, "w");
     fs.renameSync(tmp, target);
   } catch (e) {
     fs.rmSync(tmp, { force: true }); // e.g. a full disk: no half-written temp file left behind
@@ -51,4 +55,19 @@ export async function sha256File(file: string): Promise<string> {
   const hash = crypto.createHash("sha256");
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest("hex");
+}
+
+/**
+ * Like writeFileAtomic, but the file has `mode` from its first byte and an existing `target` is never
+ * replaced: published by link(2), which fails with EEXIST instead of overwriting (for keys).
+ */
+export function writeFileExclusive(target: string, data: string | Buffer, mode: number): void {
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  const tmp = tempPathFor(target);
+  try {
+    writeSynced(tmp, data, "wx", mode);
+    fs.linkSync(tmp, target);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
 }
