@@ -1,7 +1,8 @@
 // The Pulumi program: reads the stack's config (validated up front), declares one SupplyChain,
 // exports its outputs for other stacks (see consumer/: a StackReference reads them).
+import * as crypto from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
-import { ConfigError, parseConfig, SupplyChainConfig } from "./pipeline/components/config";
+import { ConfigError, parseConfig, PROJECT, SupplyChainConfig } from "./pipeline/components/config";
 import { SupplyChain } from "./pipeline/components/supply-chain";
 
 function readConfig(): SupplyChainConfig {
@@ -15,7 +16,17 @@ function readConfig(): SupplyChainConfig {
 }
 
 const config = readConfig();
-const chain = new SupplyChain("chain", config);
+/** The attestation key: a Pulumi secret, refused when set in clear (it would sit in the stack file). */
+function signingKey(): pulumi.Output<string> | undefined {
+  if (!config.attest) return undefined;
+  const isSecret = (pulumi.runtime as any).isConfigSecret as ((k: string) => boolean) | undefined;
+  if (isSecret && !isSecret(`${PROJECT}:signingKey`)) {
+    throw new pulumi.RunError(`config key '${PROJECT}:signingKey' is set in clear: set it with \`pulumi config set --secret ${PROJECT}:signingKey < signing.key\``);
+  }
+  return new pulumi.Config(PROJECT).requireSecret("signingKey");
+}
+const key = signingKey();
+const chain = new SupplyChain("chain", config, { signingKey: key });
 
 export const imageDrvPath = chain.drvPath;
 export const imageOutPath = chain.build.outPath;
@@ -33,3 +44,10 @@ export const verifyReport = chain.verify.report;
 export const bootTestPassed = chain.bootTest ? chain.bootTest.passed : undefined;
 export const bootTestAccel = chain.bootTest?.accel;
 export const policy = config.policy;
+export const provenance = chain.attest?.provenance;
+export const verification = chain.attest?.verification;
+export const sbom = chain.attest?.sbom;
+export const sbomSha256 = chain.attest?.sbomSha256;
+export const attestationKeyId = chain.attest?.keyId;
+/** The public half, for consumers to verify with (public: not a secret). */
+export const attestationPublicKey = key ? pulumi.unsecret(key.apply((pem) => crypto.createPublicKey(pem).export({ type: "spki", format: "pem" }).toString())) : undefined;

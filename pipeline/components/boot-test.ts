@@ -19,6 +19,8 @@ export interface BootTestArgs {
 }
 
 export class BootTest extends pulumi.ComponentResource {
+  /** The step's whole JSON (docs/contracts.md): what Attest signs facts from. */
+  readonly result: pulumi.Output<BootTestJson>;
   readonly passed: pulumi.Output<boolean>;
   readonly accel: pulumi.Output<string>;
   /** Seconds from QEMU's start to the first passing probe; null when none passed. */
@@ -39,6 +41,7 @@ export class BootTest extends pulumi.ComponentResource {
       { parent: this },
     );
     const r = parseStepJson<BootTestJson>("boot-test", cmd.stdout);
+    this.result = r;
     const why = r.apply((j) => {
       const failed = j.probes.filter((p) => !p.ok);
       return `boot test failed: ${failed.map((p) => `${p.name} (${p.detail})`).join("; ") || "the image did not boot"}; serial log ${j.serialLog}`;

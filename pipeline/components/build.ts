@@ -11,6 +11,8 @@ export interface BuildArgs {
 }
 
 export class Build extends pulumi.ComponentResource {
+  /** The step's whole JSON (docs/contracts.md): what Attest signs facts from. */
+  readonly result: pulumi.Output<BuildJson>;
   readonly drvPath: pulumi.Output<string>;
   readonly outPath: pulumi.Output<string>;
   readonly narHash: pulumi.Output<string>;
@@ -32,6 +34,7 @@ export class Build extends pulumi.ComponentResource {
       if (j.drvPath !== expected) throw new Error(`supply-chain build built ${j.drvPath}, but the program evaluated ${expected}`);
       return j;
     });
+    this.result = r;
     this.drvPath = r.drvPath;
     this.outPath = r.outPath;
     this.narHash = r.narHash;

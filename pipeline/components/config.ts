@@ -28,7 +28,17 @@ export interface SupplyChainConfig {
   /** Where the steps write their files (closure, rebuild, reports). */
   workDir: string;
   closureTop: number;
+  /** Sign provenance, a verification summary and an SBOM (needs signingKey). */
+  attest: boolean;
+  /** runDetails.builder.id of the provenance (a URI); unset: the attest step's default. */
+  builderId?: string;
 }
+
+/**
+ * Keys that are never part of SupplyChainConfig: their value is read as a Pulumi secret by the
+ * program (`pulumi.Config.requireSecret`), and messages about them never quote the value.
+ */
+export const SECRET_KEYS = ["signingKey"] as const;
 
 interface KeySpec {
   allowed: string;
@@ -86,6 +96,24 @@ export const KEYS: Record<keyof SupplyChainConfig, KeySpec> = {
   bootMemory: int(128, 65536),
   workDir: text,
   closureTop: int(1, 1000),
+  attest: bool,
+  builderId: {
+    allowed: "a URI naming the builder, like https://example.com/builders/ci-1",
+    parse(v) {
+      if (!/^[a-z][a-z0-9+.-]*:\S+$/.test(v)) throw new Error();
+      return v;
+    },
+  },
+};
+
+const SECRET_SPECS: Record<(typeof SECRET_KEYS)[number], KeySpec> = {
+  signingKey: {
+    allowed: "an Ed25519 private key in PKCS#8 PEM (the signing.key of `supply-chain keygen`), set with `pulumi config set --secret`",
+    parse(v) {
+      if (!/^-----BEGIN PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PRIVATE KEY-----\s*$/.test(v.trim() + "\n")) throw new Error();
+      return v;
+    },
+  },
 };
 
 export class ConfigError extends Error {}
@@ -100,6 +128,7 @@ export const OTHER_NAMESPACES = ["pulumi", "docker", "command"];
  */
 export function parseConfig(all: Record<string, string>, stack: string): SupplyChainConfig {
   const raw: Record<string, string> = {};
+  const secretsSet = new Set<string>();
   for (const [k, v] of Object.entries(all)) {
     const i = k.indexOf(":");
     const ns = k.slice(0, i);
@@ -110,10 +139,20 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
       );
     }
     const key = k.slice(i + 1);
+    if ((SECRET_KEYS as readonly string[]).includes(key)) {
+      try {
+        SECRET_SPECS[key as (typeof SECRET_KEYS)[number]].parse(v);
+      } catch {
+        // The value is a secret: never in a message.
+        throw new ConfigError(`config key '${PROJECT}:${key}' is not ${SECRET_SPECS[key as (typeof SECRET_KEYS)[number]].allowed}`);
+      }
+      secretsSet.add(key);
+      continue;
+    }
     // Own keys only: 'constructor' or 'toString' are not config keys.
     if (!Object.hasOwn(KEYS, key)) {
       throw new ConfigError(
-        `config key '${k}' is not known (allowed keys: ${Object.keys(KEYS).map((x) => `${PROJECT}:${x}`).join(", ")})`,
+        `config key '${k}' is not known (allowed keys: ${[...Object.keys(KEYS), ...SECRET_KEYS].map((x) => `${PROJECT}:${x}`).join(", ")})`,
       );
     }
     raw[key] = v;
@@ -156,6 +195,13 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
   }
   const bootTest = (v.bootTest as boolean | undefined) ?? true;
   if (bootTest && !probes) need("probes", "when bootTest is true");
+  const attest = (v.attest as boolean | undefined) ?? true;
+  if (attest && !secretsSet.has("signingKey")) {
+    throw new ConfigError(
+      `config key '${PROJECT}:signingKey' is required when attest is true: \`pulumi config set --secret ${PROJECT}:signingKey < signing.key\` (a key from \`supply-chain keygen\`), or set ${PROJECT}:attest to false`,
+    );
+  }
+  if (!attest && "builderId" in v) throw new ConfigError(`config key '${PROJECT}:builderId' only applies when attest is true`);
   return {
     source,
     demoWorldDir,
@@ -170,5 +216,7 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
     bootMemory: (v.bootMemory as number | undefined) ?? 1024,
     workDir: (v.workDir as string | undefined) ?? `.supply-chain/${stack}`,
     closureTop: (v.closureTop as number | undefined) ?? 10,
+    attest,
+    ...(v.builderId ? { builderId: v.builderId as string } : {}),
   };
 }

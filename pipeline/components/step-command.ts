@@ -34,10 +34,30 @@ export interface StepCommandArgs {
   args: pulumi.Input<pulumi.Input<string>[]>;
   triggers: pulumi.Input<unknown[]>;
   allowCheckFailure?: boolean;
+  /**
+   * Files written (path → content) just before the step runs: the JSON other steps printed, for a
+   * step that reads them as files (attest). Part of the command, so a changed input re-runs it.
+   */
+  inputFiles?: pulumi.Input<Record<string, string>>;
+  /** The step's environment on top of ours; marked secret in the state (the signing key). */
+  secretEnvironment?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+}
+
+/** `mkdir -p` + `printf '%s' CONTENT > PATH` for each file, then `cmd`. */
+export function withInputFiles(files: Record<string, string>, cmd: string): string {
+  const writes = Object.entries(files).map(([f, content]) => `mkdir -p ${shellQuote(path.dirname(f))} && printf '%s' ${shellQuote(content)} > ${shellQuote(f)}`);
+  const full = [...writes, cmd].join(" && ");
+  // `sh -c` takes the command as one argument, which Linux caps at 128 KiB (MAX_ARG_STRLEN).
+  if (Buffer.byteLength(full) > 120 * 1024) {
+    throw new Error(`the command for ${cmd.split(" ").slice(0, 3).join(" ")} would be ${Buffer.byteLength(full)} bytes with its input files (${Object.keys(files).join(", ")}): over the 128 KiB a shell argument may hold`);
+  }
+  return full;
 }
 
 export function stepCommand(name: string, a: StepCommandArgs, opts: pulumi.CustomResourceOptions): command.local.Command {
-  const create = pulumi.output(a.args).apply((args) => stepShell(a.step, args as string[], a.allowCheckFailure));
+  const create = pulumi
+    .all([a.args, a.inputFiles ?? {}])
+    .apply(([args, files]) => withInputFiles(files as Record<string, string>, stepShell(a.step, args as string[], a.allowCheckFailure)));
   return new command.local.Command(
     name,
     {
@@ -45,8 +65,9 @@ export function stepCommand(name: string, a: StepCommandArgs, opts: pulumi.Custo
       dir: REPO_ROOT,
       triggers: a.triggers as pulumi.Input<any[]>,
       logging: "stderr",
+      ...(a.secretEnvironment ? { environment: pulumi.secret(a.secretEnvironment) as pulumi.Input<Record<string, pulumi.Input<string>>> } : {}),
     },
-    opts,
+    a.secretEnvironment ? { ...opts, additionalSecretOutputs: ["environment"] } : opts,
   );
 }
 

@@ -13,6 +13,7 @@ import { Closure } from "./closure";
 import { Rebuild } from "./rebuild";
 import { Verify } from "./verify";
 import { BootTest } from "./boot-test";
+import { Attest } from "./attest";
 import { REPO_ROOT, shellQuote, stepShell } from "./step-command";
 
 /** The shell command whose stdout is the target's .drv path (generating the demo world once). */
@@ -36,8 +37,10 @@ export class SupplyChain extends pulumi.ComponentResource {
   readonly rebuild: Rebuild;
   readonly verify: Verify;
   readonly bootTest?: BootTest;
+  readonly attest?: Attest;
 
-  constructor(name: string, c: SupplyChainConfig, opts?: pulumi.ComponentResourceOptions) {
+  /** `secrets.signingKey`: the Pulumi secret holding the attestation key (required when c.attest). */
+  constructor(name: string, c: SupplyChainConfig, secrets: { signingKey?: pulumi.Input<string> } = {}, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:SupplyChain", name, {}, opts);
     const inst = command.local.runOutput({ command: instantiateShell(c), dir: REPO_ROOT }, { parent: this });
     this.drvPath = inst.stdout.apply((s) => {
@@ -88,6 +91,25 @@ export class SupplyChain extends pulumi.ComponentResource {
           outDir: `${c.workDir}/boot-test`,
         },
         { parent: this, dependsOn: [this.build] },
+      );
+    }
+    if (c.attest) {
+      if (!secrets.signingKey) throw new Error("attest needs the signing key (config secure-supply-chain:signingKey)");
+      this.attest = new Attest(
+        `${name}-attest`,
+        {
+          build: this.build.result,
+          closureDir: `${c.workDir}/closure`,
+          closureSha256: this.closure.closureSha256,
+          verify: this.verify.result,
+          rebuilt: this.rebuild.rebuilt,
+          rebuildDigest: this.rebuild.digest,
+          ...(this.bootTest ? { bootTest: this.bootTest.result } : {}),
+          signingKey: secrets.signingKey,
+          builderId: c.builderId,
+          outDir: `${c.workDir}/attest`,
+        },
+        { parent: this, dependsOn: [this.verify, ...(this.bootTest ? [this.bootTest] : [])] },
       );
     }
     this.registerOutputs({ drvPath: this.drvPath });

@@ -18,6 +18,8 @@ export interface VerifyArgs {
 }
 
 export class Verify extends pulumi.ComponentResource {
+  /** The step's whole JSON (docs/contracts.md): what Attest signs facts from. */
+  readonly result: pulumi.Output<VerifyJson>;
   readonly reproducible: pulumi.Output<boolean>;
   readonly checked: pulumi.Output<number>;
   readonly matched: pulumi.Output<number>;
@@ -38,6 +40,7 @@ export class Verify extends pulumi.ComponentResource {
       { parent: this },
     );
     const r = parseStepJson<VerifyJson>("verify", cmd.stdout);
+    this.result = r;
     const ok = r.apply((j) => j.reproducible === true);
     const why = r.apply(
       (j) =>

@@ -1,9 +1,11 @@
 // Config validation is plain code: tested directly, every rule with a case built to fail.
 import test from "ava";
 import { parseConfig, ConfigError } from "../../pipeline/components/config";
+import { TEST_SIGNING_KEY } from "./harness";
 
 const P = "secure-supply-chain";
-const demo = { [`${P}:source`]: "demo-world", [`${P}:isolation`]: "bwrap" };
+const demo = { [`${P}:source`]: "demo-world", [`${P}:isolation`]: "bwrap", [`${P}:signingKey`]: TEST_SIGNING_KEY };
+const unsigned = { [`${P}:source`]: "demo-world", [`${P}:isolation`]: "bwrap" };
 
 test("demo defaults: generated world, bwrap, fail policy, boot test on", (t) => {
   const c = parseConfig(demo, "demo");
@@ -13,6 +15,15 @@ test("demo defaults: generated world, bwrap, fail policy, boot test on", (t) => 
   t.is(c.policy, "fail");
   t.true(c.bootTest);
   t.is(c.workDir, ".supply-chain/demo");
+  t.true(c.attest);
+  t.false(JSON.stringify(c).includes("PRIVATE KEY"), "the key's value is not part of the parsed config: the program reads it as a secret");
+});
+
+test("a signing key that is not a PKCS#8 PEM is refused without quoting it", (t) => {
+  const secret = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0\n-----END OPENSSH PRIVATE KEY-----\n";
+  const e = t.throws(() => parseConfig({ ...demo, [`${P}:signingKey`]: secret }, "s"), { instanceOf: ConfigError });
+  t.regex(e!.message, /'secure-supply-chain:signingKey' is not an Ed25519 private key in PKCS#8 PEM/);
+  t.false(e!.message.includes("c2VjcmV0"));
 });
 
 test("keys of other namespaces (providers) are left alone", (t) => {
@@ -33,6 +44,9 @@ const bad: [string, Record<string, string>, RegExp][] = [
   ["nix without file", { [`${P}:source`]: "nix", [`${P}:attribute`]: "iso" }, /'secure-supply-chain:file' is required with source "nix"/],
   ["nix boot test without probes", { [`${P}:source`]: "nix", [`${P}:file`]: "nix/default.nix", [`${P}:attribute`]: "iso" }, /'secure-supply-chain:probes' is required when bootTest is true/],
   ["demo with a file", { ...demo, [`${P}:file`]: "x.nix" }, /'secure-supply-chain:file' cannot be set with source "demo-world"/],
+  ["attest without a signing key", unsigned, /'secure-supply-chain:signingKey' is required when attest is true: `pulumi config set --secret/],
+  ["builderId without attest", { ...unsigned, [`${P}:attest`]: "false", [`${P}:builderId`]: "https://b/1" }, /'secure-supply-chain:builderId' only applies when attest is true/],
+  ["builderId not a URI", { ...demo, [`${P}:builderId`]: "my laptop" }, /'secure-supply-chain:builderId' has value "my laptop"; allowed: a URI/],
 ];
 for (const [name, cfg, re] of bad) {
   test(`rejected: ${name}`, (t) => {
@@ -50,7 +64,10 @@ test("the committed stacks parse", (t) => {
   t.true(stacks.length >= 3, stacks.join(", "));
   for (const f of stacks) {
     const cfg = YAML.parse(fs.readFileSync(path.join(dir, f), "utf8")).config as Record<string, unknown>;
-    const flat = Object.fromEntries(Object.entries(cfg).map(([k, v]) => [k, String(v)]));
+    // An encrypted value ({secure: ...}) is the signing key; a stack that leaves it to its operator
+    // (`pulumi config set --secret`) must parse once it is set.
+    const flat = Object.fromEntries(Object.entries(cfg).map(([k, v]) => [k, typeof v === "object" ? TEST_SIGNING_KEY : String(v)]));
+    if (flat[`${P}:attest`] !== "false") flat[`${P}:signingKey`] ??= TEST_SIGNING_KEY;
     t.notThrows(() => parseConfig(flat, f.split(".")[1]), f);
   }
 });

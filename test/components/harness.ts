@@ -1,6 +1,7 @@
 // Runs the Pulumi program (index.ts) under Pulumi's mocks: no engine, no steps. Each step's
 // local.Command "returns" the JSON a test chooses, and every registration is recorded with the
 // dependencies the program declared to the (mock) engine.
+import * as crypto from "node:crypto";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
@@ -14,6 +15,9 @@ export interface Registered {
   urn: string;
   parent: string;
   dependencies: string[];
+  /** The inputs as sent to the engine (secrets still wrapped in Pulumi's secret signature). */
+  wire: Record<string, any>;
+  additionalSecretOutputs: string[];
 }
 
 export interface StepOutputs {
@@ -23,7 +27,11 @@ export interface StepOutputs {
   verify: Record<string, unknown>;
   "boot-test": Record<string, unknown>;
   collect: Record<string, unknown>;
+  attest: Record<string, unknown>;
 }
+
+/** A throwaway Ed25519 key for the mocked programs' signingKey (never a real one). */
+export const TEST_SIGNING_KEY = crypto.generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" }).toString();
 
 export function defaultOutputs(drv = DRV): StepOutputs {
   const out = "/nix/store/abcdfghijklmnpqrsvwxyz0123456789-image";
@@ -34,6 +42,7 @@ export function defaultOutputs(drv = DRV): StepOutputs {
     collect: { isolation: "docker", network: { interfaces: ["lo"] }, outPath: out, narHash: "sha256:1build", paths: [], log: "-", runId: "run2" },
     verify: { reproducible: true, checked: 4, matched: 4, mismatched: [], report: "/w/rebuild/verify.md" },
     "boot-test": { passed: true, accel: "tcg", bootSeconds: 5, probes: [{ name: "p", ok: true, ms: 10, detail: "ok" }], serialLog: "/w/serial.log" },
+    attest: { provenance: "/w/attest/provenance.intoto.jsonl", verification: "/w/attest/verification.intoto.jsonl", sbom: "/w/attest/sbom.cdx.json", sbomSha256: "5b0m", keyid: "k1", subjects: [] },
   };
 }
 
@@ -49,7 +58,8 @@ export interface ProgramRun {
 let running = false;
 
 /** Imports index.ts afresh with this config; resolves every export (rejects if one fails). */
-export async function runProgram(opts: { config: Record<string, string>; stack?: string; steps?: Partial<StepOutputs>; drv?: string }): Promise<ProgramRun> {
+/** `secretKeys`: config keys set as secrets (default: the signing key, when the config has one). */
+export async function runProgram(opts: { config: Record<string, string>; secretKeys?: string[]; stack?: string; steps?: Partial<StepOutputs>; drv?: string }): Promise<ProgramRun> {
   if (running) throw new Error("runProgram is not re-entrant: use test.serial");
   running = true;
   try {
@@ -63,7 +73,16 @@ export async function runProgram(opts: { config: Record<string, string>; stack?:
       const name = req.getName();
       const parent = req.getParent();
       const urn = (this as any).newUrn(parent, type, name);
-      resources.push({ type, name, inputs: {}, urn, parent, dependencies: req.getDependenciesList() });
+      resources.push({
+        type,
+        name,
+        inputs: {},
+        urn,
+        parent,
+        dependencies: req.getDependenciesList(),
+        wire: req.getObject()?.toJavaScript() ?? {},
+        additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
+      });
       return orig.call(this, req, cb);
     };
     await pulumi.runtime.setMocks(
@@ -96,7 +115,7 @@ export async function runProgram(opts: { config: Record<string, string>; stack?:
       opts.stack ?? "test",
       false,
     );
-    pulumi.runtime.setAllConfig(opts.config);
+    pulumi.runtime.setAllConfig(opts.config, opts.secretKeys ?? Object.keys(opts.config).filter((k) => k.endsWith(":signingKey")));
     const root = path.resolve(__dirname, "..", "..");
     for (const k of Object.keys(require.cache)) {
       if (k === path.join(root, "index.ts") || k.startsWith(path.join(root, "pipeline", "components"))) delete require.cache[k];

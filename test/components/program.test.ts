@@ -1,11 +1,15 @@
 // The Pulumi program under Pulumi's mocks (no engine, no nix: what the steps print is given).
 import test from "ava";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { DRV, runProgram, Registered, ProgramRun } from "./harness";
+import { TEST_SIGNING_KEY, DRV, runProgram, Registered, ProgramRun } from "./harness";
 
 const P = "secure-supply-chain";
+// Pulumi's wire encoding of a secret value (sdk/nodejs/runtime/rpc.ts: specialSigKey, specialSecretSig).
+const SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d";
+const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
 
 function demoWorld(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-components-"));
@@ -15,7 +19,7 @@ function demoWorld(t: { teardown(fn: () => void): void }): string {
 }
 
 function demoConfig(dir: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { [`${P}:source`]: "demo-world", [`${P}:demoWorldDir`]: dir, [`${P}:isolation`]: "bwrap", ...extra };
+  return { [`${P}:source`]: "demo-world", [`${P}:demoWorldDir`]: dir, [`${P}:isolation`]: "bwrap", [`${P}:signingKey`]: TEST_SIGNING_KEY, ...extra };
 }
 
 const stepCommands = (run: ProgramRun) => run.resources.filter((r) => r.type === "command:local:Command");
@@ -35,9 +39,9 @@ function dependsOn(run: ProgramRun, r: Registered, target: string): boolean {
 
 test.serial("(mocked: no engine or nix in unit tests) the chain: one command per step, wired build → closure → rebuild → verify and build → boot test", async (t) => {
   const run = await runProgram({ config: demoConfig(demoWorld(t)) });
-  t.deepEqual(stepCommands(run).map(stepOf).sort(), ["boot-test", "build", "closure", "rebuild", "verify"]);
+  t.deepEqual(stepCommands(run).map(stepOf).sort(), ["attest", "boot-test", "build", "closure", "rebuild", "verify"]);
   const types = new Set(run.resources.map((r) => r.type));
-  for (const c of ["SupplyChain", "Build", "Closure", "Rebuild", "Verify", "BootTest"]) t.true(types.has(`${P}:components:${c}`), c);
+  for (const c of ["SupplyChain", "Build", "Closure", "Rebuild", "Verify", "BootTest", "Attest"]) t.true(types.has(`${P}:components:${c}`), c);
 
   const cmd = (s: string) => stepCommands(run).find((r) => stepOf(r) === s)!;
   // rebuild reads the closure's outputs, verify waits for build and rebuild, boot waits for build only.
@@ -49,6 +53,8 @@ test.serial("(mocked: no engine or nix in unit tests) the chain: one command per
   t.false(dependsOn(run, cmd("boot-test"), urnOf(run, "rebuild")), "boot test does not wait for the rebuild");
   t.false(dependsOn(run, cmd("boot-test"), urnOf(run, "closure")), "boot test does not wait for the closure");
   t.false(dependsOn(run, cmd("build"), urnOf(run, "closure")));
+  t.true(dependsOn(run, cmd("attest"), urnOf(run, "verify")), "attest signs the verdict: after verify");
+  t.true(dependsOn(run, cmd("attest"), urnOf(run, "boot-test")), "and after the boot test");
 
   t.is(run.outputs.imageDrvPath, DRV);
   t.is(run.outputs.imageNarHash, "sha256:1build");
@@ -57,6 +63,30 @@ test.serial("(mocked: no engine or nix in unit tests) the chain: one command per
   t.is(run.outputs.reproducible, true);
   t.is(run.outputs.reproducibleRatio, 1);
   t.is(run.outputs.bootTestPassed, true);
+  t.is(run.outputs.provenance, "/w/attest/provenance.intoto.jsonl");
+  t.is(run.outputs.attestationKeyId, "k1");
+  t.is(run.outputs.attestationPublicKey, crypto.createPublicKey(TEST_SIGNING_KEY).export({ type: "spki", format: "pem" }));
+});
+
+test.serial("(mocked: no engine in unit tests) the signing key reaches attest only through its environment, as a secret; a key in clear or none is one config error", async (t) => {
+  const dir = demoWorld(t);
+  const run = await runProgram({ config: demoConfig(dir) });
+  const attest = stepCommands(run).find((r) => stepOf(r) === "attest")!;
+  t.false(attest.inputs.create.includes("PRIVATE KEY"), "not on the command line");
+  t.regex(attest.inputs.create, / --key-env SC_SIGNING_KEY /);
+  // Sent to the engine as a secret (so the state holds it encrypted), and its output copy too.
+  t.is(attest.wire.environment?.[SECRET_SIG_KEY], SECRET_SIG, JSON.stringify(attest.wire.environment).slice(0, 200));
+  t.deepEqual(attest.additionalSecretOutputs, ["environment"]);
+  const plain = { ...attest.wire, environment: undefined };
+  t.false(JSON.stringify(plain).includes(TEST_SIGNING_KEY.split("\n")[1]), "the key is in no other input");
+
+  const clear = await t.throwsAsync(runProgram({ config: demoConfig(dir), secretKeys: [] }));
+  t.regex(clear!.message, /'secure-supply-chain:signingKey' is set in clear: set it with `pulumi config set --secret/);
+  const none = await t.throwsAsync(runProgram({ config: { ...demoConfig(dir), [`${P}:signingKey`]: undefined as any } }));
+  t.regex(none!.message, /'secure-supply-chain:signingKey' is required when attest is true/);
+  const off = await runProgram({ config: { ...demoConfig(dir, { [`${P}:attest`]: "false" }), [`${P}:signingKey`]: undefined as any } });
+  t.false(stepCommands(off).some((r) => stepOf(r) === "attest"));
+  t.is(off.outputs.provenance, undefined);
 });
 
 test.serial("(mocked: no engine or nix in unit tests) triggers are content addresses: the drv path from the preview-time invoke, closure digest, image digest", async (t) => {
@@ -116,6 +146,7 @@ test.serial("(mocked: the docker provider cannot run here) docker isolation: dig
     [`${P}:isolation`]: "docker",
     [`${P}:rebuilderImage`]: digest,
     [`${P}:bootTest`]: "false",
+    [`${P}:signingKey`]: TEST_SIGNING_KEY,
   };
   const run = await runProgram({ config });
   const image = run.resources.find((r) => r.type === "docker:index/remoteImage:RemoteImage")!;
