@@ -11,7 +11,7 @@ import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, Target, urlsOf, describeTarget } from "../lib/derivation";
 import { loadDerivationGraph } from "../lib/drv-file";
 import { produceAtomic, sha256File, writeFileAtomic } from "../lib/fsx";
-import { explainBuildFailure } from "../lib/nix";
+import { explainBuildFailure, nixOptionArgs } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode } from "../lib/storepath";
@@ -200,6 +200,7 @@ export const step: StepDefinition<ClosureResult> = {
     out: { type: "string", description: "directory for source-export.closure, manifest.json, report.md", required: true },
     "no-export": { type: "boolean", description: "analysis only: no realisation, no closure file (sizes of unrealised sources are null)", default: false },
     top: { type: "string", description: "how many of the biggest sources the report explains", default: "10" },
+    offline: { type: "boolean", description: "turn substituters off for realising the sources: fetch only by their own fetchers", default: false },
   },
   async run({ values }) {
     const t: Target = { file: values.file, attribute: values.attribute, flake: values.flake };
@@ -221,7 +222,9 @@ export const step: StepDefinition<ClosureResult> = {
     if (!noExport && s.fods.length) {
       log(STEP, `realising ${s.fods.length} fixed-output derivation(s)`);
       try {
-        await run("nix-store", ["--realise", ...s.fods.map((d: Derivation) => d.drvPath)], { label: "nix-store -r", streamStderr: true });
+        // sandbox: false only leaves the host's sandbox setting as it was (no --option sandbox).
+        const realise = ["--realise", ...s.fods.map((d: Derivation) => d.drvPath), ...nixOptionArgs({ sandbox: false, offline: values.offline === true })];
+        await run("nix-store", realise, { label: "nix-store -r", streamStderr: true });
       } catch (e) {
         // The command line lists every source: the reason names the one that failed instead.
         throw explainBuildFailure(e, `the ${s.fods.length} fixed-output source(s)`);
