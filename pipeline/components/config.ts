@@ -28,6 +28,8 @@ export interface SupplyChainConfig {
   /** Where the steps write their files (closure, rebuild, reports). */
   workDir: string;
   closureTop: number;
+  /** No step may try the network: substituters off for build and closure (demo-world: true). */
+  offline: boolean;
 }
 
 interface KeySpec {
@@ -86,6 +88,7 @@ export const KEYS: Record<keyof SupplyChainConfig, KeySpec> = {
   bootMemory: int(128, 65536),
   workDir: text,
   closureTop: int(1, 1000),
+  offline: bool,
 };
 
 export class ConfigError extends Error {}
@@ -170,5 +173,7 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
     bootMemory: (v.bootMemory as number | undefined) ?? 1024,
     workDir: (v.workDir as string | undefined) ?? `.supply-chain/${stack}`,
     closureTop: (v.closureTop as number | undefined) ?? 10,
+    // The demo world needs nothing from outside; a real image fetches what it lacks.
+    offline: (v.offline as boolean | undefined) ?? source === "demo-world",
   };
 }
