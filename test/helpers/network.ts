@@ -1,10 +1,10 @@
 // Watches a command for network attempts: strace -f of every connect/send with an address. An
 // attempt is an IPv4/IPv6 address that is not loopback, or any DNS (port 53: a resolver may listen
 // on loopback). Loopback itself is allowed: the boot test probes its guest through 127.0.0.1.
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { run } from "../../pipeline/lib/proc";
 
 export interface Traced {
   code: number;
@@ -31,23 +31,17 @@ export function networkAttempts(trace: string): string[] {
 }
 
 /** Runs `sh -c command` under strace (the host's environment as given), collecting network attempts. */
-export function traced(command: string, o: { cwd: string; env: NodeJS.ProcessEnv }): Promise<Traced> {
+export async function traced(command: string, o: { cwd: string; env: NodeJS.ProcessEnv }): Promise<Traced> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-trace-"));
   const log = path.join(dir, "trace");
   // --seccomp-bpf: only the traced calls stop the process (QEMU and Nix run at full speed otherwise).
   const args = ["-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-o", log, "sh", "-c", command];
   const t0 = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn("strace", args, { cwd: o.cwd, env: o.env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const attempts = fs.existsSync(log) ? networkAttempts(fs.readFileSync(log, "utf8")) : [];
-      fs.rmSync(dir, { recursive: true, force: true });
-      resolve({ code: code ?? -1, stdout, stderr, attempts, seconds: (Date.now() - t0) / 1000 });
-    });
-  });
+  try {
+    const r = await run("strace", args, { cwd: o.cwd, env: o.env, allowFailure: true, streamStderr: false });
+    const attempts = fs.existsSync(log) ? networkAttempts(fs.readFileSync(log, "utf8")) : [];
+    return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr, attempts, seconds: (Date.now() - t0) / 1000 };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
