@@ -323,7 +323,7 @@ export const step: StepDefinition<RebuildResult> = {
     if (!fs.existsSync(file)) throw new InputError(`Nix file not found: ${file}`);
     if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new InputError(`--out ${out} exists and is not a directory`);
     await checkBackend(isolation, image);
-    fs.mkdirSync(out, { recursive: true });
+    // A stale marker goes now; --out itself is created only once the sources pass (offlineBuild).
     fs.rmSync(path.join(out, MARKER), { force: true });
 
     log(STEP, `checking every source in ${closure} against ${file} before building`);
