@@ -22,6 +22,7 @@ declare -A TOOLS=(
   [update-ca-certificates]=ca-certificates   # Go module downloads (pulumi-engine.sh) over TLS
   [diffoscope]=diffoscope-minimal
   [xorriso]=xorriso      # test/steps/boot-test-iso builds a bootable ISO
+  [strace]=strace        # test/steps/offline-stack watches the demo stack's steps for network attempts
 )
 # files (not commands) -> package
 declare -A FILES=(

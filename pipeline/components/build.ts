@@ -8,6 +8,8 @@ export interface BuildArgs {
   attribute: pulumi.Input<string>;
   /** The target's .drv path, known at preview (nix-instantiate through the `local.run` invoke). */
   drvPath: pulumi.Input<string>;
+  /** Substituters off (`--offline`): an offline stack's build must not try the network. */
+  offline?: boolean;
 }
 
 export class Build extends pulumi.ComponentResource {
@@ -26,7 +28,7 @@ export class Build extends pulumi.ComponentResource {
     super("secure-supply-chain:components:Build", name, {}, opts);
     const cmd = stepCommand(
       `${name}-build`,
-      { step: "build", args: ["--file", args.file, "--attribute", args.attribute], triggers: [args.drvPath] },
+      { step: "build", args: ["--file", args.file, "--attribute", args.attribute, ...(args.offline ? ["--offline"] : [])], triggers: [args.drvPath] },
       { parent: this },
     );
     const r = pulumi.all([parseStepJson<BuildJson>("build", cmd.stdout), args.drvPath]).apply(([j, expected]) => {

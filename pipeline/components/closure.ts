@@ -10,6 +10,8 @@ export interface ClosureArgs {
   drvPath: pulumi.Input<string>;
   outDir: pulumi.Input<string>;
   top?: pulumi.Input<number>;
+  /** Substituters off (`--offline`) for the realisation of the sources. */
+  offline?: boolean;
 }
 
 export class Closure extends pulumi.ComponentResource {
@@ -25,7 +27,7 @@ export class Closure extends pulumi.ComponentResource {
     super("secure-supply-chain:components:Closure", name, {}, opts);
     const cmdArgs = pulumi
       .all([args.file, args.attribute, args.outDir, args.top])
-      .apply(([f, a, o, t]) => ["--file", f, "--attribute", a, "--out", o, ...(t !== undefined ? ["--top", String(t)] : [])]);
+      .apply(([f, a, o, t]) => ["--file", f, "--attribute", a, "--out", o, ...(t !== undefined ? ["--top", String(t)] : []), ...(args.offline ? ["--offline"] : [])]);
     const cmd = stepCommand(`${name}-closure`, { step: "closure", args: cmdArgs, triggers: [args.drvPath] }, { parent: this });
     const r = parseStepJson<ClosureJson>("closure", cmd.stdout);
     // Only `--no-export` (never passed here) leaves these null; the rebuild needs both.

@@ -32,6 +32,8 @@ export interface SupplyChainConfig {
   attest: boolean;
   /** runDetails.builder.id of the provenance (a URI); unset: the attest step's default. */
   builderId?: string;
+  /** No step may try the network: substituters off for build and closure (demo-world: true). */
+  offline: boolean;
 }
 
 /**
@@ -96,6 +98,7 @@ export const KEYS: Record<keyof SupplyChainConfig, KeySpec> = {
   bootMemory: int(128, 65536),
   workDir: text,
   closureTop: int(1, 1000),
+  offline: bool,
   attest: bool,
   builderId: {
     allowed: "a URI naming the builder, like https://example.com/builders/ci-1",
@@ -218,5 +221,7 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
     closureTop: (v.closureTop as number | undefined) ?? 10,
     attest,
     ...(v.builderId ? { builderId: v.builderId as string } : {}),
+    // The demo world needs nothing from outside; a real image fetches what it lacks.
+    offline: (v.offline as boolean | undefined) ?? source === "demo-world",
   };
 }

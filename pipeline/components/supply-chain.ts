@@ -50,10 +50,10 @@ export class SupplyChain extends pulumi.ComponentResource {
     });
     const target = { file: c.file, attribute: c.attribute, drvPath: this.drvPath };
 
-    this.build = new Build(`${name}-build`, target, { parent: this });
+    this.build = new Build(`${name}-build`, { ...target, offline: c.offline }, { parent: this });
     // The closure step realises its own sources, but exporting the sources of a target that does
     // not build would hand an auditor a closure for nothing: build first.
-    this.closure = new Closure(`${name}-closure`, { ...target, outDir: `${c.workDir}/closure`, top: c.closureTop }, { parent: this, dependsOn: [this.build] });
+    this.closure = new Closure(`${name}-closure`, { ...target, outDir: `${c.workDir}/closure`, top: c.closureTop, offline: c.offline }, { parent: this, dependsOn: [this.build] });
     this.rebuild = new Rebuild(
       `${name}-rebuild`,
       {

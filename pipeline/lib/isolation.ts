@@ -1,7 +1,8 @@
 // Runs a shell script with NO network, by bubblewrap (empty /nix) or by a Docker container (/nix as
 // the image has it, e.g. nixos/nix's own closure: the script checks none of it is the target's).
-// Both backends see the same things: the host paths in `readOnly` (closure, reviewed Nix files) at
-// the same paths read-only, `workDir` read-write, nothing else of ours. Output goes to `logFile`.
+// Both backends see the same things of ours: the host paths in `readOnly` (closure, reviewed Nix
+// files) at the same paths read-only, `workDir` read-write, no other host file (bwrap adds only the
+// host's system dirs, read-only, to run Nix from). Output goes to `logFile`.
 import * as fs from "node:fs";
 import * as crypto from "node:crypto";
 import { spawn } from "node:child_process";
@@ -50,17 +51,47 @@ export async function checkBackend(backend: string, image?: string): Promise<voi
   throw new InputError(`unknown --isolation '${backend}' (expected bwrap or docker)`);
 }
 
+/** The host system the script runs (Nix, its libraries, sh, coreutils), read-only. /usr merged: on
+ * Debian 12 these are symlinks into /usr, recreated as such. */
+export const HOST_SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+/** The /etc files Nix and coreutils open (strace of a rebuild): the loader cache, user and group
+ * names. Not /etc/nix: the host's Nix config (extra-sandbox-paths, a post-build-hook, substituters)
+ * must not shape the rebuild; the script's --option flags are its whole config. */
+export const HOST_ETC_FILES = ["/etc/ld.so.cache", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/localtime"];
+
+function hostSystemArgs(): string[] {
+  const a: string[] = [];
+  for (const p of HOST_SYSTEM_DIRS) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch {
+      continue;
+    }
+    if (st.isSymbolicLink()) a.push("--symlink", fs.readlinkSync(p), p);
+    else if (st.isDirectory()) a.push("--ro-bind", p, p);
+  }
+  a.push("--dir", "/etc");
+  // realpath: /etc/localtime is a symlink into /usr/share/zoneinfo; bind what it names.
+  for (const f of HOST_ETC_FILES) if (fs.existsSync(f)) a.push("--ro-bind", fs.realpathSync(f), f);
+  return a;
+}
+
 /**
- * bwrap: the host root read-only, tmpfs over /nix and /tmp, a fresh network namespace (loopback
- * only) and pid namespace. Nix's own sandbox then runs inside (same build environment as the
- * original build). It clones a user namespace and mounts a fresh /proc, which the kernel allows only
- * if a fully visible proc is mounted; bwrap's --proc adds read-only submounts that forbid that, so
- * the script mounts its own /proc first.
+ * bwrap: an empty root holding only the host system read-only (HOST_SYSTEM_DIRS, HOST_ETC_FILES),
+ * tmpfs /nix and /tmp, the `readOnly` paths and `workDir`; no home, no checkout, no /var (the demo
+ * world's file:// source cache), no /run. A fresh network namespace (loopback only) and pid
+ * namespace. Nix's own sandbox then runs inside (same build environment as the original build). It
+ * clones a user namespace and mounts a fresh /proc, which the kernel allows only if a fully visible
+ * proc is mounted; bwrap's --proc adds read-only submounts that forbid that, so the script mounts its
+ * own /proc first.
  */
 export function bwrapArgs(r: IsolatedRun): string[] {
-  const a = ["--ro-bind", "/", "/", "--tmpfs", "/nix", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var/tmp", "--dev", "/dev"];
+  const a = [...hostSystemArgs(), "--tmpfs", "/nix", "--tmpfs", "/tmp", "--dev", "/dev", "--dir", "/proc"];
   for (const p of r.readOnly) a.push("--ro-bind", p, p);
   a.push("--bind", r.workDir, r.workDir);
+  // The root itself is read-only: the only writable places are /nix, /tmp, /dev and workDir.
+  a.push("--remount-ro", "/");
   a.push("--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session", "--clearenv");
   for (const [k, v] of Object.entries(r.env)) a.push("--setenv", k, v);
   a.push("--", "/bin/sh", "-c", 'mount -t proc proc /proc && exec /bin/sh "$@"', "sh", r.script, ...r.args);

@@ -310,6 +310,7 @@ export const step: StepDefinition<AttestResult> = {
     "no-sandbox": { type: "boolean", description: "the build ran with --no-sandbox (recorded as internalParameters.sandbox false)" },
     timestamp: { type: "string", description: "ISO 8601 time for the SBOM's metadata.timestamp and the summary's timeVerified, or 'now' (default: none in the SBOM)" },
   },
+  workDir: ({ values }) => values.out,
   async run({ values }) {
     const key = readSigningKey(values);
     let timestamp: string | undefined = values.timestamp;

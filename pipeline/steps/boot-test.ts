@@ -49,7 +49,6 @@ export const step: StepDefinition<BootTestResult> = {
     const { accel, reason: accelReason } = await chooseAccel(qemu);
     log(NAME, `accelerator ${accel}: ${accelReason}`);
 
-    if (values.out && fs.existsSync(values.out) && !fs.statSync(values.out).isDirectory()) throw new InputError(`--out ${values.out} exists and is not a directory`);
     const outDir = values.out ? path.resolve(values.out) : fs.mkdtempSync(path.join(os.tmpdir(), "supply-chain-boot-"));
     fs.mkdirSync(outDir, { recursive: true });
     const serialLog = path.join(outDir, "serial.log");

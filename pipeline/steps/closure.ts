@@ -11,7 +11,7 @@ import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, Target, urlsOf, describeTarget } from "../lib/derivation";
 import { loadDerivationGraph } from "../lib/drv-file";
 import { produceAtomic, sha256File, writeFileAtomic } from "../lib/fsx";
-import { explainBuildFailure } from "../lib/nix";
+import { explainBuildFailure, nixOptionArgs } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode } from "../lib/storepath";
@@ -200,6 +200,7 @@ export const step: StepDefinition<ClosureResult> = {
     out: { type: "string", description: "directory for source-export.closure, manifest.json, report.md", required: true },
     "no-export": { type: "boolean", description: "analysis only: no realisation, no closure file (sizes of unrealised sources are null)", default: false },
     top: { type: "string", description: "how many of the biggest sources the report explains", default: "10" },
+    offline: { type: "boolean", description: "turn substituters off for realising the sources: fetch only by their own fetchers", default: false },
   },
   workDir: ({ values }) => values.out,
   async run({ values }) {
@@ -207,7 +208,6 @@ export const step: StepDefinition<ClosureResult> = {
     const top = Number(values.top);
     if (!Number.isInteger(top) || top < 0) throw new InputError(`--top must be a non-negative integer, got '${values.top}'`);
     const outDir = path.resolve(values.out);
-    if (fs.existsSync(outDir) && !fs.statSync(outDir).isDirectory()) throw new InputError(`--out ${outDir} exists and is not a directory`);
     const noExport = values["no-export"] === true;
 
     const t0 = Date.now();
@@ -222,7 +222,9 @@ export const step: StepDefinition<ClosureResult> = {
     if (!noExport && s.fods.length) {
       log(STEP, `realising ${s.fods.length} fixed-output derivation(s)`);
       try {
-        await run("nix-store", ["--realise", ...s.fods.map((d: Derivation) => d.drvPath)], { label: "nix-store -r", streamStderr: true });
+        // sandbox: false only leaves the host's sandbox setting as it was (no --option sandbox).
+        const realise = ["--realise", ...s.fods.map((d: Derivation) => d.drvPath), ...nixOptionArgs({ sandbox: false, offline: values.offline === true })];
+        await run("nix-store", realise, { label: "nix-store -r", streamStderr: true });
       } catch (e) {
         // The command line lists every source: the reason names the one that failed instead.
         throw explainBuildFailure(e, `the ${s.fods.length} fixed-output source(s)`);

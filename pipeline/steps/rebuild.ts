@@ -345,9 +345,9 @@ export const step: StepDefinition<RebuildResult> = {
     if (isolation !== "bwrap" && isolation !== "docker") throw new InputError(`unknown --isolation '${isolation}' (expected bwrap or docker)`);
     if (!fs.existsSync(closure)) throw new InputError(`closure file not found: ${closure}`);
     if (!fs.existsSync(file)) throw new InputError(`Nix file not found: ${file}`);
-    if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new InputError(`--out ${out} exists and is not a directory`);
     await checkBackend(isolation, image);
-    fs.mkdirSync(out, { recursive: true });
+    // A stale marker goes now. --out is created by the step's lock, which removes it again if the
+    // run is refused and leaves it empty.
     fs.rmSync(path.join(out, MARKER), { force: true });
     for (const e of fs.readdirSync(out)) if (e.startsWith(STAGED_CLOSURE_PREFIX)) fs.rmSync(path.join(out, e), { recursive: true, force: true });
 

@@ -26,6 +26,14 @@ test("a signing key that is not a PKCS#8 PEM is refused without quoting it", (t)
   t.false(e!.message.includes("c2VjcmV0"));
 });
 
+test("offline: on by default for the demo world (it needs nothing from outside), off for a reviewed Nix file, settable", (t) => {
+  t.true(parseConfig(demo, "demo").offline);
+  const nix = { [`${P}:source`]: "nix", [`${P}:file`]: "nix/default.nix", [`${P}:attribute`]: "iso", [`${P}:bootTest`]: "false" };
+  t.false(parseConfig(nix, "dev").offline);
+  t.true(parseConfig({ ...nix, [`${P}:offline`]: "true" }, "dev").offline);
+  t.false(parseConfig({ ...demo, [`${P}:offline`]: "false" }, "demo").offline);
+});
+
 test("keys of other namespaces (providers) are left alone", (t) => {
   t.notThrows(() => parseConfig({ ...demo, "docker:host": "unix:///x" }, "s"));
 });
@@ -36,6 +44,7 @@ const bad: [string, Record<string, string>, RegExp][] = [
   ["inherited property name as key", { ...demo, [`${P}:constructor`]: "x" }, /'secure-supply-chain:constructor' is not known \(allowed keys:/],
   ["bad enum", { ...demo, [`${P}:policy`]: "ignore" }, /'secure-supply-chain:policy' has value "ignore"; allowed: one of "fail", "warn"/],
   ["bad bool", { ...demo, [`${P}:bootTest`]: "yes" }, /'secure-supply-chain:bootTest' has value "yes"; allowed: true or false/],
+  ["bad offline", { ...demo, [`${P}:offline`]: "yes" }, /'secure-supply-chain:offline' has value "yes"; allowed: true or false/],
   ["bad int", { ...demo, [`${P}:bootTimeout`]: "5" }, /'secure-supply-chain:bootTimeout' has value "5"; allowed: an integer from 10 to 7200/],
   ["image by tag, not digest", { ...demo, [`${P}:isolation`]: "docker", [`${P}:rebuilderImage`]: "nixos/nix:latest" }, /'secure-supply-chain:rebuilderImage' has value "nixos\/nix:latest"; allowed: an image pinned by digest/],
   ["docker without image", { ...demo, [`${P}:isolation`]: "docker" }, /'secure-supply-chain:rebuilderImage' is required with isolation "docker"/],

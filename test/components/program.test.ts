@@ -118,6 +118,17 @@ test.serial("(mocked: no engine or nix in unit tests) triggers are content addre
   t.deepEqual(stepCommands(changed).find((r) => stepOf(r) === "build")!.inputs.triggers, [other]);
 });
 
+test.serial("(mocked: no engine or nix in unit tests) offline: the demo stack's build and closure run with --offline; a nix stack's do not unless set", async (t) => {
+  const has = (run: ProgramRun, s: string) => / --offline( |$)/.test(String(stepCommands(run).find((r) => stepOf(r) === s)!.inputs.create));
+  const demo = await runProgram({ config: demoConfig(demoWorld(t)) });
+  for (const s of ["build", "closure"]) t.true(has(demo, s), s);
+  const nix = { [`${P}:source`]: "nix", [`${P}:file`]: "nix/default.nix", [`${P}:attribute`]: "iso", [`${P}:bootTest`]: "false" };
+  const online = await runProgram({ config: nix });
+  for (const s of ["build", "closure"]) t.false(has(online, s), s);
+  const offline = await runProgram({ config: { ...nix, [`${P}:offline`]: "true" } });
+  for (const s of ["build", "closure"]) t.true(has(offline, s), s);
+});
+
 test.serial("(mocked: no engine or nix in unit tests) a failed verdict fails the update by default and only warns with policy warn", async (t) => {
   const dir = demoWorld(t);
   const bad = { verify: { reproducible: false, checked: 4, matched: 3, mismatched: [{ path: "/nix/store/x-initrd", files: ["init"] }], report: "/w/verify.md" } };

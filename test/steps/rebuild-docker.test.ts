@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { cli, closureOf, demoWorld, DemoWorld, ENV, exportedPaths, requireTool, rm, ROOT, killMidBuild } from "./rebuild-helpers";
+import { demoSourceCache, hostSecret, probeIsolation } from "../helpers/visibility";
 
 let w: DemoWorld;
 let closure: string;
@@ -125,4 +126,21 @@ test("docker: a nixos/nix-like image (its Nix lives in /nix/store, registered, o
   t.is(v.code, 0, v.stderr.slice(-3000));
   t.true(v.json.reproducible);
   t.is(v.json.matched, r.json.paths.length);
+});
+
+test.serial("docker: host files outside the mounted paths are not visible (home, /srv, the checkout, the demo world's file:// source cache); a mounted one is, read-only", async (t) => {
+  const secrets = ["/root", "/srv", ROOT].map(hostSecret);
+  t.teardown(() => secrets.forEach((s) => rm(s.dir)));
+  const worldDir = path.dirname(w.file);
+  const cache = demoSourceCache(worldDir);
+  // runIsolated's docker client reads the private engine from the environment.
+  const saved = process.env.DOCKER_HOST;
+  process.env.DOCKER_HOST = env.DOCKER_HOST;
+  t.teardown(() => (saved === undefined ? delete process.env.DOCKER_HOST : (process.env.DOCKER_HOST = saved)));
+  const hidden = [...secrets.slice(1).map((s) => s.file), path.join(ROOT, "package.json"), cache];
+  const seen = await probeIsolation({ backend: "docker", image, readOnly: [worldDir, secrets[0].dir], see: [...hidden, w.file, secrets[0].file], write: [secrets[0].dir] });
+  for (const p of hidden) t.is(seen[p], "hidden", p);
+  t.is(seen[w.file], "visible");
+  t.is(seen[secrets[0].file], "visible", "the probe is not blind");
+  t.is(seen[secrets[0].dir], "read-only");
 });

@@ -84,7 +84,13 @@ test("a closure with one byte of one source changed: the rebuild refuses before 
   t.false(r.json.built);
   t.deepEqual(r.json.check.tampered.map((x: any) => x.path), [victim.path]);
   t.false(fs.existsSync(path.join(out, "build.log")), "no isolated build was started");
-  t.false(fs.existsSync(path.join(out, "rebuild.json")));
+  t.false(fs.existsSync(out), "no empty --out is left behind");
+  // An existing --out keeps its place, but not an earlier run's completion marker.
+  fs.mkdirSync(out);
+  fs.writeFileSync(path.join(out, "rebuild.json"), "{}");
+  const again = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", bad, "--isolation", "bwrap", "--out", out]);
+  t.is(again.code, 1, again.stderr.slice(-2000));
+  t.deepEqual(fs.readdirSync(out), [], "the stale marker is gone");
 });
 
 test("the closure swapped between check and import (each read of the path gets other bytes): the checked bytes are the imported bytes, and rebuild.json records their digest", async (t) => {
