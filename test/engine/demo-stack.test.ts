@@ -33,12 +33,23 @@ function engineBin(): string {
 
 function pulumi(args: string[], opts: { cwd?: string; allowFailure?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    execFile("pulumi", [...args, "--non-interactive"], { cwd: opts.cwd ?? ctx.dir, env: ctx.env, maxBuffer: 64 << 20, timeout: 14 * 60_000 }, (err, stdout, stderr) => {
+    execFile("pulumi", ["--non-interactive", ...args], { cwd: opts.cwd ?? ctx.dir, env: ctx.env, maxBuffer: 64 << 20, timeout: 14 * 60_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as any).code === "number" ? (err as any).code : 1) : 0;
       if (code !== 0 && !opts.allowFailure) reject(new Error(`pulumi ${args.join(" ")} exited ${code}:\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`));
       else resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** A step run directly (keygen, verify-attestation): its JSON, or a throw naming the failure. */
+function cliJson(args: string[]): any {
+  return JSON.parse(execFileSync(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }));
+}
+
+/** The base64 lines of the demo key's PEM, decrypted from the stack file by the engine. */
+function demoKeyBody(): string[] {
+  const pem = execFileSync("pulumi", ["config", "get", `${PROJECT}:signingKey`, "--stack", "demo", "--non-interactive"], { cwd: ctx.dir, env: ctx.env, encoding: "utf8" });
+  return pem.split("\n").filter((l) => l && !l.startsWith("-----"));
 }
 
 async function outputs(stack: string, cwd?: string): Promise<Record<string, any>> {
@@ -95,8 +106,31 @@ test.serial("(real engine) pulumi up on the demo stack runs every step: reproduc
   t.is(o.bootTestPassed, true);
   t.deepEqual(o.rebuildInterfaces, ["lo"]);
   const changes = await lastChanges("demo");
-  // Stack + SupplyChain + 5 components + 5 step commands (+ the default command provider).
-  t.true((changes.create ?? 0) >= 12, JSON.stringify(changes));
+  // Stack + SupplyChain + 6 components + 6 step commands (+ the default command provider).
+  t.true((changes.create ?? 0) >= 14, JSON.stringify(changes));
+
+  // Signed with the demo stack's key: its public half is the committed one, and our verifier agrees.
+  t.is(o.attestationPublicKey, fs.readFileSync(path.join(ROOT, "stacks", "demo-signing.pub"), "utf8"));
+  t.regex(o.attestationKeyId, /^[0-9a-f]{64}$/);
+  t.regex(o.sbomSha256, /^[0-9a-f]{64}$/);
+  for (const [file, type] of [[o.provenance, "https://slsa.dev/provenance/v1"], [o.verification, "https://slsa.dev/verification_summary/v1"]]) {
+    const v = cliJson(["verify-attestation", "--attestation", file, "--public-key", path.join(ROOT, "stacks", "demo-signing.pub"), "--predicate-type", type, "--store-path", o.imageOutPath]);
+    t.true(v.verified, file);
+  }
+});
+
+test.serial("(real engine) the signing key is in no state, log or output in clear", async (t) => {
+  const keyLines = demoKeyBody();
+  t.true(keyLines.length >= 1);
+  const exported = (await pulumi(["stack", "export", "--stack", "demo"])).stdout;
+  const history = (await pulumi(["stack", "history", "--json", "--stack", "demo"])).stdout;
+  const files = [exported, history, ...fs.readdirSync(ctx.state, { recursive: true }).map((f) => path.join(ctx.state, String(f))).filter((f) => fs.statSync(f).isFile()).map((f) => fs.readFileSync(f, "utf8"))];
+  for (const text of files) for (const line of keyLines) t.false(text.includes(line), "a line of the key's PEM body is in the state or history");
+  const attest = JSON.parse(exported).deployment.resources.find((r: any) => r.urn.endsWith("::chain-attest-attest"));
+  t.truthy(attest, "the attest command is in the state");
+  t.truthy(attest.inputs.environment?.ciphertext, "its environment input is stored encrypted");
+  t.truthy(attest.outputs.environment?.ciphertext, "and so is the output copy");
+  t.false(attest.inputs.create.includes("PRIVATE KEY"));
 });
 
 test.serial("(real engine) a second pulumi up changes nothing and runs no step", async (t) => {
@@ -115,11 +149,38 @@ test.serial("(real engine) a second project reads the outputs through a StackRef
   const cwd = path.join(ctx.dir, "consumer");
   await pulumi(["stack", "init", "dev"], { cwd });
   await pulumi(["config", "set", "supplyChainStack", `organization/${PROJECT}/demo`, "--stack", "dev"], { cwd });
+  await pulumi(["config", "set", "publisherPublicKey", "--stack", "dev", "--", fs.readFileSync(path.join(ROOT, "stacks", "demo-signing.pub"), "utf8")], { cwd });
   await pulumi(["up", "--yes", "--stack", "dev"], { cwd });
   const o = await outputs("dev", cwd);
   t.deepEqual(o.approvedImage, { path: ctx.outputs!.imageOutPath, narHash: ctx.outputs!.imageNarHash });
   t.is(o.imageDrvPath, ctx.outputs!.imageDrvPath);
   t.is(o.closureSha256, ctx.outputs!.closureSha256);
+
+  // Another publisher's key: the same evidence does not verify, and the consumer says why.
+  const other = fs.mkdtempSync(path.join(os.tmpdir(), "sc-other-key-"));
+  cliJson(["keygen", "--out", other]);
+  await pulumi(["config", "set", "publisherPublicKey", "--stack", "dev", "--", fs.readFileSync(path.join(other, "signing.pub"), "utf8")], { cwd });
+  const wrongKey = await pulumi(["up", "--yes", "--stack", "dev"], { cwd, allowFailure: true });
+  t.not(wrongKey.code, 0);
+  t.regex(wrongKey.stdout + wrongKey.stderr, /is not approved: the provenance attestation .* does not verify with publisherPublicKey: .*key mismatch/);
+  fs.rmSync(other, { recursive: true, force: true });
+
+  // The right key, but one byte of the signed provenance changed.
+  await pulumi(["config", "set", "publisherPublicKey", "--stack", "dev", "--", fs.readFileSync(path.join(ROOT, "stacks", "demo-signing.pub"), "utf8")], { cwd });
+  const file = ctx.outputs!.provenance as string;
+  const original = fs.readFileSync(file);
+  const envelope = JSON.parse(original.toString());
+  const payload = Buffer.from(envelope.payload, "base64");
+  payload[payload.length >> 1] ^= 0x01;
+  fs.writeFileSync(file, JSON.stringify({ ...envelope, payload: payload.toString("base64") }) + "\n");
+  try {
+    const tampered = await pulumi(["up", "--yes", "--stack", "dev"], { cwd, allowFailure: true });
+    t.not(tampered.code, 0);
+    t.regex(tampered.stdout + tampered.stderr, /is not approved: the provenance attestation .* does not verify with publisherPublicKey: .*bad signature/);
+  } finally {
+    fs.writeFileSync(file, original);
+  }
+  await pulumi(["up", "--yes", "--stack", "dev"], { cwd });
 });
 
 test.serial("(real engine) after changing one demo-world source, preview --diff shows the drv change and the replacements down the chain", async (t) => {
@@ -145,6 +206,9 @@ test.serial("(real engine) after changing one demo-world source, preview --diff 
 test.serial("(real engine) a non-reproducible target fails pulumi up; policy warn only warns, and the consumer refuses the image", async (t) => {
   const set = (k: string, v: string) => pulumi(["config", "set", `${PROJECT}:${k}`, v, "--stack", "broken"]);
   await pulumi(["stack", "init", "broken"]);
+  const keys = fs.mkdtempSync(path.join(os.tmpdir(), "sc-broken-key-"));
+  cliJson(["keygen", "--out", keys]);
+  await pulumi(["config", "set", "--secret", `${PROJECT}:signingKey`, "--stack", "broken", "--", fs.readFileSync(path.join(keys, "signing.key"), "utf8")]);
   await set("source", "demo-world");
   await set("attribute", "nonReproducible");
   await set("isolation", "bwrap");
@@ -163,9 +227,11 @@ test.serial("(real engine) a non-reproducible target fails pulumi up; policy war
   const cwd = path.join(ctx.dir, "consumer");
   await pulumi(["stack", "init", "gate"], { cwd });
   await pulumi(["config", "set", "supplyChainStack", `organization/${PROJECT}/broken`, "--stack", "gate"], { cwd });
+  await pulumi(["config", "set", "publisherPublicKey", "--stack", "gate", "--", fs.readFileSync(path.join(keys, "signing.pub"), "utf8")], { cwd });
+  fs.rmSync(keys, { recursive: true, force: true });
   const refused = await pulumi(["up", "--yes", "--stack", "gate"], { cwd, allowFailure: true });
   t.not(refused.code, 0);
-  t.regex(refused.stdout + refused.stderr, /is not approved \(reproducible: false/);
+  t.regex(refused.stdout + refused.stderr, /is not approved: the signed verification summary says FAILED/);
   await pulumi(["destroy", "--yes", "--stack", "broken"]);
 });
 
