@@ -28,7 +28,7 @@ test("a signing key that is not a PKCS#8 PEM is refused without quoting it", (t)
 
 test("offline: on by default for the demo world (it needs nothing from outside), off for a reviewed Nix file, settable", (t) => {
   t.true(parseConfig(demo, "demo").offline);
-  const nix = { [`${P}:source`]: "nix", [`${P}:file`]: "nix/default.nix", [`${P}:attribute`]: "iso", [`${P}:bootTest`]: "false" };
+  const nix = { [`${P}:source`]: "nix", [`${P}:file`]: "nix/default.nix", [`${P}:attribute`]: "iso", [`${P}:bootTest`]: "false", [`${P}:attest`]: "false" };
   t.false(parseConfig(nix, "dev").offline);
   t.true(parseConfig({ ...nix, [`${P}:offline`]: "true" }, "dev").offline);
   t.false(parseConfig({ ...demo, [`${P}:offline`]: "false" }, "demo").offline);

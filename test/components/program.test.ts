@@ -122,7 +122,7 @@ test.serial("(mocked: no engine or nix in unit tests) offline: the demo stack's 
   const has = (run: ProgramRun, s: string) => / --offline( |$)/.test(String(stepCommands(run).find((r) => stepOf(r) === s)!.inputs.create));
   const demo = await runProgram({ config: demoConfig(demoWorld(t)) });
   for (const s of ["build", "closure"]) t.true(has(demo, s), s);
-  const nix = { [`${P}:source`]: "nix", [`${P}:file`]: "nix/default.nix", [`${P}:attribute`]: "iso", [`${P}:bootTest`]: "false" };
+  const nix = { [`${P}:source`]: "nix", [`${P}:file`]: "nix/default.nix", [`${P}:attribute`]: "iso", [`${P}:bootTest`]: "false", [`${P}:attest`]: "false" };
   const online = await runProgram({ config: nix });
   for (const s of ["build", "closure"]) t.false(has(online, s), s);
   const offline = await runProgram({ config: { ...nix, [`${P}:offline`]: "true" } });
