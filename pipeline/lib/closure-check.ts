@@ -172,13 +172,21 @@ export async function stageClosure(src: string, dir: string, expectedSha256?: st
       done(null, chunk);
     },
   });
-  const out = fs.createWriteStream(file, { flags: "wx", mode: 0o400 });
-  await pipeline(fs.createReadStream(src), hashing, out);
-  const fd = fs.openSync(file, "r");
   try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    const out = fs.createWriteStream(file, { flags: "wx", mode: 0o400 });
+    await pipeline(fs.createReadStream(src), hashing, out);
+    const fd = fs.openSync(file, "r");
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (e: any) {
+    // E.g. a full disk: no half-copied closure left behind, and the one-line error names where (a
+    // stream's write error carries no path).
+    fs.rmSync(dir, { recursive: true, force: true });
+    if (e?.code && e.syscall && !e.path) e.path = file;
+    throw e;
   }
   const sha256 = hash.digest("hex");
   if (expectedSha256 !== undefined && sha256 !== expectedSha256.replace(/^sha256:/, "")) {

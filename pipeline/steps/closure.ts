@@ -162,8 +162,8 @@ export function renderReport(m: Manifest, top: number): string {
   return lines.join("\n");
 }
 
-/** `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs). */
-function exportTo(tmp: string, paths: string[]): Promise<void> {
+/** `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs), published as `target`. */
+function exportTo(tmp: string, paths: string[], target: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const fd = fs.openSync(tmp, "w");
     const child = spawn("nix-store", ["--export", ...paths], { stdio: ["ignore", fd, "pipe"] });
@@ -185,6 +185,8 @@ function exportTo(tmp: string, paths: string[]): Promise<void> {
     child.on("close", (code) => {
       closeFd();
       if (code === 0) resolve();
+      // A full disk is the machine refusing, not a bug: the same one line as Node's own ENOSPC.
+      else if (/No space left on device/.test(err)) reject(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC", syscall: "write", path: target }));
       else reject(new Error(`nix-store --export failed (exit ${code}): ${err.trim().split("\n").slice(-3).join(" ")}`));
     });
   });
@@ -240,7 +242,7 @@ export const step: StepDefinition<ClosureResult> = {
     let closureSha256: string | null = null;
     if (!noExport) {
       log(STEP, `exporting ${paths.length} path(s) (${human(manifest.bytes)}) to ${closureFile}`);
-      await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths));
+      await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths, closureFile));
       closureSha256 = await sha256File(closureFile);
     } else if (fs.existsSync(closureFile)) {
       // An older export next to this manifest would look like the closure it describes.

@@ -210,6 +210,8 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     if (interfaces.some((i) => i !== "lo")) fail(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
     const why = explainFailure(logText, graph.drvs) ?? `isolated build exited with ${res.code ?? res.signal}`;
     fs.rmSync(work, { recursive: true, force: true });
+    // A full disk is the machine refusing (exit 2), not a verdict on the sources: policy warn must not tolerate it.
+    if (/No space left on device/.test(logText)) throw new InputError(`no space left on device (ENOSPC, the isolated rebuild writing under ${out}; log ${finalLog})`);
     fail(`offline rebuild of ${drvPath} failed: ${why} (log ${finalLog})`, base);
   }
   return collectStaged({

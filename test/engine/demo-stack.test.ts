@@ -9,42 +9,19 @@ import test from "ava";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { execFile, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
+import * as engine from "./engine-helpers";
+import { cliJson, DEMO_PUB, Engine, PROJECT, projectCopy, ROOT, verifyDemoAttestations } from "./engine-helpers";
 
-const ROOT = path.resolve(__dirname, "..", "..");
-const PROJECT = "secure-supply-chain";
-
-interface Ctx {
-  dir: string;
-  state: string;
-  env: NodeJS.ProcessEnv;
+interface Ctx extends Engine {
   drvPath?: string;
   outputs?: Record<string, any>;
 }
 const ctx = {} as Ctx;
 
-function engineBin(): string {
-  try {
-    return execFileSync("bash", [path.join(ROOT, "scripts", "pulumi-engine.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim();
-  } catch (e) {
-    throw new Error(`no Pulumi engine: scripts/pulumi-engine.sh failed (${(e as Error).message})`);
-  }
-}
-
-function pulumi(args: string[], opts: { cwd?: string; allowFailure?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    execFile("pulumi", ["--non-interactive", ...args], { cwd: opts.cwd ?? ctx.dir, env: ctx.env, maxBuffer: 64 << 20, timeout: 14 * 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as any).code === "number" ? (err as any).code : 1) : 0;
-      if (code !== 0 && !opts.allowFailure) reject(new Error(`pulumi ${args.join(" ")} exited ${code}:\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`));
-      else resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** A step run directly (keygen, verify-attestation): its JSON, or a throw naming the failure. */
-function cliJson(args: string[]): any {
-  return JSON.parse(execFileSync(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }));
-}
+const pulumi = (args: string[], opts: { cwd?: string; allowFailure?: boolean } = {}) => engine.pulumi(ctx, args, opts);
+const outputs = (stack: string, cwd?: string) => engine.outputs(ctx, stack, cwd);
+const lastChanges = (stack: string) => engine.lastChanges(ctx, stack);
 
 /** The base64 lines of the demo key's PEM, decrypted from the stack file by the engine. */
 function demoKeyBody(): string[] {
@@ -52,34 +29,8 @@ function demoKeyBody(): string[] {
   return pem.split("\n").filter((l) => l && !l.startsWith("-----"));
 }
 
-async function outputs(stack: string, cwd?: string): Promise<Record<string, any>> {
-  return JSON.parse((await pulumi(["stack", "output", "--json", "--show-secrets", "--stack", stack], { cwd })).stdout);
-}
-
-/** The number of resources each op touched in the stack's last update. */
-async function lastChanges(stack: string): Promise<Record<string, number>> {
-  const h = JSON.parse((await pulumi(["stack", "history", "--json", "--stack", stack])).stdout);
-  return h[0].resourceChanges;
-}
-
 test.before(() => {
-  const bin = engineBin();
-  ctx.dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-engine-"));
-  ctx.state = path.join(ctx.dir, ".state");
-  fs.mkdirSync(ctx.state);
-  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "package.json", "bin", "pipeline", "stacks", "consumer"]) {
-    fs.cpSync(path.join(ROOT, f), path.join(ctx.dir, f), { recursive: true });
-  }
-  fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(ctx.dir, "node_modules"));
-  ctx.env = {
-    ...process.env,
-    PATH: `${bin}:${process.env.PATH}`,
-    PULUMI_BACKEND_URL: `file://${ctx.state}`,
-    PULUMI_CONFIG_PASSPHRASE: "",
-    PULUMI_SKIP_UPDATE_CHECK: "true",
-    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
-    PULUMI_IGNORE_AMBIENT_PLUGINS: "true",
-  };
+  Object.assign(ctx, projectCopy("sc-engine-"));
 });
 
 test.after.always(async () => {
@@ -110,13 +61,10 @@ test.serial("(real engine) pulumi up on the demo stack runs every step: reproduc
   t.true((changes.create ?? 0) >= 14, JSON.stringify(changes));
 
   // Signed with the demo stack's key: its public half is the committed one, and our verifier agrees.
-  t.is(o.attestationPublicKey, fs.readFileSync(path.join(ROOT, "stacks", "demo-signing.pub"), "utf8"));
+  t.is(o.attestationPublicKey, fs.readFileSync(DEMO_PUB, "utf8"));
   t.regex(o.attestationKeyId, /^[0-9a-f]{64}$/);
   t.regex(o.sbomSha256, /^[0-9a-f]{64}$/);
-  for (const [file, type] of [[o.provenance, "https://slsa.dev/provenance/v1"], [o.verification, "https://slsa.dev/verification_summary/v1"]]) {
-    const v = cliJson(["verify-attestation", "--attestation", file, "--public-key", path.join(ROOT, "stacks", "demo-signing.pub"), "--predicate-type", type, "--store-path", o.imageOutPath]);
-    t.true(v.verified, file);
-  }
+  t.deepEqual(verifyDemoAttestations(o), [true, true], "provenance and verification summary verify");
 });
 
 test.serial("(real engine) the signing key is in no state, log or output in clear", async (t) => {
