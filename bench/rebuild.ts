@@ -102,7 +102,7 @@ async function main(): Promise<void> {
     const offlineSeconds = Math.min(...offline);
     const plainSeconds = Math.min(...plain);
     const ratio = offlineSeconds / plainSeconds;
-    // The plain build checks no source hashes; the step must (DESIGN.md): its share is reported apart.
+    // The plain build checks no source hashes; the step must (docs/closure.md): its share is reported apart.
     say(`source check alone (included in offlineSeconds): ${sourceCheckSeconds.toFixed(2)}s; goal ratio <= 1.3`);
     console.log(
       JSON.stringify({

@@ -1,5 +1,5 @@
 // The auditor's offline tamper check. `nix-store --import` trusts whatever a closure contains, and the
-// export format carries no hashes (DESIGN.md), so we derive what every source MUST be from the reviewed
+// export format carries no hashes (docs/closure.md), so we derive what every source MUST be from the reviewed
 // Nix files (their derivation graph, never the closure) and re-hash each exported path:
 // - fixed-output sources: content hashed in the declared mode (recursive = NAR, flat/text = the single
 //   file's contents) with the declared algorithm, compared with the declared hash;

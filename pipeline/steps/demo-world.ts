@@ -1,4 +1,4 @@
-// `supply-chain demo-world <dir>`: writes the hermetic demo world (DESIGN.md): Nix expressions with
+// `supply-chain demo-world <dir>`: writes the hermetic demo world (docs/demo-world.md): Nix expressions with
 // no nixpkgs whose only inputs are two fixed-output bootstrap sources taken from the host's Debian
 // packages (a static busybox, a kernel package), pinned in <dir>/lock.json, plus a probe spec.
 import { spawn } from "node:child_process";
