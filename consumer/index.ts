@@ -22,28 +22,28 @@ const VSA = "https://slsa.dev/verification_summary/v1";
 /** The levels this consumer requires (docs/attest.md): rebuilt bit for bit, and booted. */
 const REQUIRED_LEVELS = ["SECURE_SUPPLY_CHAIN_REBUILT_BIT_IDENTICAL", "SECURE_SUPPLY_CHAIN_BOOT_TESTED"];
 
-/** `supply-chain verify-attestation`: the signature with our key, the predicate type, the image as a subject. */
-function verifyAttestation(what: string, file: unknown, predicateType: string, storePath: string): Record<string, any> {
+/**
+ * `supply-chain verify-attestation`: the signature with our key, the predicate type, the image as a
+ * subject. The attestation is read ONCE: those bytes are what is verified (from a private copy) and
+ * what the statement is parsed from, so a file changed after the check is never believed.
+ */
+function verifiedStatement(what: string, file: unknown, predicateType: string, storePath: string): any {
   if (typeof file !== "string") throw new pulumi.RunError(`${source}: no ${what} attestation among its outputs: the image is not approved`);
-  const keyFile = path.join(os.tmpdir(), `publisher-${process.pid}.pub`);
-  fs.writeFileSync(keyFile, publicKeyPem);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "consumer-verify-"));
+  let bytes: Buffer;
   try {
-    const out = execFileSync(process.execPath, [CLI, "verify-attestation", "--attestation", file, "--public-key", keyFile, "--predicate-type", predicateType, "--store-path", storePath], {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    return JSON.parse(out);
+    bytes = fs.readFileSync(file);
+    fs.writeFileSync(path.join(dir, "publisher.pub"), publicKeyPem);
+    fs.writeFileSync(path.join(dir, "attestation.jsonl"), bytes);
+    const args = ["verify-attestation", "--attestation", path.join(dir, "attestation.jsonl"), "--public-key", path.join(dir, "publisher.pub"), "--predicate-type", predicateType, "--store-path", storePath];
+    execFileSync(process.execPath, [CLI, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   } catch (e: any) {
     const why = String(e.stderr ?? e.message).trim().split("\n").pop();
     throw new pulumi.RunError(`${source}: image ${storePath} is not approved: the ${what} attestation ${file} does not verify with publisherPublicKey: ${why}`);
   } finally {
-    fs.rmSync(keyFile, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** The verified envelope's statement (read again after verify-attestation accepted the file). */
-function statementOf(file: string): any {
-  const envelope = JSON.parse(fs.readFileSync(file, "utf8"));
+  const envelope = JSON.parse(bytes.toString("utf8"));
   return JSON.parse(Buffer.from(envelope.payload, "base64").toString("utf8"));
 }
 
@@ -53,9 +53,8 @@ const narHash = chain.requireOutput("imageNarHash");
 export const approvedImage = pulumi
   .all([chain.requireOutput("imageOutPath"), narHash, chain.getOutput("provenance"), chain.getOutput("verification")])
   .apply(([p, h, provenanceFile, verificationFile]) => {
-    verifyAttestation("provenance", provenanceFile, PROVENANCE, p);
-    verifyAttestation("verification summary", verificationFile, VSA, p);
-    const vsa = statementOf(verificationFile).predicate;
+    verifiedStatement("provenance", provenanceFile, PROVENANCE, p);
+    const vsa = verifiedStatement("verification summary", verificationFile, VSA, p).predicate;
     const missing = REQUIRED_LEVELS.filter((l) => !(vsa.verifiedLevels ?? []).includes(l));
     if (vsa.verificationResult !== "PASSED" || missing.length) {
       throw new pulumi.RunError(
