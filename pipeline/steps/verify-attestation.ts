@@ -103,24 +103,44 @@ export async function checkStorePath(storePath: string, subjects: Subject[]): Pr
   return { ...base, subject: s.name, ok: true };
 }
 
-export async function verifyAttestation(o: { attestation: string; publicKey: string; predicateType?: string; artifacts: string[]; storePaths: string[] }): Promise<VerifyAttestationResult> {
-  const envelope = readEnvelope(o.attestation);
-  const key = readPublicKey(o.publicKey);
+export interface VerifiedStatement {
+  keyid: string;
+  /** The exact bytes the signature covers (the statement is parsed from these, never re-read). */
+  payload: Buffer;
+  statement: { _type: string; subject: Subject[]; predicateType: string | null; predicate: any };
+}
+
+/**
+ * The one way an attestation is believed: read once, the DSSE signature checked with the key, the
+ * payload an in-toto Statement v1. Returns the reason instead of throwing so callers decide its exit.
+ */
+export function verifiedStatement(attestation: string, publicKey: string): { ok: true; v: VerifiedStatement } | { ok: false; keyid: string; reason: string } {
+  const envelope = readEnvelope(attestation);
+  const key = readPublicKey(publicKey);
   const v = verifyEnvelope(envelope, key);
-  const fail = (reason: string, extra: Partial<VerifyAttestationResult> = {}): never => {
-    throw new CheckFailed(reason, { verified: false, keyid: v.keyid, predicateType: null, subjects: [], checked: [], reason, ...extra });
-  };
-  if (!v.ok) return fail(v.reason);
-  if (envelope.payloadType !== INTOTO_PAYLOAD_TYPE) return fail(`payload type is '${envelope.payloadType}', not ${INTOTO_PAYLOAD_TYPE}`);
+  if (!v.ok) return { ok: false, keyid: v.keyid, reason: v.reason };
+  if (envelope.payloadType !== INTOTO_PAYLOAD_TYPE) return { ok: false, keyid: v.keyid, reason: `payload type is '${envelope.payloadType}', not ${INTOTO_PAYLOAD_TYPE}` };
   let st: any;
   try {
     st = JSON.parse(v.payload.toString("utf8"));
   } catch {
-    return fail("the signed payload is not JSON");
+    return { ok: false, keyid: v.keyid, reason: `the signed payload is not JSON` };
   }
-  if (st?._type !== STATEMENT_TYPE) return fail(`the payload is not an in-toto Statement v1 (_type ${JSON.stringify(st?._type)})`);
-  const subjects: Subject[] = Array.isArray(st.subject) ? st.subject.filter((s: any) => s && typeof s.name === "string" && s.digest && typeof s.digest === "object") : [];
+  if (st?._type !== STATEMENT_TYPE) return { ok: false, keyid: v.keyid, reason: `the payload is not an in-toto Statement v1 (_type ${JSON.stringify(st?._type)})` };
+  const subject: Subject[] = Array.isArray(st.subject) ? st.subject.filter((s: any) => s && typeof s.name === "string" && s.digest && typeof s.digest === "object") : [];
   const predicateType = typeof st.predicateType === "string" ? st.predicateType : null;
+  return { ok: true, v: { keyid: v.keyid, payload: v.payload, statement: { _type: st._type, subject, predicateType, predicate: st.predicate } } };
+}
+
+export async function verifyAttestation(o: { attestation: string; publicKey: string; predicateType?: string; artifacts: string[]; storePaths: string[] }): Promise<VerifyAttestationResult> {
+  const r = verifiedStatement(o.attestation, o.publicKey);
+  const fail = (reason: string, extra: Partial<VerifyAttestationResult> = {}): never => {
+    throw new CheckFailed(reason, { verified: false, keyid: r.ok ? r.v.keyid : r.keyid, predicateType: null, subjects: [], checked: [], reason, ...extra });
+  };
+  if (!r.ok) return fail(r.reason);
+  const { keyid, statement } = r.v;
+  const subjects = statement.subject;
+  const predicateType = statement.predicateType;
   if (o.predicateType && predicateType !== o.predicateType) {
     return fail(`wrong predicate type: the statement is ${predicateType}, expected ${o.predicateType}`, { predicateType, subjects });
   }
@@ -128,7 +148,7 @@ export async function verifyAttestation(o: { attestation: string; publicKey: str
   for (const a of o.artifacts) checked.push(await checkArtifact(a, subjects));
   for (const p of o.storePaths) checked.push(await checkStorePath(p, subjects));
   const failed = checked.filter((c) => !c.ok);
-  const result: VerifyAttestationResult = { verified: failed.length === 0, keyid: v.keyid, predicateType, subjects, checked };
+  const result: VerifyAttestationResult = { verified: failed.length === 0, keyid, predicateType, subjects, checked };
   if (failed.length) {
     const reason = failed.length > 1 ? `${failed[0].reason} (and ${failed.length - 1} more)` : failed[0].reason!;
     throw new CheckFailed(reason, { ...result, reason });
