@@ -2,7 +2,8 @@
 #
 # Mirrors nixpkgs' bootstrap: the only inputs are fixed-output "bootstrap tools" fetched by
 # builtin:fetchurl (a static busybox and a Debian kernel package), pinned with their hashes in
-# lock.json (written by `supply-chain demo-world`). Everything else is built by sandboxed
+# lock.json (written by `supply-chain demo-world`), and one evaluation-time library pinned in
+# nix/sources.json. Everything else is built by sandboxed
 # derivations whose builder is that busybox, in layers:
 #   busybox (FOD) -> tools -> linux (from the kernel .deb FOD) -> modules -> rootfs -> initrd -> image
 # Build with the sandbox on: nix-build --option sandbox true -A image
@@ -44,17 +45,10 @@ let
     args = [ "sh" "-e" ./builders/tools.sh ];
   };
 
-  # virtio-net for QEMU, in load order (DESIGN: "Facts established on this machine").
-  moduleList = [
-    "kernel/drivers/virtio/virtio_ring.ko"
-    "kernel/drivers/virtio/virtio.ko"
-    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko"
-    "kernel/drivers/virtio/virtio_pci_modern_dev.ko"
-    "kernel/drivers/virtio/virtio_pci.ko"
-    "kernel/net/core/failover.ko"
-    "kernel/drivers/net/net_failover.ko"
-    "kernel/drivers/net/virtio_net.ko"
-  ];
+  # Pinned in nix/sources.json and imported at evaluation time only, as nixpkgs is.
+  sources = import ./nix/sources.nix;
+  demoLib = import sources.demo-lib;
+  moduleList = demoLib.virtioNetModules;
 
   # Stage 2: the kernel image and the modules we need, taken out of the Debian package.
   linux = run "linux-${kernelVersion}" ./builders/linux.sh {
@@ -88,7 +82,7 @@ let
   image = run "demo-image" ./builders/image.sh {
     inherit initrd;
     kernel = "${linux}/bzImage";
-    cmdline = "loglevel=4 panic=-1";
+    cmdline = demoLib.kernelCmdline;
   };
 
   # Deliberately NOT reproducible: the build time and random bytes end up in the output.

@@ -14,7 +14,8 @@ import { collectSources, Derivation, SourceSet, Target, DerivationGraph } from "
 import { loadDerivationGraph } from "./drv-file";
 import { fileReader, parseExport, ExportedPath } from "./nar";
 import { CheckFailed, InputError } from "./step";
-import { nix32Encode, sourcePath, splitStorePath, textPath } from "./storepath";
+import { findPinsFiles, matchesPin, Pin, pinLocation, readPins, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation } from "./eval-inputs";
+import { nix32Encode, sourcePath, splitStorePath } from "./storepath";
 
 export interface TamperedSource {
   path: string;
@@ -35,6 +36,9 @@ export interface ClosureCheckResult {
   /** Paths in the closure that the reviewed files do not call for. They fail the check too: an extra path
    * could pre-populate a derivation's output and so skip (replace) its build in the offline rebuild. */
   extra: string[];
+  /** Pins of the reviewed checkout (eval-inputs.ts) that no path of the closure holds: the closure lacks the
+   * pinned input, or holds other bytes than were pinned. */
+  missingPins: { pin: string; mode: string; sha256: string }[];
   /** Set when the closure is not a readable export stream. */
   error?: string;
 }
@@ -78,24 +82,28 @@ export function verifyExported(e: ExportedPath, want: ExpectedSource, storeDir: 
       actual: actualHex ? fmt(f.algo, actualHex) : f.mode === "recursive" ? "(not hashed)" : "(not a single regular file)",
     };
   }
-  const { name } = splitStorePath(e.path);
-  const asSource = sourcePath(e.narHashes.sha256, name, e.references, e.path, storeDir);
-  if (asSource === e.path) return null;
-  if (e.flatHashes && textPath(e.flatHashes.sha256, name, e.references, storeDir) === e.path) return null;
+  // A local source, a text file or an input fetched at evaluation: the path itself commits to the bytes.
+  if (selfCertifies(e, storeDir)) return null;
+  const asSource = sourcePath(e.narHashes.sha256, splitStorePath(e.path).name, e.references, e.path, storeDir);
   return { path: e.path, drv: want.drv, mode: "source-path", algo: "sha256", expected: e.path, actual: asSource };
 }
 
-/** Checks a closure stream against an already-computed expectation (no Nix needed). */
-export async function checkExportAgainst(closure: string, want: Map<string, ExpectedSource>, storeDir: string): Promise<ClosureCheckResult> {
+/** Checks a closure stream against an already-computed expectation (no Nix needed); `pins` must each be held by a path. */
+export async function checkExportAgainst(closure: string, want: Map<string, ExpectedSource>, storeDir: string, pins: Pin[] = []): Promise<ClosureCheckResult> {
   const algos = new Set<string>(["sha256"]);
   for (const w of want.values()) if (w.fixed) algos.add(w.fixed.algo);
-  const result: ClosureCheckResult = { ok: false, checked: 0, tampered: [], missing: [], extra: [], unverifiable: [] };
+  const result: ClosureCheckResult = { ok: false, checked: 0, tampered: [], missing: [], extra: [], unverifiable: [], missingPins: [] };
   const seen = new Set<string>();
+  const pinned = new Set<Pin>();
   try {
     await parseExport(fileReader(closure), {
       algos: [...algos],
       onPath(e) {
-        const w = want.get(e.path);
+        const holds = pins.filter((p) => matchesPin(e, p, storeDir));
+        for (const p of holds) pinned.add(p);
+        let w = want.get(e.path);
+        // A pinned input the evaluation did not read (unused pin): expected all the same, and checked by its pin.
+        if (!w && holds.length && !seen.has(e.path)) w = { path: e.path, drv: pinLocation(holds[0]), kind: "eval" };
         if (!w || seen.has(e.path)) {
           result.extra.push(e.path);
           return;
@@ -117,21 +125,72 @@ export async function checkExportAgainst(closure: string, want: Map<string, Expe
   }
   for (const w of want.values()) if (!seen.has(w.path)) result.missing.push({ path: w.path, drv: w.drv });
   result.missing.sort((a, b) => a.path.localeCompare(b.path));
-  result.ok = !result.error && result.tampered.length === 0 && result.missing.length === 0 && result.extra.length === 0 && result.unverifiable.length === 0;
+  for (const p of pins) if (!pinned.has(p)) result.missingPins.push({ pin: pinLocation(p), mode: p.mode, sha256: p.sha256 });
+  result.ok = !result.error && result.tampered.length === 0 && result.missing.length === 0 && result.extra.length === 0 && result.unverifiable.length === 0 && result.missingPins.length === 0;
   return result;
 }
 
+/** What `preImportCheck` found: each path's NAR sha256 (hex), and what does not self-certify or is unpinned. */
+export interface PreImportCheck {
+  ok: boolean;
+  paths: Map<string, string>;
+  /** Paths whose name does not commit to their bytes (a build output, or tampered content). */
+  notSelfCertifying: string[];
+  missingPins: ClosureCheckResult["missingPins"];
+  error?: string;
+}
+
 /**
- * Library entry point (docs/contracts.md): evaluates the reviewed Nix files, then checks the closure.
- * Returns the verdict; throws only for bad input (missing closure file, unevaluable target, no nix).
+ * The auditor's check BEFORE anything is imported, needing no evaluation and no Nix: every path of the
+ * closure self-certifies (eval-inputs.ts `selfCertifies`: importing it cannot put other bytes under its
+ * name), and every pin of the reviewed checkout is held by a path with exactly the pinned hash.
  */
-export async function checkClosure(opts: Target & { closure: string }): Promise<ClosureCheckResult> {
+export async function preImportCheck(closure: string, pins: Pin[], storeDir: string): Promise<PreImportCheck> {
+  const r: PreImportCheck = { ok: false, paths: new Map(), notSelfCertifying: [], missingPins: [] };
+  const pinned = new Set<Pin>();
+  try {
+    await parseExport(fileReader(closure), {
+      algos: SELF_CERTIFY_ALGOS,
+      onPath(e) {
+        r.paths.set(e.path, e.narHashes.sha256);
+        if (!selfCertifies(e, storeDir)) r.notSelfCertifying.push(e.path);
+        for (const p of pins) if (matchesPin(e, p, storeDir)) pinned.add(p);
+      },
+    });
+  } catch (err: any) {
+    r.error = `${closure} is not a valid nix-store --export stream: ${err.message}`;
+  }
+  for (const p of pins) if (!pinned.has(p)) r.missingPins.push({ pin: pinLocation(p), mode: p.mode, sha256: p.sha256 });
+  r.ok = !r.error && r.notSelfCertifying.length === 0 && r.missingPins.length === 0;
+  return r;
+}
+
+/** Pins as a reason names them: where pinned and the hash the closure lacks. */
+export function describeMissingPins(m: ClosureCheckResult["missingPins"]): string {
+  return `${m.length} pinned input(s) not in the closure with the pinned hash: ${m.slice(0, 3).map((p) => `${p.pin} (${p.mode} sha256 ${p.sha256})`).join("; ")}`;
+}
+
+/**
+ * Library entry point (docs/contracts.md): evaluates the reviewed Nix files, then checks the closure:
+ * the graph's sources, the store paths the evaluation read (traced), and every pin of the checkout's
+ * pins files plus `pins`. Returns the verdict; throws only for bad input (missing closure file,
+ * unevaluable target, no nix).
+ */
+export async function checkClosure(opts: Target & { closure: string; pins?: string[] }): Promise<ClosureCheckResult> {
   if (!fs.existsSync(opts.closure)) throw new InputError(`closure file not found: ${opts.closure}`);
   // Easy to pass `closure --out DIR` itself; reading a directory would look like a corrupt closure (exit 1).
   if (fs.statSync(opts.closure).isDirectory()) throw new InputError(`closure ${opts.closure} is a directory, not a closure file (e.g. ${opts.closure}/source-export.closure)`);
   const { graph, root } = await loadDerivationGraph(opts, "check-closure");
   const sources = collectSources(graph, root);
-  return checkExportAgainst(opts.closure, expectedSources(graph, sources), graph.storeDir);
+  const want = expectedSources(graph, sources);
+  let pins: Pin[] = [];
+  if (opts.file) {
+    for (const p of await traceEvaluation(path.resolve(opts.file), opts.attribute!, graph.storeDir)) {
+      if (!want.has(p)) want.set(p, { path: p, drv: "(read by the evaluation)", kind: "eval" });
+    }
+    pins = [...new Set([...findPinsFiles(opts.file), ...(opts.pins ?? []).map((f) => path.resolve(f))])].flatMap(readPins);
+  }
+  return checkExportAgainst(opts.closure, want, graph.storeDir, pins);
 }
 
 /** One line naming what failed, for exit-1 reasons. */
@@ -144,6 +203,7 @@ export function describeFailure(r: ClosureCheckResult): string {
   if (r.unverifiable.length)
     parts.push(`${r.unverifiable.length} source(s) with a hash this check cannot recompute (git hashing): ${r.unverifiable.slice(0, 3).map((u) => `${u.path} (from ${u.drv}, ${u.mode} ${u.algo})`).join("; ")}`);
   if (r.extra.length) parts.push(`${r.extra.length} unexpected path(s): ${r.extra.slice(0, 3).join("; ")}`);
+  if (r.missingPins?.length) parts.push(describeMissingPins(r.missingPins));
   return parts.join(" | ");
 }
 

@@ -19,6 +19,10 @@ export interface IsolatedRun {
   readOnly: string[];
   /** Host directory visible read-write at the same path (the only writable host path). */
   workDir: string;
+  /** A host directory to be /nix (read-write) instead of an empty tmpfs: a store that outlives one run, so
+   * checks can run outside between two runs on it (the audit). Docker: only for images whose Nix is
+   * not in /nix/store (pipeline/rebuilder-image). */
+  nixDir?: string;
   /** Shell script (POSIX sh, busybox-compatible) and its arguments. */
   script: string;
   args: string[];
@@ -87,7 +91,7 @@ function hostSystemArgs(): string[] {
  * own /proc first.
  */
 export function bwrapArgs(r: IsolatedRun): string[] {
-  const a = [...hostSystemArgs(), "--tmpfs", "/nix", "--tmpfs", "/tmp", "--dev", "/dev", "--dir", "/proc"];
+  const a = [...hostSystemArgs(), ...(r.nixDir ? ["--bind", r.nixDir, "/nix"] : ["--tmpfs", "/nix"]), "--tmpfs", "/tmp", "--dev", "/dev", "--dir", "/proc"];
   for (const p of r.readOnly) a.push("--ro-bind", p, p);
   a.push("--bind", r.workDir, r.workDir);
   // The root itself is read-only: the only writable places are /nix, /tmp, /dev and workDir.
@@ -107,8 +111,8 @@ function csvField(f: string): string {
   return /[",]/.test(f) ? `"${f.replace(/"/g, '""')}"` : f;
 }
 
-function bindMount(p: string, readonly: boolean): string {
-  return ["type=bind", csvField(`source=${p}`), csvField(`target=${p}`), ...(readonly ? ["readonly"] : [])].join(",");
+function bindMount(p: string, readonly: boolean, target = p): string {
+  return ["type=bind", csvField(`source=${p}`), csvField(`target=${target}`), ...(readonly ? ["readonly"] : [])].join(",");
 }
 
 /** docker: --network=none; only the read-only inputs and the work dir are mounted. */
@@ -116,6 +120,7 @@ export function dockerArgs(r: IsolatedRun): string[] {
   const a = ["run", "--rm", "--name", containerName(r.owner), "--label", "supply-chain.rebuild=1", "--network=none"];
   for (const p of r.readOnly) a.push("--mount", bindMount(p, true));
   a.push("--mount", bindMount(r.workDir, false));
+  if (r.nixDir) a.push("--mount", bindMount(r.nixDir, false, "/nix"));
   for (const [k, v] of Object.entries(r.env)) a.push("-e", `${k}=${v}`);
   a.push("--entrypoint", "/bin/sh", r.image!, r.script, ...r.args);
   return a;

@@ -16,6 +16,7 @@ import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode } from "../lib/storepath";
 import { narSizeOf } from "../lib/nar";
+import { findPinsFiles, PinnedInput, resolvePinnedInputs } from "../lib/eval-inputs";
 
 export interface ClosureResult {
   closureFile: string | null;
@@ -50,6 +51,11 @@ export interface ManifestEvalPath {
   chain: string[];
 }
 
+/** An evaluation-time input no derivation references (eval-inputs.ts): exported so an offline evaluation finds it. */
+export interface ManifestPinnedInput extends PinnedInput {
+  size: number | null;
+}
+
 export interface Manifest {
   version: 1;
   target: { file?: string; attribute?: string; flake?: string; drvPath: string };
@@ -57,10 +63,28 @@ export interface Manifest {
   derivations: number;
   sources: ManifestSource[];
   evalPaths: ManifestEvalPath[];
+  /** Inputs only the evaluation uses: pinned tarballs imported for their Nix code (none for flakes yet). */
+  pinnedInputs: ManifestPinnedInput[];
+  /** The pins files read, relative to the checkout when inside it. */
+  pinsFiles: string[];
   bytes: number;
 }
 
 const STEP = "closure";
+
+/** The checkout a target file belongs to: the nearest ancestor with .git, else the file's directory. */
+export function checkoutOf(file: string): string {
+  const start = fs.statSync(file).isDirectory() ? path.resolve(file) : path.dirname(path.resolve(file));
+  for (let d = start; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, ".git"))) return d;
+    if (path.dirname(d) === d) return start;
+  }
+}
+
+function relativeTo(base: string, f: string): string {
+  const rel = path.relative(base, f);
+  return rel && !rel.startsWith("..") ? rel : f;
+}
 
 /**
  * NAR sizes computed from lstat (narSizeOf: the exact serialisation length, what `nix-store -q --size`
@@ -72,7 +96,7 @@ function narSizes(paths: string[]): Map<string, number | null> {
 
 const byPath = (a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
 
-export function buildManifest(t: Target, graph: DerivationGraph, s: SourceSet, sizes: Map<string, number | null>, nixVersion: string): Manifest {
+export function buildManifest(t: Target, graph: DerivationGraph, s: SourceSet, sizes: Map<string, number | null>, nixVersion: string, pinned: PinnedInput[] = [], pinsFiles: string[] = []): Manifest {
   const fodSources: ManifestSource[] = [];
   for (const d of s.fods) {
     const chain = chainTo(s, d.drvPath);
@@ -99,7 +123,8 @@ export function buildManifest(t: Target, graph: DerivationGraph, s: SourceSet, s
   // order, and it is several times cheaper than ICU collation (~10 ms of the step at 1,200 sources).
   fodSources.sort(byPath);
   evalPaths.sort(byPath);
-  const bytes = [...fodSources, ...evalPaths].reduce((n, x) => n + (x.size ?? 0), 0);
+  const pinnedInputs = pinned.map((x) => ({ ...x, size: sizes.get(x.path) ?? null }));
+  const bytes = [...fodSources, ...evalPaths, ...pinnedInputs].reduce((n, x) => n + (x.size ?? 0), 0);
   return {
     version: 1,
     target: { file: t.file ? path.resolve(t.file) : undefined, attribute: t.attribute, flake: t.flake, drvPath: s.root },
@@ -107,6 +132,8 @@ export function buildManifest(t: Target, graph: DerivationGraph, s: SourceSet, s
     derivations: graph.drvs.size,
     sources: fodSources,
     evalPaths,
+    pinnedInputs,
+    pinsFiles,
     bytes,
   };
 }
@@ -114,10 +141,11 @@ export function buildManifest(t: Target, graph: DerivationGraph, s: SourceSet, s
 /** Pretty at the top, one line per source: readable, and a 12,000-source manifest stays quick to write. */
 export function manifestJson(m: Manifest): string {
   const list = (xs: unknown[]) => (xs.length ? `[\n    ${xs.map((x) => JSON.stringify(x)).join(",\n    ")}\n  ]` : "[]");
-  const head = { ...m, sources: 0, evalPaths: 0 };
+  const head = { ...m, sources: 0, evalPaths: 0, pinnedInputs: 0 };
   const body = JSON.stringify(head, null, 2)
     .replace('"sources": 0', `"sources": ${list(m.sources)}`)
-    .replace('"evalPaths": 0', `"evalPaths": ${list(m.evalPaths)}`);
+    .replace('"evalPaths": 0', `"evalPaths": ${list(m.evalPaths)}`)
+    .replace('"pinnedInputs": 0', `"pinnedInputs": ${list(m.pinnedInputs)}`);
   return body + "\n";
 }
 
@@ -141,13 +169,14 @@ export function renderReport(m: Manifest, top: number): string {
   const all = [
     ...m.sources.map((x) => ({ kind: "fixed-output", path: x.path, size: x.size, chain: x.chain, urls: x.urls })),
     ...m.evalPaths.map((x) => ({ kind: "eval-time", path: x.path, size: x.size, chain: x.chain, urls: [] as string[] })),
+    ...m.pinnedInputs.map((x) => ({ kind: "pinned input", path: x.path, size: x.size, chain: [x.pinnedIn.map((p) => p.pin).join(", ") || "read by the evaluation", x.path], urls: x.pinnedIn.flatMap((p) => (p.url ? [p.url] : [])) })),
   ].sort((a, b) => (b.size ?? -1) - (a.size ?? -1) || byPath(a, b));
   const target = m.target.flake ?? `${m.target.file} -A ${m.target.attribute}`;
   const lines = [
     `# Source closure of ${target}`,
     "",
     `Target derivation: \`${m.target.drvPath}\` (${m.derivations} derivations in its graph).`,
-    `${m.sources.length} fixed-output sources and ${m.evalPaths.length} evaluation-time paths, ${human(m.bytes)} in total (NAR size).`,
+    `${m.sources.length} fixed-output sources, ${m.evalPaths.length} evaluation-time paths and ${m.pinnedInputs.length} pinned inputs, ${human(m.bytes)} in total (NAR size).`,
     "",
     `## The ${Math.min(top, all.length)} biggest sources and why each is needed`,
     "",
@@ -203,6 +232,7 @@ export const step: StepDefinition<ClosureResult> = {
     "no-export": { type: "boolean", description: "analysis only: no realisation, no closure file (sizes of unrealised sources are null)", default: false },
     top: { type: "string", description: "how many of the biggest sources the report explains", default: "10" },
     offline: { type: "boolean", description: "turn substituters off for realising the sources: fetch only by their own fetchers", default: false },
+    pins: { type: "string", description: "a pins file (niv or npins sources.json) besides those found next to --file (nix/sources.json, npins/sources.json)", multiple: true },
   },
   workDir: ({ values }) => values.out,
   async run({ values }) {
@@ -232,10 +262,20 @@ export const step: StepDefinition<ClosureResult> = {
         throw explainBuildFailure(e, `the ${s.fods.length} fixed-output source(s)`);
       }
     }
-    const paths = [...want.keys()].sort();
+    // Inputs only the evaluation uses: the graph cannot name them (docs/closure.md "Pinned inputs").
+    let pinned: PinnedInput[] = [];
+    let pinsFiles: string[] = [];
+    if (t.file) {
+      const checkout = checkoutOf(t.file);
+      pinsFiles = [...new Set([...findPinsFiles(t.file), ...(values.pins ?? []).map((f: string) => path.resolve(f))])];
+      pinned = await resolvePinnedInputs({ file: path.resolve(t.file), attribute: t.attribute!, pinsFiles, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs: nixOptionArgs({ sandbox: false, offline: values.offline === true }) });
+      pinsFiles = pinsFiles.map((f) => relativeTo(checkout, f));
+      log(STEP, `${pinned.length} pinned input(s) only the evaluation uses${pinsFiles.length ? ` (pins: ${pinsFiles.join(", ")})` : ""} at ${secs()}`);
+    }
+    const paths = [...new Set([...want.keys(), ...pinned.map((x) => x.path)])].sort();
     const sizes = narSizes(paths);
     log(STEP, `sizes of ${paths.length} paths at ${secs()}`);
-    const manifest = buildManifest(t, graph, s, sizes, nixVersion);
+    const manifest = buildManifest(t, graph, s, sizes, nixVersion, pinned, pinsFiles);
 
     fs.mkdirSync(outDir, { recursive: true });
     const closureFile = path.join(outDir, "source-export.closure");

@@ -13,6 +13,8 @@ import { instantiate, realise } from "../lib/nix";
 
 export const TEMPLATE_DIR = path.join(__dirname, "..", "demo-world");
 export const DEFAULT_CACHE_DIR = "/var/cache/secure-supply-chain";
+/** Template sub-directory of libraries the world pins as tarballs (not copied into the world). */
+const PINNED_DIR = "pinned";
 const KERNEL_DEB = /^linux-image-(\d[^_]*-amd64)_([^_]+)_amd64\.deb$/;
 
 export interface DemoWorldResult {
@@ -21,6 +23,8 @@ export interface DemoWorldResult {
   nonReproducibleAttribute: string;
   probes: string;
   lock: string;
+  /** nix/sources.json: the evaluation-time pins (niv layout). */
+  pins: string;
   kernelVersion: string;
 }
 
@@ -108,7 +112,8 @@ export function findKernelDeb(cacheDir: string, explicit?: string): { file: stri
  */
 function copyTemplate(src: string, dst: string, reset: boolean, kept: string[] = []): string[] {
   for (const entry of fs.readdirSync(src, { withFileTypes: true })) {
-    if (entry.name === "lock.json") continue;
+    // Generated per world (lock.json, nix/sources.json), or upstream of a pinned tarball (pinned/).
+    if (entry.name === "lock.json" || entry.name === "sources.json" || (src === TEMPLATE_DIR && entry.name === PINNED_DIR)) continue;
     const from = path.join(src, entry.name);
     const to = path.join(dst, entry.name);
     if (entry.isDirectory()) copyTemplate(from, to, reset, kept);
@@ -147,6 +152,21 @@ async function busyboxNar(busybox: string, target: string): Promise<void> {
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * Packs pinned/<name> as bootstrap/<name>.tar.gz (sorted, mtime 0, root-owned, gzip without a name or
+ * time: the same bytes on every machine) and returns its niv-style pin: the sha256 (base32) of the
+ * unpacked tree's NAR, the hash builtins.fetchTarball checks.
+ */
+async function packPinned(name: string, dir: string): Promise<{ url: string; sha256: string; type: "tarball" }> {
+  const tarball = path.join(dir, "bootstrap", `${name}.tar.gz`);
+  const src = path.join(TEMPLATE_DIR, PINNED_DIR);
+  await produceAtomic(tarball, async (tmp) => {
+    await run("sh", ["-c", 'tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf - "$2" | gzip -n -9 > "$3"', "sh", src, name, tmp], { streamStderr: false });
+  });
+  const hash = await run("nix-hash", ["--type", "sha256", "--base32", path.join(src, name)], { streamStderr: false });
+  return { url: pathToFileURL(tarball).href, sha256: hash.stdout.trim(), type: "tarball" };
 }
 
 /** Re-hashes each locally available source and fails if it no longer matches the lock. */
@@ -241,6 +261,8 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
   }
   const probes = path.join(dir, "probes.json");
   writeJsonAtomic(probes, DEMO_PROBES);
+  const pins = path.join(dir, "nix", "sources.json");
+  writeJsonAtomic(pins, { "demo-lib": await packPinned("demo-lib", dir) });
 
   const file = path.join(dir, "default.nix");
   if (o.fetch !== false) {
@@ -265,7 +287,7 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     }
   }
   log("demo-world", `ready: nix-build ${file} -A image --option sandbox true`);
-  return { file, attribute: "image", nonReproducibleAttribute: "nonReproducible", probes, lock: lockFile, kernelVersion: lock.kernelVersion };
+  return { file, attribute: "image", nonReproducibleAttribute: "nonReproducible", probes, lock: lockFile, pins, kernelVersion: lock.kernelVersion };
 }
 
 export const step: StepDefinition<DemoWorldResult> = {

@@ -68,54 +68,70 @@ W="$1"
 export HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" XDG_STATE_HOME="$W/home/.state" TMPDIR=/tmp
 mkdir -p "$HOME" "$W/nars"
 say() { echo "== rebuild [$(date +%H:%M:%S)]: $*"; }
+# The phases to run (the audit runs "import eval", checks on the host, then "build" on the same store).
+phase() { case " $SC_PHASES " in *" $1 "*) return 0;; esac; return 1; }
 # Proof of isolation: the interfaces of this network namespace (/proc/net follows the reader's namespace).
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
 SANDBOX="$SC_SANDBOX"
 say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces")"
-# What the image brought (names under /nix/store), recorded before anything is imported.
-ls /nix/store > "$W/store-before" 2>/dev/null || : > "$W/store-before"
 # sandbox-fallback off: a sandbox that cannot be set up must fail the build, not silently vanish.
 set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option sandbox-fallback false --option build-users-group "" --option fallback false
-if [ -s "$W/store-before" ]; then
-  say "importing $SC_CLOSURE into a store already holding $(wc -l < "$W/store-before") paths of the image"
-else
-  say "importing $SC_CLOSURE into the empty store"
+if phase import; then
+  # What the image brought (names under /nix/store), recorded before anything is imported.
+  ls /nix/store > "$W/store-before" 2>/dev/null || : > "$W/store-before"
+  if [ -s "$W/store-before" ]; then
+    say "importing $SC_CLOSURE into a store already holding $(wc -l < "$W/store-before") paths of the image"
+  else
+    say "importing $SC_CLOSURE into the empty store"
+  fi
+  nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
+  say "imported $(wc -l < "$W/imported") paths"
 fi
-nix-store "$@" --import < "$SC_CLOSURE" > "$W/imported"
-say "imported $(wc -l < "$W/imported") paths"
-drv=$(nix-instantiate "$@" "$SC_FILE" -A "$SC_ATTR" 2>"$W/instantiate.err") || { cat "$W/instantiate.err"; exit 92; }
-if [ "$drv" != "$SC_DRV" ]; then
-  echo "error: the reviewed files evaluate to $drv inside the isolation but $SC_DRV outside"
-  exit 91
-fi
-# The target's graph: what the closure carries (import lists paths it found already valid too), the
-# .drv closure, and every output of every derivation in it.
-nix-store -qR "$drv" > "$W/drvs.tmp"
-nix-store -q --outputs $(grep '\.drv$' "$W/drvs.tmp") > "$W/outputs"
-cat "$W/imported" "$W/drvs.tmp" "$W/outputs" > "$W/graph"
-rm "$W/drvs.tmp"
-if [ -s "$W/store-before" ]; then
-  hit=$(cut -d/ -f4 "$W/graph" | grep -Fx -f "$W/store-before" | head -n 1)
-  if [ -n "$hit" ]; then
-    echo "error: /nix/store/$hit of the target's graph was in the image's store before the import (it would not be rebuilt or not come from the closure): use an image whose store holds none of the target's paths"
-    exit 93
+if phase eval; then
+  # -vv logs each file the evaluation reads: the store paths among them are its evaluation-time inputs.
+  drv=$(nix-instantiate "$@" -vv "$SC_FILE" -A "$SC_ATTR" 2>"$W/eval.log") || { grep -v -e "^evaluating file" -e "^instantiated " -e "^copied source" "$W/eval.log"; exit 92; }
+  if [ "$drv" != "$SC_DRV" ]; then
+    echo "error: the reviewed files evaluate to $drv inside the isolation but $SC_DRV outside"
+    exit 91
+  fi
+  echo "$drv" > "$W/drv"
+  # The graph as this Nix prints it (older: show-derivation; newer: derivation show), for checks outside.
+  if [ "$SC_DUMP_GRAPH" = 1 ]; then
+    nix --extra-experimental-features nix-command show-derivation -r "$drv" > "$W/graph.json" 2>/dev/null ||
+      nix --extra-experimental-features nix-command derivation show -r "$drv" > "$W/graph.json"
+  fi
+  # The target's graph: what the closure carries (import lists paths it found already valid too), the
+  # .drv closure, and every output of every derivation in it.
+  nix-store -qR "$drv" > "$W/drvs.tmp"
+  nix-store -q --outputs $(grep '\.drv$' "$W/drvs.tmp") > "$W/outputs"
+  cat "$W/imported" "$W/drvs.tmp" "$W/outputs" > "$W/graph"
+  rm "$W/drvs.tmp"
+  if [ -s "$W/store-before" ]; then
+    hit=$(cut -d/ -f4 "$W/graph" | grep -Fx -f "$W/store-before" | head -n 1)
+    if [ -n "$hit" ]; then
+      echo "error: /nix/store/$hit of the target's graph was in the image's store before the import (it would not be rebuilt or not come from the closure): use an image whose store holds none of the target's paths"
+      exit 93
+    fi
   fi
 fi
-say "building $drv (sandbox $SANDBOX, substituters off)"
-nix-store "$@" --realise "$drv" > "$W/outpath"
-: > "$W/hashes.tmp"
-# Every output built here (absent before, not imported) of every derivation in the graph, not only the top.
-for p in $(cat "$W/outputs"); do
-  if grep -qxF "$p" "$W/imported" || [ ! -e "$p" ]; then continue; fi
-  echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
-  nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
-done
-mv "$W/hashes.tmp" "$W/hashes"
+if phase build; then
+  drv=$(cat "$W/drv")
+  say "building $drv (sandbox $SANDBOX, substituters off)"
+  nix-store "$@" --realise "$drv" > "$W/outpath"
+  : > "$W/hashes.tmp"
+  # Every output built here (absent before, not imported) of every derivation in the graph, not only the top.
+  for p in $(cat "$W/outputs"); do
+    if grep -qxF "$p" "$W/imported" || [ ! -e "$p" ]; then continue; fi
+    echo "$p $(nix-store -q --hash "$p")" >> "$W/hashes.tmp"
+    nix-store --dump "$p" > "$W/nars/$(basename "$p").nar"
+  done
+  mv "$W/hashes.tmp" "$W/hashes"
+fi
 say "done"
 `;
 
 /** The environment REBUILD_SCRIPT expects (the step's and the Pulumi container's). */
-export function rebuildEnv(o: { closure: string; entry: string; attribute: string; drvPath: string; isolation: Backend }): Record<string, string> {
+export function rebuildEnv(o: { closure: string; entry: string; attribute: string; drvPath: string; isolation: Backend; phases?: ("import" | "eval" | "build")[]; dumpGraph?: boolean }): Record<string, string> {
   return {
     // nixos/nix keeps its nix in these profiles (its image PATH, which this replaces).
     PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/root/.nix-profile/bin:/nix/var/nix/profiles/default/bin",
@@ -126,6 +142,8 @@ export function rebuildEnv(o: { closure: string; entry: string; attribute: strin
     // Docker's default seccomp profile forbids the user namespace Nix's sandbox needs: there the
     // container (no network, no host files) is the sandbox.
     SC_SANDBOX: o.isolation === "bwrap" ? "true" : "false",
+    SC_PHASES: (o.phases ?? ["import", "eval", "build"]).join(" "),
+    SC_DUMP_GRAPH: o.dumpGraph ? "1" : "0",
   };
 }
 

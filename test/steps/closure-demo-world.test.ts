@@ -42,7 +42,11 @@ test("demo world: the closure's sources equal an independent listing (nix-store 
   t.true(fods.length >= 2, `expected busybox and the kernel package, found ${fods}`);
   t.deepEqual(manifest.sources.map((s: any) => s.path).sort(), fods.sort());
   t.deepEqual(manifest.evalPaths.map((s: any) => s.path).sort(), evalPaths.sort());
-  t.deepEqual(exported.map((e) => e.path).sort(), [...fods, ...evalPaths].sort());
+  // The pinned library no derivation references: the path Nix gives builtins.fetchTarball for the pin.
+  const pin = JSON.parse(fs.readFileSync(path.join(path.dirname(world.file), "nix", "sources.json"), "utf8"))["demo-lib"];
+  const pinned = JSON.parse(nix("nix-instantiate", ["--eval", "--json", "-E", `builtins.fetchTarball { name = "source"; url = "${pin.url}"; sha256 = "${pin.sha256}"; }`]));
+  t.deepEqual(manifest.pinnedInputs.map((s: any) => [s.path, s.pinnedIn.map((p: any) => p.pin), s.detectedBy]), [[pinned, ["nix/sources.json#demo-lib"], ["pins", "evaluation"]]]);
+  t.deepEqual(exported.map((e) => e.path).sort(), [...fods, ...evalPaths, pinned].sort());
   for (const s of [...manifest.sources, ...manifest.evalPaths]) t.is(s.chain[0], drv);
   t.is(result.sources, fods.length);
 });

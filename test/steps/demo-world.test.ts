@@ -35,8 +35,15 @@ test("demo-world writes the world, its lock and the probe spec", async (t) => {
     nonReproducibleAttribute: "nonReproducible",
     probes: path.join(dir, "probes.json"),
     lock: path.join(dir, "lock.json"),
+    pins: path.join(dir, "nix", "sources.json"),
     kernelVersion: out.kernelVersion,
   });
+  // The evaluation-time library is pinned as nixpkgs is: a file:// tarball and the NAR sha256 of its tree.
+  const pins = JSON.parse(fs.readFileSync(out.pins, "utf8"));
+  t.deepEqual(Object.keys(pins), ["demo-lib"]);
+  t.is(pins["demo-lib"].type, "tarball");
+  t.is(pins["demo-lib"].url, `file://${path.join(dir, "bootstrap", "demo-lib.tar.gz")}`);
+  t.regex(pins["demo-lib"].sha256, /^[0-9a-df-np-sv-z]{52}$/);
   t.regex(out.kernelVersion, /^\d+\.\d+\.\d+-\d+-amd64$/);
   t.deepEqual(JSON.parse(fs.readFileSync(out.probes, "utf8")), DEMO_PROBES);
   const lock = JSON.parse(fs.readFileSync(out.lock, "utf8"));

@@ -1,0 +1,205 @@
+// Evaluation-time inputs: what the evaluation itself fetches (a pinned nixpkgs tarball imported for its
+// Nix code, a library) and no derivation references, so the derivation graph alone never puts it into a
+// closure and an offline evaluation then fails. Two sources, both needed:
+// - the pins files of the reviewed checkout (niv's and npins' `sources.json`, `--pins FILE`): the hash
+//   that pins each input, and where it is pinned — what an auditor checks the closure against;
+// - a trace of the evaluation (`-vv` logs every file it evaluates): store paths whose Nix code was
+//   read, pinned in a file or not (a `builtins.fetchTarball { sha256 = …; }` written inline).
+// Every such path is a fixed-output path, so its name commits to its content (`selfCertifies`).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { ExportedPath } from "./nar";
+import { run } from "./proc";
+import { InputError } from "./step";
+import { fixedOutputPath, parseHash, sourcePath, splitStorePath, textPath, HashAlgo } from "./storepath";
+
+export interface Pin {
+  /** The input's name in its pins file. */
+  name: string;
+  /** The pins file (absolute), and the layout it was read as. */
+  file: string;
+  layout: "niv" | "npins";
+  url?: string;
+  /** recursive: the unpacked tree's NAR (fetchTarball); flat: the file's bytes (fetchurl). */
+  mode: "recursive" | "flat";
+  /** sha256, hex. */
+  sha256: string;
+}
+
+/** Where niv and npins keep their pins, relative to a directory of the checkout. */
+export const PINS_LAYOUTS = ["nix/sources.json", "npins/sources.json", "sources.json"];
+
+/**
+ * The pins files of a target: `nix/sources.json` or `npins/sources.json` in the target file's
+ * directory or an ancestor up to the checkout's top (the first directory holding `.git`, or 3 levels).
+ */
+export function findPinsFiles(targetFile: string): string[] {
+  const start = fs.statSync(targetFile).isDirectory() ? path.resolve(targetFile) : path.dirname(path.resolve(targetFile));
+  const found: string[] = [];
+  let dir = start;
+  for (let level = 0; level < 4; level++) {
+    for (const rel of PINS_LAYOUTS) {
+      const f = path.join(dir, rel);
+      // A bare sources.json counts only next to a sources.nix that reads it (niv's own nix/ directory).
+      if (rel === "sources.json" && !fs.existsSync(path.join(dir, "sources.nix"))) continue;
+      if (fs.existsSync(f) && !found.includes(f)) found.push(f);
+    }
+    if (fs.existsSync(path.join(dir, ".git")) || path.dirname(dir) === dir) break;
+    dir = path.dirname(dir);
+  }
+  return found;
+}
+
+function hexOf(value: unknown, what: string): string {
+  try {
+    return parseHash(value, "sha256").hex;
+  } catch (e: any) {
+    throw new InputError(`${what}: ${e.message}`);
+  }
+}
+
+/** The pins of one file, niv (`{name: {url, sha256, type}}`) or npins (`{version, pins: {name: {url, hash}}}`). */
+export function readPins(file: string): Pin[] {
+  let json: any;
+  try {
+    json = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e: any) {
+    throw new InputError(`cannot read the pins file ${file}: ${e.code ?? e.message}`);
+  }
+  if (!json || typeof json !== "object" || Array.isArray(json)) throw new InputError(`${file} is not a pins file (not a JSON object)`);
+  const abs = path.resolve(file);
+  if (json.pins && typeof json.pins === "object" && "version" in json) {
+    return Object.entries<any>(json.pins).map(([name, p]) => {
+      if (!p?.hash) throw new InputError(`${file}: pin '${name}' has no hash`);
+      // npins pins a Git/GitHub input as an unpacked tree too; its tarball URL (when any) is `url`.
+      return { name, file: abs, layout: "npins", url: p.url, mode: "recursive", sha256: hexOf(p.hash, `${file}: pin '${name}'`) };
+    });
+  }
+  return Object.entries<any>(json).map(([name, p]) => {
+    if (!p || typeof p !== "object" || !p.sha256) throw new InputError(`${file}: pin '${name}' has no sha256 (niv layout: {"<name>": {"url", "sha256", "type"}})`);
+    const mode = p.type === "file" ? "flat" : "recursive";
+    return { name, file: abs, layout: "niv", url: p.url, mode, sha256: hexOf(p.sha256, `${file}: pin '${name}'`) };
+  });
+}
+
+/** `pinnedIn` as a manifest and a message say it: the pins file (relative to `base` when inside it) and the name. */
+export function pinLocation(p: Pin, base?: string): string {
+  const rel = base ? path.relative(base, p.file) : "";
+  return `${rel && !rel.startsWith("..") ? rel : p.file}#${p.name}`;
+}
+
+/** niv's sanitizeName: the store path name niv's sources.nix gives a pin (`<name>-src`). */
+function nivName(name: string): string {
+  return name.replace(/[^A-Za-z0-9+\-._?=]/g, "-").replace(/^\.+/, "");
+}
+
+/** The store paths a fetcher may have given this pin: the name is the fetcher's choice, the hash is the pin's. */
+export function pinCandidatePaths(p: Pin, storeDir: string): string[] {
+  const names = new Set(["source", `${nivName(p.name)}-src`, nivName(p.name)]);
+  if (p.url) names.add(decodeURIComponent(p.url.replace(/[?#].*$/, "").split("/").pop() ?? "").replace(/[^A-Za-z0-9+\-._?=]/g, "-"));
+  return [...names].filter(Boolean).map((n) => fixedOutputPath(p.mode, "sha256", p.sha256, n, storeDir));
+}
+
+/** Does this exported path hold what the pin pins (and does its name commit to that content)? */
+export function matchesPin(e: ExportedPath, p: Pin, storeDir: string): boolean {
+  const actual = p.mode === "recursive" ? e.narHashes.sha256 : e.flatHashes?.sha256;
+  return actual === p.sha256 && selfCertifies(e, storeDir);
+}
+
+const FIXED_ALGOS: HashAlgo[] = ["sha256", "sha512", "sha1"];
+/** The hash algorithms `selfCertifies` needs of every exported path. */
+export const SELF_CERTIFY_ALGOS: string[] = FIXED_ALGOS;
+
+/**
+ * True when the path's name commits to its content: it is the store path Nix computes from the bytes as
+ * a source (local file or fetchTarball), a text file (builtins.toFile, .drv) or a fixed output in some
+ * mode and algorithm. Importing such a path cannot put other content under it, so a closure may be
+ * imported before evaluation says which paths are wanted. Build outputs never self-certify.
+ */
+export function selfCertifies(e: ExportedPath, storeDir: string): boolean {
+  const { name } = splitStorePath(e.path);
+  const sha = e.narHashes.sha256;
+  if (sha && sourcePath(sha, name, e.references, e.path, storeDir) === e.path) return true;
+  if (e.flatHashes?.sha256 && textPath(e.flatHashes.sha256, name, e.references, storeDir) === e.path) return true;
+  if (e.references.length) return false;
+  for (const algo of FIXED_ALGOS) {
+    if (e.narHashes[algo] && fixedOutputPath("recursive", algo, e.narHashes[algo], name, storeDir) === e.path) return true;
+    if (e.flatHashes?.[algo] && fixedOutputPath("flat", algo, e.flatHashes[algo], name, storeDir) === e.path) return true;
+  }
+  return false;
+}
+
+/** The store paths an evaluation's `-vv` log says it read Nix code from (or copied in), in order. */
+export function tracedStorePaths(log: string, storeDir: string): string[] {
+  const seen = new Set<string>();
+  const esc = storeDir.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+  const re = new RegExp(`^(?:evaluating file '|copied source '[^']*' -> ')(${esc}/[0-9a-z]{32}-[^/']+)`, "gm");
+  for (const m of log.matchAll(re)) seen.add(m[1]);
+  return [...seen];
+}
+
+/** Evaluates a file target once more with `-vv` and returns the store paths the evaluation read. */
+export async function traceEvaluation(file: string, attribute: string, storeDir: string, nixArgs: string[] = []): Promise<string[]> {
+  const r = await run("nix-instantiate", [file, "-A", attribute, "-vv", ...nixArgs], { allowFailure: true, streamStderr: false });
+  if (r.code !== 0) {
+    const err = r.stderr.split("\n").find((l) => /^error:/.test(l.trim()));
+    throw new InputError(`cannot trace the evaluation of attribute '${attribute}' of ${file}: ${err?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`}`);
+  }
+  return tracedStorePaths(r.stderr, storeDir);
+}
+
+export interface PinnedInput {
+  path: string;
+  /** sha256 of its NAR, hex. */
+  narSha256: string;
+  /** Each pins-file entry pinning it: `<pins file relative to the checkout>#<name>`, its URL and hash. */
+  pinnedIn: { pin: string; url?: string; mode: Pin["mode"]; sha256: string }[];
+  /** How it was found: named by a pins file, read by the evaluation, or both. */
+  detectedBy: ("pins" | "evaluation")[];
+}
+
+async function narSha256s(paths: string[]): Promise<string[]> {
+  if (!paths.length) return [];
+  const r = await run("nix-store", ["--query", "--hash", ...paths], { streamStderr: false });
+  return r.stdout.split("\n").filter(Boolean).map((h) => parseHash(h.trim(), "sha256").hex);
+}
+
+/** Realises a pin the evaluation did not use (and the store lacks) with Nix's own fetcher and hash check. */
+async function fetchPin(p: Pin, nixArgs: string[]): Promise<string> {
+  if (!p.url) throw new InputError(`${pinLocation(p)} is not in the store and has no url to fetch it from`);
+  const fetcher = p.mode === "recursive" ? "builtins.fetchTarball" : "builtins.fetchurl";
+  const expr = `${fetcher} { ${p.mode === "recursive" ? 'name = "source"; ' : ""}url = builtins.fromJSON ${JSON.stringify(JSON.stringify(p.url))}; sha256 = "${p.sha256}"; }`;
+  const r = await run("nix-instantiate", ["--eval", "--json", "-E", expr, ...nixArgs], { allowFailure: true, streamStderr: false });
+  if (r.code !== 0) {
+    const err = r.stderr.split("\n").find((l) => /error:/.test(l))?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`;
+    throw new InputError(`cannot fetch ${pinLocation(p)} (${p.url}): ${err}`);
+  }
+  return JSON.parse(r.stdout);
+}
+
+/**
+ * The publisher's side: every evaluation-time input of a file target that the derivation graph does not
+ * already list (`known`), with its NAR hash and the pins naming it. A pin nothing used is exported too
+ * (fetched if absent): the auditor requires every pin of the reviewed checkout to be in the closure.
+ */
+export async function resolvePinnedInputs(o: { file: string; attribute: string; pinsFiles: string[]; storeDir: string; known: Set<string>; checkout: string; nixArgs?: string[] }): Promise<PinnedInput[]> {
+  const nixArgs = o.nixArgs ?? [];
+  const traced = (await traceEvaluation(o.file, o.attribute, o.storeDir, nixArgs)).filter((p) => !o.known.has(p));
+  const byPath = new Map<string, PinnedInput>();
+  const hashes = await narSha256s(traced);
+  traced.forEach((p, i) => byPath.set(p, { path: p, narSha256: hashes[i], pinnedIn: [], detectedBy: ["evaluation"] }));
+  for (const pin of o.pinsFiles.flatMap(readPins)) {
+    const entry = { pin: pinLocation(pin, o.checkout), url: pin.url, mode: pin.mode, sha256: pin.sha256 };
+    let found = pin.mode === "recursive" ? [...byPath.values()].find((x) => x.narSha256 === pin.sha256) : undefined;
+    if (!found) {
+      const candidate = pinCandidatePaths(pin, o.storeDir).find((p) => fs.existsSync(p));
+      const p = candidate ?? (await fetchPin(pin, nixArgs));
+      if (o.known.has(p)) continue; // a pin some derivation also references: exported and checked as a source
+      found = byPath.get(p) ?? { path: p, narSha256: (await narSha256s([p]))[0], pinnedIn: [], detectedBy: [] };
+      byPath.set(p, found);
+    }
+    found.pinnedIn.push(entry);
+    if (!found.detectedBy.includes("pins")) found.detectedBy.unshift("pins");
+  }
+  return [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : 1));
+}
