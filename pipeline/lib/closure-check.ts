@@ -221,7 +221,7 @@ export interface StagedClosure {
  * import read that copy. With `expectedSha256` (the closure step's digest), a closure whose bytes
  * differ is refused before anything reads it.
  */
-export async function stageClosure(src: string, dir: string, expectedSha256?: string): Promise<StagedClosure> {
+export async function stageClosure(src: string, dir: string, expectedSha256?: string, expectedFrom = "the closure step's digest"): Promise<StagedClosure> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   fs.chmodSync(dir, 0o700);
   const file = path.join(dir, "source-export.closure");
@@ -251,7 +251,7 @@ export async function stageClosure(src: string, dir: string, expectedSha256?: st
   const sha256 = hash.digest("hex");
   if (expectedSha256 !== undefined && sha256 !== expectedSha256.replace(/^sha256:/, "")) {
     fs.rmSync(dir, { recursive: true, force: true });
-    const reason = `closure ${src} has SHA-256 ${sha256}, expected ${expectedSha256.replace(/^sha256:/, "")} (the closure step's digest): it changed since it was exported`;
+    const reason = `closure ${src} has SHA-256 ${sha256}, expected ${expectedSha256.replace(/^sha256:/, "")} (${expectedFrom}): it changed since it was exported`;
     throw new CheckFailed(reason, { ok: false, refused: true, built: false, reason, closureSha256: sha256 });
   }
   return { file, sha256 };

@@ -73,7 +73,7 @@ phase() { case " $SC_PHASES " in *" $1 "*) return 0;; esac; return 1; }
 # Proof of isolation: the interfaces of this network namespace (/proc/net follows the reader's namespace).
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
 SANDBOX="$SC_SANDBOX"
-say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces")"
+say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces"); $(nix-store --version)"
 # sandbox-fallback off: a sandbox that cannot be set up must fail the build, not silently vanish.
 set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option sandbox-fallback false --option build-users-group "" --option fallback false
 if phase import; then
