@@ -88,6 +88,11 @@ test.serial("the whole audit, in an empty store with the file:// sources moved a
   t.is(mine.code, 0, mine.stderr);
   t.is(payloadOf(r.json.verification).predicate.verificationResult, "PASSED");
   S.auditorProvenance = r.json.attestation;
+  // Publisher and auditor, each with its own key, agree on every path of the derivation.
+  const c = cli(["challenge", "--attestation", S.provenance, "--public-key", S.publisher.publicKey, "--attestation", r.json.attestation, "--public-key", S.auditor.publicKey]);
+  t.is(c.code, 0, c.stderr);
+  t.deepEqual(c.json.builders, [S.publisher.keyid, S.auditor.keyid]);
+  t.is(c.json.paths.length, r.json.checked);
 });
 
 test.serial("a tampered pinned input is refused before anything is imported: other bytes under the pin's path, or other bytes under their own path", (t) => {
@@ -155,8 +160,12 @@ test.serial("a publisher who lies (an attested digest changed, re-signed with th
   t.deepEqual(r.json.mismatched.map((m: any) => [m.path, m.attested, m.rebuilt]), [[S.build.outPath, "0".repeat(64), real]]);
   t.deepEqual(r.json.mismatched[0].files.map((f: any) => f.path).sort(), ["cmdline", "initrd", "kernel"]);
   t.regex(r.json.reason, new RegExp(`^not reproduced: ${S.build.outPath} rebuilt with NAR sha256 ${real}, the publisher attests 0{64}`));
-  // The auditor signs what it found: its verification summary says FAILED.
+  // The auditor signs what it found: its verification summary says FAILED, and its provenance of the
+  // rebuild, challenged against the lie, disagrees on exactly that path.
   t.is(payloadOf(r.json.verification).predicate.verificationResult, "FAILED");
+  const c = cli(["challenge", "--attestation", lie, "--public-key", S.publisher.publicKey, "--attestation", r.json.attestation, "--public-key", S.auditor.publicKey]);
+  t.is(c.code, 1, c.stderr);
+  t.deepEqual(c.json.paths.filter((p: any) => !p.agree).map((p: any) => [p.path, p.digests]), [[S.build.outPath, { [S.publisher.keyid]: "0".repeat(64), [S.auditor.keyid]: real }]]);
 });
 
 test.serial("a checkout that evaluates to another derivation than the attested one is refused, naming both", (t) => {
