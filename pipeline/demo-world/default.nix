@@ -7,6 +7,8 @@
 # derivations whose builder is that busybox, in layers:
 #   busybox (FOD) -> tools -> linux (from the kernel .deb FOD) -> modules -> rootfs -> initrd -> image
 # Build with the sandbox on: nix-build --option sandbox true -A image
+# The flake form (flake.nix, flake.lock) passes demo-lib from its locked input instead of the pins.
+{ demoLib ? import (import ./nix/sources.nix).demo-lib }:
 let
   lock = builtins.fromJSON (builtins.readFile ./lock.json);
   system = "x86_64-linux";
@@ -45,9 +47,7 @@ let
     args = [ "sh" "-e" ./builders/tools.sh ];
   };
 
-  # Pinned in nix/sources.json and imported at evaluation time only, as nixpkgs is.
-  sources = import ./nix/sources.nix;
-  demoLib = import sources.demo-lib;
+  # demoLib: pinned in nix/sources.json (or flake.lock) and imported at evaluation time only, as nixpkgs is.
   moduleList = demoLib.virtioNetModules;
 
   # Stage 2: the kernel image and the modules we need, taken out of the Debian package.

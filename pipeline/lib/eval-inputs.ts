@@ -18,7 +18,7 @@ export interface Pin {
   name: string;
   /** The pins file (absolute), and the layout it was read as. */
   file: string;
-  layout: "niv" | "npins";
+  layout: "niv" | "npins" | "flake.lock";
   url?: string;
   /** recursive: the unpacked tree's NAR (fetchTarball); flat: the file's bytes (fetchurl). */
   mode: "recursive" | "flat";
@@ -154,7 +154,7 @@ export interface PinnedInput {
   narSha256: string;
   /** Each pins-file entry pinning it: `<pins file relative to the checkout>#<name>`, its URL and hash. */
   pinnedIn: { pin: string; url?: string; mode: Pin["mode"]; sha256: string }[];
-  /** How it was found: named by a pins file, read by the evaluation, or both. */
+  /** How it was found: named by a pins file or flake.lock, read by the evaluation, or both. */
   detectedBy: ("pins" | "evaluation")[];
 }
 
@@ -202,4 +202,87 @@ export async function resolvePinnedInputs(o: { file: string; attribute: string; 
     if (!found.detectedBy.includes("pins")) found.detectedBy.unshift("pins");
   }
   return [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : 1));
+}
+
+const FLAKES = ["--extra-experimental-features", "nix-command flakes"];
+
+/** The directory of a local flake reference (`path:/dir`, `/dir`, `git+file:///dir`, each maybe `#attr`), else null. */
+export function localFlakeDir(ref: string): string | null {
+  const base = ref.replace(/#.*$/, "").replace(/\?.*$/, "");
+  const m = /^(?:path:|git\+file:\/\/)?(\/.*)$/.exec(base);
+  return m ? m[1] : null;
+}
+
+/** flake.lock's locked inputs as pins: each node's narHash is the hash that pins it. */
+export function readFlakeLock(file: string): Pin[] {
+  let lock: any;
+  try {
+    lock = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e: any) {
+    throw new InputError(`cannot read ${file}: ${e.code ?? e.message}`);
+  }
+  const nodes = lock?.nodes;
+  if (!nodes || typeof nodes !== "object") throw new InputError(`${file} is not a flake.lock (no nodes)`);
+  const pins: Pin[] = [];
+  for (const [name, node] of Object.entries<any>(nodes)) {
+    if (name === (lock.root ?? "root") || !node?.locked) continue;
+    if (!node.locked.narHash) throw new InputError(`${file}: input '${name}' has no narHash: it is not locked to content`);
+    const l = node.locked;
+    const url = l.url ?? (l.owner && l.repo ? `${l.type}:${l.owner}/${l.repo}${l.rev ? `/${l.rev}` : ""}` : l.path);
+    pins.push({ name, file: path.resolve(file), layout: "flake.lock", url, mode: "recursive", sha256: hexOf(l.narHash, `${file}: input '${name}'`) });
+  }
+  return pins;
+}
+
+/** `nix flake archive --json --dry-run`: the flake's own source path and every input's, recursively. */
+export async function flakeArchive(ref: string, nixArgs: string[] = []): Promise<{ self: string; inputs: string[] }> {
+  const r = await run("nix", [...FLAKES, "flake", "archive", "--json", "--dry-run", ref.replace(/#.*$/, ""), ...nixArgs], { allowFailure: true, streamStderr: false });
+  if (r.code !== 0) throw new InputError(`cannot list the inputs of flake ${ref}: ${r.stderr.split("\n").find((l) => /error:/.test(l))?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`}`);
+  return archivePaths(JSON.parse(r.stdout));
+}
+
+/** The paths of `nix flake archive --json` output: the top one is the flake itself. */
+export function archivePaths(json: any): { self: string; inputs: string[] } {
+  const inputs: string[] = [];
+  const walk = (node: any) => {
+    for (const child of Object.values<any>(node?.inputs ?? {})) {
+      if (typeof child?.path === "string" && !inputs.includes(child.path)) inputs.push(child.path);
+      walk(child);
+    }
+  };
+  walk(json);
+  return { self: json.path, inputs };
+}
+
+/** Evaluates a flake target's drvPath once more with `-vv` and returns the store paths the evaluation read. */
+export async function traceFlakeEvaluation(ref: string, storeDir: string, nixArgs: string[] = []): Promise<string[]> {
+  const r = await run("nix", [...FLAKES, "eval", "--raw", `${ref}.drvPath`, "-vv", ...nixArgs], { allowFailure: true, streamStderr: false });
+  if (r.code !== 0) throw new InputError(`cannot trace the evaluation of flake ${ref}: ${r.stderr.split("\n").find((l) => /error:/.test(l))?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`}`);
+  return tracedStorePaths(r.stderr, storeDir);
+}
+
+/**
+ * The publisher's side for a flake: every locked input (`nix flake archive`), pinned by flake.lock's
+ * narHash, and whatever else the evaluation read — not the flake's own source, which an auditor's Nix
+ * makes from the checkout itself.
+ */
+export async function resolveFlakeInputs(o: { flake: string; storeDir: string; known: Set<string>; checkout: string; nixArgs?: string[] }): Promise<{ inputs: PinnedInput[]; lockFile: string | null }> {
+  const nixArgs = o.nixArgs ?? [];
+  const archive = await flakeArchive(o.flake, nixArgs);
+  const traced = (await traceFlakeEvaluation(o.flake, o.storeDir, nixArgs)).filter((p) => p !== archive.self);
+  const paths = [...new Set([...archive.inputs, ...traced])].filter((p) => !o.known.has(p));
+  const hashes = await narSha256s(paths);
+  const dir = localFlakeDir(o.flake);
+  const lockFile = dir && fs.existsSync(path.join(dir, "flake.lock")) ? path.join(dir, "flake.lock") : null;
+  const pins = lockFile ? readFlakeLock(lockFile) : [];
+  const inputs = paths.map((p, i): PinnedInput => {
+    const by = pins.filter((pin) => pin.sha256 === hashes[i]);
+    return {
+      path: p,
+      narSha256: hashes[i],
+      pinnedIn: by.map((pin) => ({ pin: pinLocation(pin, o.checkout), url: pin.url, mode: pin.mode, sha256: pin.sha256 })),
+      detectedBy: [...(by.length ? ["pins" as const] : []), ...(traced.includes(p) ? ["evaluation" as const] : [])],
+    };
+  });
+  return { inputs: inputs.sort((a, b) => (a.path < b.path ? -1 : 1)), lockFile };
 }

@@ -16,9 +16,9 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { checkExportAgainst, describeFailure, describeMissingPins, preImportCheck, stageClosure } from "../lib/closure-check";
+import { checkExportAgainst, describeFailure, describeMissingPins, expectTraced, preImportCheck, stageClosure } from "../lib/closure-check";
 import { collectSources, parseDerivationDump } from "../lib/derivation";
-import { findPinsFiles, readPins, tracedStorePaths } from "../lib/eval-inputs";
+import { archivePaths, findPinsFiles, localFlakeDir, readFlakeLock, readPins, tracedStorePaths } from "../lib/eval-inputs";
 import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/fsx";
 import { NAR_SHA256, provenancePredicate, SLSA_PROVENANCE_V1, SLSA_VSA_V1, statement, subjectsOf, verificationPredicate } from "../lib/in-toto";
@@ -82,8 +82,10 @@ async function rebuiltFiles(nar: string): Promise<Mismatch["files"]> {
 }
 
 export interface AuditOptions {
-  file: string;
-  attribute: string;
+  /** The target: a file and attribute, or a flake reference with its attribute (path:/checkout#image). */
+  file?: string;
+  attribute?: string;
+  flake?: string;
   closure: string;
   attestation: string;
   publicKey: string;
@@ -98,7 +100,9 @@ export interface AuditOptions {
 
 export async function audit(o: AuditOptions): Promise<AuditResult> {
   const started = Date.now();
-  const file = path.resolve(o.file);
+  const flakeDir = o.flake ? localFlakeDir(o.flake) : null;
+  if (o.flake && !flakeDir) throw new InputError(`--flake ${o.flake} is not a local flake (path:/dir#attr): the audit evaluates your checkout`);
+  const file = path.resolve(o.file ?? flakeDir!);
   const out = path.resolve(o.out);
   await checkBackend(o.isolation, o.image);
 
@@ -122,7 +126,9 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     // (b) One private copy is what is checked and what is imported; it must be the closure the publisher signed.
     const expectedSha = o.closureSha256 ?? byproduct;
     const staged = await stageClosure(o.closure, path.join(run, "closure"), expectedSha, expectedSha === byproduct ? "the digest the provenance records" : "--closure-sha256");
-    const pins = [...new Set([...findPinsFiles(file), ...o.pins.map((f) => path.resolve(f))])].flatMap(readPins);
+    const pins = o.flake
+      ? fs.existsSync(path.join(file, "flake.lock")) ? readFlakeLock(path.join(file, "flake.lock")) : []
+      : [...new Set([...findPinsFiles(file), ...o.pins.map((f) => path.resolve(f))])].flatMap(readPins);
     log(STEP, `checking ${o.closure} (SHA-256 ${staged.sha256}) before importing it: every path self-certifies, ${pins.length} pin(s) held`);
     const pre = await preImportCheck(staged.file, pins, STORE_DIR);
     if (!pre.ok) {
@@ -149,7 +155,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
         nixDir: store,
         script: path.join(work, "inner.sh"),
         args: [work],
-        env: rebuildEnv({ closure: staged.file, entry, attribute: o.attribute, drvPath, isolation: o.isolation, phases, dumpGraph: true }),
+        env: rebuildEnv({ closure: staged.file, entry, attribute: o.attribute ?? "", flake: o.flake, drvPath, isolation: o.isolation, phases, dumpGraph: true }),
         logFile: buildLog,
         owner: out,
         label: STEP,
@@ -164,16 +170,20 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     }
     if (first.code === 92) {
       const err = logText().split("\n").find((l) => /error:/.test(l))?.replace(/^.*?error:\s*/, "") ?? "see the log";
-      refuse(`cannot evaluate attribute '${o.attribute}' of ${file} offline from the closure alone: ${err} (log ${buildLog})`);
+      refuse(`cannot evaluate ${o.flake ?? `attribute '${o.attribute}' of ${file}`} offline from the closure alone: ${err} (log ${buildLog})`);
     }
     if (first.code !== 0) refuse(`the isolated import and evaluation exited with ${first.code ?? first.signal} (log ${buildLog})`);
 
     // (d) The closure against what these files, evaluated here, require.
     const graph = parseDerivationDump(fs.readFileSync(path.join(work, "graph.json"), "utf8"), STORE_DIR);
     const want = expectedSources(graph, collectSources(graph, drvPath));
-    for (const p of tracedStorePaths(fs.readFileSync(path.join(work, "eval.log"), "utf8"), STORE_DIR)) {
-      if (!want.has(p)) want.set(p, { path: p, drv: "(read by the evaluation)", kind: "eval" });
+    let traced = tracedStorePaths(fs.readFileSync(path.join(work, "eval.log"), "utf8"), STORE_DIR);
+    if (o.flake) {
+      // The flake's own source is what this evaluation made of the checkout; its locked inputs are expected.
+      const { self, inputs } = archivePaths(JSON.parse(fs.readFileSync(path.join(work, "archive.json"), "utf8")));
+      traced = [...inputs, ...traced].filter((p) => p !== self);
     }
+    expectTraced(want, traced);
     const check = await checkExportAgainst(staged.file, want, STORE_DIR, pins);
     if (!check.ok) refuse(`closure rejected before building: ${describeFailure(check)}`, { check });
     log(STEP, `${check.checked} sources match what the reviewed files declare; building`);
@@ -223,7 +233,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
         subjectsOf([], built),
         SLSA_PROVENANCE_V1,
         provenancePredicate({
-          source: await sourceParameters({ file, attribute: o.attribute, drvPath }),
+          source: await sourceParameters(o.flake ? { flake: o.flake, drvPath } : { file, attribute: o.attribute, drvPath }),
           drvPath,
           nixVersion: nixVersion ?? "unknown",
           sandbox: o.isolation === "bwrap",
@@ -310,8 +320,9 @@ export const step: StepDefinition<AuditResult> = {
   name: STEP,
   summary: "independent audit: check the publisher's signed provenance, rebuild from the closure in an empty isolated store, compare with the attested digests",
   options: {
-    file: { type: "string", description: "the reviewed Nix file (in your checkout at the attested commit)", required: true },
-    attribute: { type: "string", description: "attribute of the file", required: true },
+    file: { type: "string", description: "the reviewed Nix file (in your checkout at the attested commit), with --attribute" },
+    attribute: { type: "string", description: "attribute of the file" },
+    flake: { type: "string", description: "a local flake reference with its attribute (path:/checkout#image) instead of --file/--attribute: inputs pinned by its flake.lock" },
     closure: { type: "string", description: "the publisher's source closure (source-export.closure)", required: true },
     attestation: { type: "string", description: "the publisher's signed provenance (provenance.intoto.jsonl)", required: true },
     "public-key": { type: "string", description: "the publisher's Ed25519 public key (SPKI PEM), obtained independently of the attestation", required: true },
@@ -328,13 +339,16 @@ export const step: StepDefinition<AuditResult> = {
   async run({ values }) {
     const isolation = values.isolation;
     if (isolation !== "bwrap" && isolation !== "docker") throw new InputError(`unknown --isolation '${isolation}' (expected bwrap or docker)`);
-    for (const [opt, f] of [["--closure", values.closure], ["--attestation", values.attestation], ["--public-key", values["public-key"]], ["--file", values.file]] as const) {
+    if (!!values.flake === !!(values.file || values.attribute)) throw new InputError("give either --flake REF#ATTR or --file with --attribute");
+    if (values.file && !values.attribute) throw new InputError(`missing --attribute for ${values.file}`);
+    for (const [opt, f] of [["--closure", values.closure], ["--attestation", values.attestation], ["--public-key", values["public-key"]], ["--file", values.file ?? localFlakeDir(values.flake) ?? values.flake]] as const) {
       if (!fs.existsSync(f)) throw new InputError(`${opt} ${f} does not exist`);
     }
     const key = values.key || values["key-env"] ? readSigningKey(values) : undefined;
     return audit({
       file: values.file,
       attribute: values.attribute,
+      flake: values.flake,
       closure: values.closure,
       attestation: values.attestation,
       publicKey: values["public-key"],

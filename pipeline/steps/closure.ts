@@ -16,7 +16,7 @@ import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode } from "../lib/storepath";
 import { narSizeOf } from "../lib/nar";
-import { findPinsFiles, PinnedInput, resolvePinnedInputs } from "../lib/eval-inputs";
+import { findPinsFiles, localFlakeDir, PinnedInput, resolveFlakeInputs, resolvePinnedInputs } from "../lib/eval-inputs";
 
 export interface ClosureResult {
   closureFile: string | null;
@@ -63,7 +63,7 @@ export interface Manifest {
   derivations: number;
   sources: ManifestSource[];
   evalPaths: ManifestEvalPath[];
-  /** Inputs only the evaluation uses: pinned tarballs imported for their Nix code (none for flakes yet). */
+  /** Inputs only the evaluation uses: pinned tarballs imported for their Nix code, a flake's locked inputs. */
   pinnedInputs: ManifestPinnedInput[];
   /** The pins files read, relative to the checkout when inside it. */
   pinsFiles: string[];
@@ -270,8 +270,14 @@ export const step: StepDefinition<ClosureResult> = {
       pinsFiles = [...new Set([...findPinsFiles(t.file), ...(values.pins ?? []).map((f: string) => path.resolve(f))])];
       pinned = await resolvePinnedInputs({ file: path.resolve(t.file), attribute: t.attribute!, pinsFiles, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs: nixOptionArgs({ sandbox: false, offline: values.offline === true }) });
       pinsFiles = pinsFiles.map((f) => relativeTo(checkout, f));
-      log(STEP, `${pinned.length} pinned input(s) only the evaluation uses${pinsFiles.length ? ` (pins: ${pinsFiles.join(", ")})` : ""} at ${secs()}`);
+    } else if (t.flake) {
+      const dir = localFlakeDir(t.flake);
+      const checkout = dir ? checkoutOf(dir) : process.cwd();
+      const r = await resolveFlakeInputs({ flake: t.flake, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs: nixOptionArgs({ sandbox: false, offline: values.offline === true }) });
+      pinned = r.inputs;
+      pinsFiles = r.lockFile ? [relativeTo(checkout, r.lockFile)] : [];
     }
+    log(STEP, `${pinned.length} pinned input(s) only the evaluation uses${pinsFiles.length ? ` (pins: ${pinsFiles.join(", ")})` : ""} at ${secs()}`);
     const paths = [...new Set([...want.keys(), ...pinned.map((x) => x.path)])].sort();
     const sizes = narSizes(paths);
     log(STEP, `sizes of ${paths.length} paths at ${secs()}`);

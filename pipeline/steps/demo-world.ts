@@ -15,6 +15,8 @@ export const TEMPLATE_DIR = path.join(__dirname, "..", "demo-world");
 export const DEFAULT_CACHE_DIR = "/var/cache/secure-supply-chain";
 /** Template sub-directory of libraries the world pins as tarballs (not copied into the world). */
 const PINNED_DIR = "pinned";
+/** flake.nix with the pinned library's URL left out: an input's URL must be a literal. */
+const FLAKE_TEMPLATE = "flake.nix.in";
 const KERNEL_DEB = /^linux-image-(\d[^_]*-amd64)_([^_]+)_amd64\.deb$/;
 
 export interface DemoWorldResult {
@@ -25,6 +27,8 @@ export interface DemoWorldResult {
   lock: string;
   /** nix/sources.json: the evaluation-time pins (niv layout). */
   pins: string;
+  /** The same world as a flake (flake.nix, flake.lock): `path:<dir>`, its image at `#image`. */
+  flake: string;
   kernelVersion: string;
 }
 
@@ -113,7 +117,7 @@ export function findKernelDeb(cacheDir: string, explicit?: string): { file: stri
 function copyTemplate(src: string, dst: string, reset: boolean, kept: string[] = []): string[] {
   for (const entry of fs.readdirSync(src, { withFileTypes: true })) {
     // Generated per world (lock.json, nix/sources.json), or upstream of a pinned tarball (pinned/).
-    if (entry.name === "lock.json" || entry.name === "sources.json" || (src === TEMPLATE_DIR && entry.name === PINNED_DIR)) continue;
+    if (entry.name === "lock.json" || entry.name === "sources.json" || entry.name === FLAKE_TEMPLATE || (src === TEMPLATE_DIR && entry.name === PINNED_DIR)) continue;
     const from = path.join(src, entry.name);
     const to = path.join(dst, entry.name);
     if (entry.isDirectory()) copyTemplate(from, to, reset, kept);
@@ -167,6 +171,22 @@ async function packPinned(name: string, dir: string): Promise<{ url: string; sha
   });
   const hash = await run("nix-hash", ["--type", "sha256", "--base32", path.join(src, name)], { streamStderr: false });
   return { url: pathToFileURL(tarball).href, sha256: hash.stdout.trim(), type: "tarball" };
+}
+
+/**
+ * The flake form: flake.nix from its template with demo-lib's URL, and flake.lock by `nix flake lock`
+ * (Nix fetches the tarball and pins its NAR hash). A lock whose flake.nix changed is written again.
+ */
+async function writeFlake(dir: string, demoLibUrl: string): Promise<string> {
+  const text = fs.readFileSync(path.join(TEMPLATE_DIR, FLAKE_TEMPLATE), "utf8").replace("@DEMO_LIB_URL@", demoLibUrl);
+  const flakeFile = path.join(dir, "flake.nix");
+  if (!fs.existsSync(flakeFile) || fs.readFileSync(flakeFile, "utf8") !== text) {
+    writeFileAtomic(flakeFile, text);
+    fs.rmSync(path.join(dir, "flake.lock"), { force: true });
+  }
+  const ref = `path:${dir}`;
+  await run("nix", ["--extra-experimental-features", "nix-command flakes", "flake", "lock", ref], { streamStderr: false });
+  return ref;
 }
 
 /** Re-hashes each locally available source and fails if it no longer matches the lock. */
@@ -262,7 +282,9 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
   const probes = path.join(dir, "probes.json");
   writeJsonAtomic(probes, DEMO_PROBES);
   const pins = path.join(dir, "nix", "sources.json");
-  writeJsonAtomic(pins, { "demo-lib": await packPinned("demo-lib", dir) });
+  const demoLib = await packPinned("demo-lib", dir);
+  writeJsonAtomic(pins, { "demo-lib": demoLib });
+  const flake = await writeFlake(dir, demoLib.url);
 
   const file = path.join(dir, "default.nix");
   if (o.fetch !== false) {
@@ -287,7 +309,7 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     }
   }
   log("demo-world", `ready: nix-build ${file} -A image --option sandbox true`);
-  return { file, attribute: "image", nonReproducibleAttribute: "nonReproducible", probes, lock: lockFile, pins, kernelVersion: lock.kernelVersion };
+  return { file, attribute: "image", nonReproducibleAttribute: "nonReproducible", probes, lock: lockFile, pins, flake, kernelVersion: lock.kernelVersion };
 }
 
 export const step: StepDefinition<DemoWorldResult> = {

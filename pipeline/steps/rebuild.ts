@@ -89,7 +89,15 @@ if phase import; then
 fi
 if phase eval; then
   # -vv logs each file the evaluation reads: the store paths among them are its evaluation-time inputs.
-  drv=$(nix-instantiate "$@" -vv "$SC_FILE" -A "$SC_ATTR" 2>"$W/eval.log") || { grep -v -e "^evaluating file" -e "^instantiated " -e "^copied source" "$W/eval.log"; exit 92; }
+  quiet() { grep -v -e "^evaluating file" -e "^instantiated " -e "^copied source" -e "^processing attribute" "$W/eval.log"; }
+  if [ -n "$SC_FLAKE" ]; then
+    # No flake registry: every input must come from flake.lock and the closure.
+    set -- "$@" --extra-experimental-features "nix-command flakes" --option flake-registry /dev/null
+    drv=$(nix "$@" eval --raw "$SC_FLAKE.drvPath" -vv 2>"$W/eval.log") || { quiet; exit 92; }
+    nix "$@" flake archive --json --dry-run "$SC_FLAKE_REF" > "$W/archive.json"
+  else
+    drv=$(nix-instantiate "$@" -vv "$SC_FILE" -A "$SC_ATTR" 2>"$W/eval.log") || { quiet; exit 92; }
+  fi
   if [ "$drv" != "$SC_DRV" ]; then
     echo "error: the reviewed files evaluate to $drv inside the isolation but $SC_DRV outside"
     exit 91
@@ -131,7 +139,7 @@ say "done"
 `;
 
 /** The environment REBUILD_SCRIPT expects (the step's and the Pulumi container's). */
-export function rebuildEnv(o: { closure: string; entry: string; attribute: string; drvPath: string; isolation: Backend; phases?: ("import" | "eval" | "build")[]; dumpGraph?: boolean }): Record<string, string> {
+export function rebuildEnv(o: { closure: string; entry: string; attribute: string; drvPath: string; isolation: Backend; phases?: ("import" | "eval" | "build")[]; dumpGraph?: boolean; flake?: string }): Record<string, string> {
   return {
     // nixos/nix keeps its nix in these profiles (its image PATH, which this replaces).
     PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/root/.nix-profile/bin:/nix/var/nix/profiles/default/bin",
@@ -144,6 +152,9 @@ export function rebuildEnv(o: { closure: string; entry: string; attribute: strin
     SC_SANDBOX: o.isolation === "bwrap" ? "true" : "false",
     SC_PHASES: (o.phases ?? ["import", "eval", "build"]).join(" "),
     SC_DUMP_GRAPH: o.dumpGraph ? "1" : "0",
+    // A flake reference with its attribute (path:/checkout#image) instead of SC_FILE/SC_ATTR.
+    SC_FLAKE: o.flake ?? "",
+    SC_FLAKE_REF: (o.flake ?? "").replace(/#.*$/, ""),
   };
 }
 

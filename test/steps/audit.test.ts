@@ -177,4 +177,23 @@ test.serial("a checkout that evaluates to another derivation than the attested o
   t.regex(r.json.reason, new RegExp(`^the reviewed files evaluate to /nix/store/\\S+-demo-image\\.drv, but the publisher's provenance attests ${S.build.drvPath.replace(/\./g, "\\.")}`));
 });
 
+test.serial("the flake form: closure --flake exports flake.lock's inputs, and audit --flake reproduces from that closure; without the locked input it is refused before import", (t) => {
+  const flake = `${S.world.flake}#image`;
+  const c = step("closure", ["--flake", flake, "--out", path.join(dir, "flake-closure")]);
+  const manifest = JSON.parse(fs.readFileSync(c.manifest, "utf8"));
+  t.deepEqual(manifest.pinsFiles, ["flake.lock"]);
+  t.deepEqual(manifest.pinnedInputs.map((p: any) => p.pinnedIn.map((x: any) => x.pin)), [["flake.lock#demo-lib"]]);
+  // Both forms describe the same derivation and the same sources: the very closure the provenance names.
+  t.is(c.closureSha256, S.closure.closureSha256);
+  const args = (closure: string, out: string) => ["audit", "--flake", flake, "--closure", closure, "--attestation", S.provenance, "--public-key", S.publisher.publicKey, "--isolation", "bwrap", "--out", path.join(dir, out), "--closure-sha256", sha256Of(closure)];
+  const ok = cli(args(c.closureFile, "flake-ok"));
+  t.is(ok.code, 0, ok.stderr);
+  t.true(ok.json.reproduced);
+  t.is(ok.json.outPath, S.build.outPath);
+  const pinned = manifest.pinnedInputs[0].path;
+  const bad = cli(args(closureOf("flake-without-lib.closure", (e) => e.path !== pinned), "flake-missing"));
+  t.is(bad.code, 1, bad.stderr);
+  t.deepEqual(bad.json.missingPins.map((p: any) => p.pin), [`${path.join(path.dirname(S.world.file), "flake.lock")}#demo-lib`]);
+});
+
 test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));

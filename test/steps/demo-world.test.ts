@@ -36,8 +36,15 @@ test("demo-world writes the world, its lock and the probe spec", async (t) => {
     probes: path.join(dir, "probes.json"),
     lock: path.join(dir, "lock.json"),
     pins: path.join(dir, "nix", "sources.json"),
+    flake: `path:${dir}`,
     kernelVersion: out.kernelVersion,
   });
+  // The flake form pins the same library by flake.lock's narHash, and evaluates to the same derivation.
+  const lock = JSON.parse(fs.readFileSync(path.join(dir, "flake.lock"), "utf8"));
+  t.regex(lock.nodes["demo-lib"].locked.narHash, /^sha256-/);
+  const fromFlake = await run("nix", ["--extra-experimental-features", "nix-command flakes", "eval", "--raw", `${out.flake}#image.drvPath`], { streamStderr: false });
+  const fromFile = await run("nix-instantiate", [out.file, "-A", "image"], { streamStderr: false });
+  t.is(fromFlake.stdout.trim(), fromFile.stdout.trim());
   // The evaluation-time library is pinned as nixpkgs is: a file:// tarball and the NAR sha256 of its tree.
   const pins = JSON.parse(fs.readFileSync(out.pins, "utf8"));
   t.deepEqual(Object.keys(pins), ["demo-lib"]);
@@ -46,18 +53,18 @@ test("demo-world writes the world, its lock and the probe spec", async (t) => {
   t.regex(pins["demo-lib"].sha256, /^[0-9a-df-np-sv-z]{52}$/);
   t.regex(out.kernelVersion, /^\d+\.\d+\.\d+-\d+-amd64$/);
   t.deepEqual(JSON.parse(fs.readFileSync(out.probes, "utf8")), DEMO_PROBES);
-  const lock = JSON.parse(fs.readFileSync(out.lock, "utf8"));
-  t.is(lock.sources.busybox.hash.mode, "recursive");
-  t.true(lock.sources.busybox.unpack);
-  t.is(lock.sources.kernel.hash.mode, "flat");
-  for (const s of Object.values<any>(lock.sources)) {
+  const demoLock = JSON.parse(fs.readFileSync(out.lock, "utf8"));
+  t.is(demoLock.sources.busybox.hash.mode, "recursive");
+  t.true(demoLock.sources.busybox.unpack);
+  t.is(demoLock.sources.kernel.hash.mode, "flat");
+  for (const s of Object.values<any>(demoLock.sources)) {
     t.regex(s.url, /^file:\/\//);
     t.regex(s.hash.value, /^[0-9a-f]{64}$/);
   }
   // The lock pins exactly the bytes behind its URLs.
-  const nar = new URL(lock.sources.busybox.url).pathname;
+  const nar = new URL(demoLock.sources.busybox.url).pathname;
   const { sha256File } = await import("../../pipeline/lib/fsx");
-  t.is(await sha256File(nar), lock.sources.busybox.hash.value);
+  t.is(await sha256File(nar), demoLock.sources.busybox.hash.value);
   // No nixpkgs anywhere: the world's only fixed-output inputs are the two locked sources.
   const text = fs.readdirSync(path.join(dir)).filter((f) => f.endsWith(".nix")).map((f) => fs.readFileSync(path.join(dir, f), "utf8")).join("\n");
   t.notRegex(text, /<nixpkgs>|nixpkgs\s*=/);
