@@ -23,6 +23,7 @@ declare -A TOOLS=(
   [diffoscope]=diffoscope-minimal
   [xorriso]=xorriso      # test/steps/boot-test-iso builds a bootable ISO
   [strace]=strace        # test/steps/offline-stack watches the demo stack's steps for network attempts
+  [mmdebstrap]=mmdebstrap  # scripts/nix-rootfs.sh builds the second Nix's root file system
 )
 # files (not commands) -> package
 declare -A FILES=(
@@ -63,6 +64,11 @@ fi
 
 # The demo world's kernel package (a Debian .deb in /var/cache/secure-supply-chain)
 bash "$(dirname "$0")/fetch-demo-inputs.sh"
+
+# The second Nix (sid's nix-bin, 2.34) that the isolation and rebuild tests run under bwrap: a root
+# file system from Debian's mirror, cached (about 35 s cold on 2 cores, 20 ms warm).
+rootfs=$(bash "$(dirname "$0")/nix-rootfs.sh" sid)
+echo "setup: second Nix: $rootfs"
 
 # Verifiers that are not ours, for test/steps/attest-interop: securesystemslib checks the DSSE envelopes,
 # cyclonedx-python-lib's validator (jsonschema + its bundled CycloneDX schemas) the SBOM. Pinned, in a venv.

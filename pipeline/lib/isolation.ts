@@ -2,8 +2,9 @@
 // the image has it, e.g. nixos/nix's own closure: the script checks none of it is the target's).
 // Both backends see the same things of ours: the host paths in `readOnly` (closure, reviewed Nix
 // files) at the same paths read-only, `workDir` read-write, no other host file (bwrap adds only the
-// host's system dirs, read-only, to run Nix from). Output goes to `logFile`.
+// host's system dirs, or those of `systemRoot`, read-only, to run Nix from). Output goes to `logFile`.
 import * as fs from "node:fs";
+import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { spawn } from "node:child_process";
 import { InputError } from "./step";
@@ -32,6 +33,9 @@ export interface IsolatedRun {
   owner: string;
   /** Copy log lines to our stderr with this prefix. */
   label?: string;
+  /** bwrap only: a root file system (scripts/nix-rootfs.sh) whose system dirs and /etc files replace
+   * the host's, so the script runs that root's Nix (another release) instead of the host's. */
+  systemRoot?: string;
 }
 
 export interface IsolatedResult {
@@ -63,27 +67,47 @@ export const HOST_SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/li
  * must not shape the rebuild; the script's --option flags are its whole config. */
 export const HOST_ETC_FILES = ["/etc/ld.so.cache", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/localtime"];
 
-function hostSystemArgs(): string[] {
+/** Where `p` of the system at `root` ("" = the host) is on the host, its symlinks followed inside that
+ * root: /etc/localtime links into /usr/share/zoneinfo, and in a root file system an absolute link
+ * names a path of that root, not of the host. */
+function resolveIn(root: string, p: string): string | undefined {
+  for (let hops = 0; hops < 40; hops++) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(root + p);
+    } catch {
+      return undefined;
+    }
+    if (!st.isSymbolicLink()) return root + p;
+    p = path.posix.resolve(path.posix.dirname(p), fs.readlinkSync(root + p));
+  }
+  return undefined;
+}
+
+/** The system dirs and /etc files of `root` ("" = the host), read-only at their usual places. */
+function systemArgs(root: string): string[] {
   const a: string[] = [];
   for (const p of HOST_SYSTEM_DIRS) {
     let st: fs.Stats;
     try {
-      st = fs.lstatSync(p);
+      st = fs.lstatSync(root + p);
     } catch {
       continue;
     }
-    if (st.isSymbolicLink()) a.push("--symlink", fs.readlinkSync(p), p);
-    else if (st.isDirectory()) a.push("--ro-bind", p, p);
+    if (st.isSymbolicLink()) a.push("--symlink", fs.readlinkSync(root + p), p);
+    else if (st.isDirectory()) a.push("--ro-bind", root + p, p);
   }
   a.push("--dir", "/etc");
-  // realpath: /etc/localtime is a symlink into /usr/share/zoneinfo; bind what it names.
-  for (const f of HOST_ETC_FILES) if (fs.existsSync(f)) a.push("--ro-bind", fs.realpathSync(f), f);
+  for (const f of HOST_ETC_FILES) {
+    const src = resolveIn(root, f);
+    if (src) a.push("--ro-bind", src, f);
+  }
   return a;
 }
 
 /**
- * bwrap: an empty root holding only the host system read-only (HOST_SYSTEM_DIRS, HOST_ETC_FILES),
- * tmpfs /nix and /tmp, the `readOnly` paths and `workDir`; no home, no checkout, no /var (the demo
+ * bwrap: an empty root holding only the host system read-only (HOST_SYSTEM_DIRS, HOST_ETC_FILES; or
+ * those of `systemRoot`), tmpfs /nix and /tmp, the `readOnly` paths and `workDir`; no home, no checkout, no /var (the demo
  * world's file:// source cache), no /run. A fresh network namespace (loopback only) and pid
  * namespace. Nix's own sandbox then runs inside (same build environment as the original build). It
  * clones a user namespace and mounts a fresh /proc, which the kernel allows only if a fully visible
@@ -91,7 +115,8 @@ function hostSystemArgs(): string[] {
  * own /proc first.
  */
 export function bwrapArgs(r: IsolatedRun): string[] {
-  const a = [...hostSystemArgs(), ...(r.nixDir ? ["--bind", r.nixDir, "/nix"] : ["--tmpfs", "/nix"]), "--tmpfs", "/tmp", "--dev", "/dev", "--dir", "/proc"];
+  const root = r.systemRoot ? path.resolve(r.systemRoot).replace(/\/+$/, "") : "";
+  const a = [...systemArgs(root), ...(r.nixDir ? ["--bind", r.nixDir, "/nix"] : ["--tmpfs", "/nix"]), "--tmpfs", "/tmp", "--dev", "/dev", "--dir", "/proc"];
   for (const p of r.readOnly) a.push("--ro-bind", p, p);
   a.push("--bind", r.workDir, r.workDir);
   // The root itself is read-only: the only writable places are /nix, /tmp, /dev and workDir.
@@ -135,10 +160,12 @@ export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
   let cmd: string;
   let args: string[];
   if (r.backend === "bwrap") {
+    if (r.systemRoot && !fs.existsSync(path.join(r.systemRoot, "bin", "sh"))) throw new InputError(`system root ${r.systemRoot} has no /bin/sh (build one with scripts/nix-rootfs.sh)`);
     cmd = "bwrap";
     args = bwrapArgs(r);
   } else {
     if (!r.image) throw new InputError("docker isolation needs an image");
+    if (r.systemRoot) throw new InputError("a system root is for bwrap only (a docker image is its own system)");
     await removeStale(r.owner);
     cmd = "docker";
     args = dockerArgs(r);

@@ -28,7 +28,7 @@ import { narHashHex } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { expectedSources } from "../lib/closure-check";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion } from "./attest";
-import { collectStaged, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "./rebuild";
+import { checkNixRoot, collectStaged, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "./rebuild";
 import { verifiedStatement } from "./verify-attestation";
 
 const STEP = "audit";
@@ -62,6 +62,7 @@ export interface AuditResult {
   closure: { file: string; sha256: string; paths: number; pinned: string[] };
   isolation: Backend;
   image?: string;
+  nixRoot?: string;
   interfaces: string[];
   nixVersion: string | null;
   seconds: number;
@@ -94,6 +95,8 @@ export interface AuditOptions {
   out: string;
   pins: string[];
   closureSha256?: string;
+  /** bwrap only: run the root filesystem's Nix (scripts/nix-rootfs.sh) instead of the host's. */
+  nixRoot?: string;
   key?: crypto.KeyObject;
   builderId: string;
 }
@@ -105,6 +108,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
   const file = path.resolve(o.file ?? flakeDir!);
   const out = path.resolve(o.out);
   await checkBackend(o.isolation, o.image);
+  checkNixRoot(o.isolation, o.nixRoot);
 
   // (a) Nothing of the publisher's is believed before its signature verifies.
   const signed = verifiedStatement(o.attestation, o.publicKey);
@@ -153,6 +157,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
         readOnly: [...new Set([nixDir, path.dirname(staged.file)])],
         workDir: work,
         nixDir: store,
+        systemRoot: o.nixRoot,
         script: path.join(work, "inner.sh"),
         args: [work],
         env: rebuildEnv({ closure: staged.file, entry, attribute: o.attribute ?? "", flake: o.flake, drvPath, isolation: o.isolation, phases, dumpGraph: true }),
@@ -198,6 +203,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       graph,
       isolation: o.isolation,
       image: o.image,
+      nixRoot: o.nixRoot,
       closure: path.resolve(o.closure),
       closureSha256: staged.sha256,
       sourceCheck: { checked: check.checked },
@@ -205,7 +211,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       started,
       log: buildLog,
     });
-    const nixVersion = /nix-store \(Nix\) (\S+)/.exec(logText())?.[1] ?? null;
+    const nixVersion = rebuilt.nixVersion;
 
     // (f) Each rebuilt path against the publisher's signed digest.
     const mismatched: Mismatch[] = [];
@@ -295,6 +301,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       closure: { file: path.resolve(o.closure), sha256: staged.sha256, paths: pre.paths.size, pinned: pins.map((p) => `${p.file}#${p.name}`) },
       isolation: o.isolation,
       ...(o.image ? { image: o.image } : {}),
+      ...(o.nixRoot ? { nixRoot: o.nixRoot } : {}),
       interfaces: rebuilt.network.interfaces,
       nixVersion,
       seconds: Math.round((Date.now() - started) / 100) / 10,
@@ -331,6 +338,7 @@ export const step: StepDefinition<AuditResult> = {
     out: { type: "string", description: "directory for audit.json, audit.log, rebuild/ (and the signed audit.*.intoto.jsonl with --key)", required: true },
     pins: { type: "string", description: "a pins file besides those found next to --file (nix/sources.json, npins/sources.json)", multiple: true },
     "closure-sha256": { type: "string", description: "require this SHA-256 (hex) of the closure (default: the digest the provenance records)" },
+    "nix-root": { type: "string", description: "bwrap only: a root filesystem whose Nix runs the audit instead of the host's (scripts/nix-rootfs.sh: Debian sid's Nix 2.34)" },
     key: { type: "string", description: "YOUR Ed25519 private key (PKCS#8 PEM): sign the audit's provenance and verification summary" },
     "key-env": { type: "string", description: "name of an environment variable holding your private key's PEM instead of --key" },
     "builder-id": { type: "string", description: "your builder id (a URI), recorded in what you sign", default: DEFAULT_BUILDER_ID },
@@ -357,6 +365,7 @@ export const step: StepDefinition<AuditResult> = {
       out: values.out,
       pins: values.pins ?? [],
       closureSha256: values["closure-sha256"],
+      nixRoot: values["nix-root"] === undefined ? undefined : path.resolve(values["nix-root"]),
       key,
       builderId: values["builder-id"],
     });

@@ -35,6 +35,10 @@ export interface RebuiltPath {
 export interface RebuildResult {
   isolation: Backend;
   image?: string;
+  /** bwrap's system root (`--nix-root`): the rebuild ran that root's Nix, not the host's. */
+  nixRoot?: string;
+  /** The version the Nix inside the isolation reported (`nix-store --version`). */
+  nixVersion: string | null;
   network: { interfaces: string[] };
   drvPath: string;
   outPath: string;
@@ -73,7 +77,8 @@ phase() { case " $SC_PHASES " in *" $1 "*) return 0;; esac; return 1; }
 # Proof of isolation: the interfaces of this network namespace (/proc/net follows the reader's namespace).
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > "$W/interfaces"
 SANDBOX="$SC_SANDBOX"
-say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces"); $(nix-store --version)"
+nix-store --version > "$W/nix-version"
+say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces"); $(cat "$W/nix-version")"
 # sandbox-fallback off: a sandbox that cannot be set up must fail the build, not silently vanish.
 set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option sandbox-fallback false --option build-users-group "" --option fallback false
 if phase import; then
@@ -167,6 +172,8 @@ export interface OfflineBuildOptions {
   closureSha256?: string;
   isolation: Backend;
   image?: string;
+  /** bwrap only: run this root file system's Nix (scripts/nix-rootfs.sh) instead of the host's. */
+  nixRoot?: string;
   out: string;
   sourceCheck: { checked: number } | null;
 }
@@ -200,6 +207,8 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
   const file = path.resolve(o.file);
   const closure = path.resolve(o.closure);
   const out = path.resolve(o.out);
+  const nixRoot = o.nixRoot === undefined ? undefined : path.resolve(o.nixRoot);
+  checkNixRoot(o.isolation, nixRoot);
   await checkBackend(o.isolation, o.image);
 
   const { graph, root: drvPath } = await loadDerivationGraph({ file, attribute: o.attribute }, STEP);
@@ -218,7 +227,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
 
   const nixDir = fs.statSync(file).isDirectory() ? file : path.dirname(file);
   const entry = fs.statSync(file).isDirectory() ? path.join(file, "default.nix") : file;
-  log(STEP, `offline rebuild of ${drvPath} with ${o.isolation}${o.image ? ` (${o.image})` : ""}: ${expected.length} outputs to build`);
+  log(STEP, `offline rebuild of ${drvPath} with ${o.isolation}${o.image ? ` (${o.image})` : ""}${nixRoot ? ` on the Nix of ${nixRoot}` : ""}: ${expected.length} outputs to build`);
   const res = await runIsolated({
     backend: o.isolation,
     image: o.image,
@@ -230,6 +239,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     logFile: stagedLog,
     owner: out,
     label: STEP,
+    systemRoot: nixRoot,
   });
   const logText = fs.existsSync(stagedLog) ? fs.readFileSync(stagedLog, "utf8") : "";
   fs.renameSync(stagedLog, finalLog);
@@ -250,6 +260,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     graph,
     isolation: o.isolation,
     image: o.image,
+    nixRoot,
     closure: o.closureOrigin ? path.resolve(o.closureOrigin) : closure,
     closureSha256: o.closureSha256 ?? null,
     sourceCheck: o.sourceCheck,
@@ -257,6 +268,13 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     started,
     log: finalLog,
   });
+}
+
+/** `--nix-root` is bwrap's (a docker image is its own system) and must hold a Nix. */
+export function checkNixRoot(isolation: Backend, nixRoot: string | undefined): void {
+  if (nixRoot === undefined) return;
+  if (isolation !== "bwrap") throw new InputError(`--nix-root is for --isolation bwrap only (a docker image brings its own Nix)`);
+  if (!fs.existsSync(path.join(nixRoot, "usr", "bin", "nix-store"))) throw new InputError(`--nix-root ${nixRoot} has no /usr/bin/nix-store (build one with scripts/nix-rootfs.sh)`);
 }
 
 /** The non-fixed-output outputs of the graph: what an offline rebuild must build and compare. */
@@ -275,6 +293,7 @@ export interface StagedRebuild {
   graph: DerivationGraph;
   isolation: Backend;
   image?: string;
+  nixRoot?: string;
   closure: string;
   closureSha256: string | null;
   sourceCheck: { checked: number } | null;
@@ -318,6 +337,7 @@ export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
     if (!expected.includes(p)) fail(`the offline build produced ${p}, which is not an output of the graph of ${drvPath}`, base);
   }
   const outPath = readLines(path.join(work, "outpath"))[0];
+  const nixVersion = readLines(path.join(work, "nix-version"))[0]?.split(" ").pop() ?? null;
   const narsDir = path.join(out, "nars");
   const paths: RebuiltPath[] = [];
   for (const p of expected) {
@@ -339,6 +359,8 @@ export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
   const result: RebuildResult = {
     isolation: s.isolation,
     ...(s.image ? { image: s.image } : {}),
+    ...(s.nixRoot ? { nixRoot: s.nixRoot } : {}),
+    nixVersion,
     network: { interfaces },
     drvPath,
     outPath,
@@ -369,13 +391,16 @@ export const step: StepDefinition<RebuildResult> = {
     image: { type: "string", description: "docker image with nix (pin by digest, e.g. nixos/nix@sha256:...); its store must hold none of the target's paths; see pipeline/rebuilder-image" },
     out: { type: "string", description: "output directory: rebuild.json (written last), build.log, nars/", required: true },
     "closure-sha256": { type: "string", description: "refuse the closure unless its SHA-256 (hex) is this, e.g. the closure step's closureSha256" },
+    "nix-root": { type: "string", description: "bwrap only: a root file system (scripts/nix-rootfs.sh) whose Nix rebuilds instead of the host's" },
   },
   workDir: ({ values }) => values.out,
   async run({ values }) {
     const { file, attribute, closure, isolation, image, out } = values as Record<string, string>;
+    const nixRoot = values["nix-root"] as string | undefined;
     if (isolation !== "bwrap" && isolation !== "docker") throw new InputError(`unknown --isolation '${isolation}' (expected bwrap or docker)`);
     if (!fs.existsSync(closure)) throw new InputError(`closure file not found: ${closure}`);
     if (!fs.existsSync(file)) throw new InputError(`Nix file not found: ${file}`);
+    checkNixRoot(isolation, nixRoot);
     await checkBackend(isolation, image);
     // A stale marker goes now. --out is created by the step's lock, which removes it again if the
     // run is refused and leaves it empty.
@@ -393,7 +418,7 @@ export const step: StepDefinition<RebuildResult> = {
         throw new CheckFailed(reason, { ok: false, refused: true, built: false, reason, check, closureSha256: staged.sha256 });
       }
       log(STEP, `${check.checked} sources match the hashes the reviewed files declare`);
-      return await offlineBuild({ file, attribute, closure: staged.file, closureOrigin: closure, closureSha256: staged.sha256, isolation, image, out, sourceCheck: { checked: check.checked } });
+      return await offlineBuild({ file, attribute, closure: staged.file, closureOrigin: closure, closureSha256: staged.sha256, isolation, image, nixRoot, out, sourceCheck: { checked: check.checked } });
     } finally {
       fs.rmSync(path.dirname(staged.file), { recursive: true, force: true });
     }

@@ -28,6 +28,8 @@ export interface Probe {
   readOnly: string[];
   see: string[];
   write?: string[];
+  /** bwrap: run on this root file system's system instead of the host's (IsolatedRun.systemRoot). */
+  systemRoot?: string;
 }
 
 /** Runs the probe isolated; path → what the script saw. */
@@ -45,6 +47,7 @@ export async function probeIsolation(p: Probe): Promise<Record<string, string>> 
       env: { PATH: "/usr/bin:/bin" },
       logFile: path.join(work, "log"),
       owner: work,
+      systemRoot: p.systemRoot,
     });
     if (r.code !== 0) throw new Error(`probe in ${p.backend} exited ${r.code ?? r.signal}: ${fs.readFileSync(path.join(work, "log"), "utf8").slice(-2000)}`);
     const seen: Record<string, string> = {};
