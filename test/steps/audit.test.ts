@@ -13,6 +13,7 @@ import { fileReader, parseExport, ExportedPath } from "../../pipeline/lib/nar";
 import { DEFAULT_CACHE_DIR, findKernelDeb } from "../../pipeline/steps/demo-world";
 import { cli } from "../fixtures/closure-world/world";
 import { payloadOf } from "./attest.helpers";
+import { hostNixVersion, nixRoot } from "../helpers/nix-root";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "audit-test-"));
 const S: Record<string, any> = {};
@@ -194,6 +195,21 @@ test.serial("the flake form: closure --flake exports flake.lock's inputs, and au
   const bad = cli(args(closureOf("flake-without-lib.closure", (e) => e.path !== pinned), "flake-missing"));
   t.is(bad.code, 1, bad.stderr);
   t.deepEqual(bad.json.missingPins.map((p: any) => p.pin), [`${path.join(path.dirname(S.world.file), "flake.lock")}#demo-lib`]);
+});
+
+test.serial("a second, independent Nix: the audit run by Debian sid's Nix 2.34 on its own root filesystem reproduces, bit for bit, the publisher's build by the host's Nix 2.8, and challenge agrees", (t) => {
+  const root = nixRoot("sid");
+  t.regex(root.nixVersion, /^2\.34\./);
+  t.is(hostNixVersion(), "2.8.0");
+  t.is(S.build.outPath && payloadOf(S.provenance).predicate.buildDefinition.internalParameters.nixVersion, "2.8.0");
+  const r = cli(["audit", ...S.target, "--closure", S.closure.closureFile, "--attestation", S.provenance, "--public-key", S.publisher.publicKey, "--isolation", "bwrap", "--nix-root", root.root, "--out", path.join(dir, "nix234"), "--key", S.other.privateKey]);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.json.reproduced);
+  t.is(r.json.nixVersion, root.nixVersion);
+  t.is(r.json.matched, r.json.checked);
+  t.is(payloadOf(r.json.attestation).predicate.runDetails.builder.version.nix, root.nixVersion);
+  const c = cli(["challenge", "--attestation", S.provenance, "--public-key", S.publisher.publicKey, "--attestation", r.json.attestation, "--public-key", S.other.publicKey]);
+  t.is(c.code, 0, c.stderr);
 });
 
 test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
