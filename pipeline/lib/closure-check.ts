@@ -14,7 +14,7 @@ import { collectSources, Derivation, SourceSet, Target, DerivationGraph } from "
 import { loadDerivationGraph } from "./drv-file";
 import { fileReader, parseExport, ExportedPath } from "./nar";
 import { CheckFailed, InputError } from "./step";
-import { findPinsFiles, flakeArchive, localFlakeDir, matchesPin, Pin, pinLocation, readFlakeLock, readPins, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation, traceFlakeEvaluation } from "./eval-inputs";
+import { checkoutPins, flakeArchive, matchesPin, Pin, pinLocation, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation, traceFlakeEvaluation } from "./eval-inputs";
 import { nix32Encode, sourcePath, splitStorePath } from "./storepath";
 
 export interface TamperedSource {
@@ -183,18 +183,15 @@ export async function checkClosure(opts: Target & { closure: string; pins?: stri
   const { graph, root } = await loadDerivationGraph(opts, "check-closure");
   const sources = collectSources(graph, root);
   const want = expectedSources(graph, sources);
-  let pins: Pin[] = [];
   let traced: string[] = [];
   if (opts.file) {
     traced = await traceEvaluation(path.resolve(opts.file), opts.attribute!, graph.storeDir);
-    pins = [...new Set([...findPinsFiles(opts.file), ...(opts.pins ?? []).map((f) => path.resolve(f))])].flatMap(readPins);
   } else if (opts.flake) {
     // The flake's own source is made from the checkout by whoever evaluates it: not expected in a closure.
     const { self, inputs } = await flakeArchive(opts.flake);
     traced = [...inputs, ...(await traceFlakeEvaluation(opts.flake, graph.storeDir))].filter((p) => p !== self);
-    const dir = localFlakeDir(opts.flake);
-    if (dir && fs.existsSync(path.join(dir, "flake.lock"))) pins = readFlakeLock(path.join(dir, "flake.lock"));
   }
+  const pins = checkoutPins(opts, opts.pins);
   expectTraced(want, traced);
   return checkExportAgainst(opts.closure, want, graph.storeDir, pins);
 }

@@ -286,3 +286,12 @@ export async function resolveFlakeInputs(o: { flake: string; storeDir: string; k
   });
   return { inputs: inputs.sort((a, b) => (a.path < b.path ? -1 : 1)), lockFile };
 }
+
+/** The pins a reviewed checkout declares for a target: its pins files (and `extra`), or a local flake's flake.lock. */
+export function checkoutPins(t: { file?: string; flake?: string }, extra: string[] = []): Pin[] {
+  if (t.flake) {
+    const dir = localFlakeDir(t.flake);
+    return dir && fs.existsSync(path.join(dir, "flake.lock")) ? readFlakeLock(path.join(dir, "flake.lock")) : [];
+  }
+  return [...new Set([...findPinsFiles(t.file!), ...extra.map((f) => path.resolve(f))])].flatMap(readPins);
+}

@@ -16,9 +16,9 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { checkExportAgainst, describeFailure, describeMissingPins, expectTraced, preImportCheck, stageClosure } from "../lib/closure-check";
+import { checkExportAgainst, describeFailure, describeMissingPins, expectedSources, expectTraced, preImportCheck, stageClosure } from "../lib/closure-check";
 import { collectSources, parseDerivationDump } from "../lib/derivation";
-import { archivePaths, findPinsFiles, localFlakeDir, readFlakeLock, readPins, tracedStorePaths } from "../lib/eval-inputs";
+import { archivePaths, checkoutPins, localFlakeDir, tracedStorePaths } from "../lib/eval-inputs";
 import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/fsx";
 import { NAR_SHA256, provenancePredicate, SLSA_PROVENANCE_V1, SLSA_VSA_V1, statement, subjectsOf, verificationPredicate } from "../lib/in-toto";
@@ -26,7 +26,6 @@ import { Backend, checkBackend, runIsolated } from "../lib/isolation";
 import { listNarFile } from "../lib/nar-diff";
 import { narHashHex } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
-import { expectedSources } from "../lib/closure-check";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion } from "./attest";
 import { checkNixRoot, collectStaged, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "./rebuild";
 import { verifiedStatement } from "./verify-attestation";
@@ -130,9 +129,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     // (b) One private copy is what is checked and what is imported; it must be the closure the publisher signed.
     const expectedSha = o.closureSha256 ?? byproduct;
     const staged = await stageClosure(o.closure, path.join(run, "closure"), expectedSha, expectedSha === byproduct ? "the digest the provenance records" : "--closure-sha256");
-    const pins = o.flake
-      ? fs.existsSync(path.join(file, "flake.lock")) ? readFlakeLock(path.join(file, "flake.lock")) : []
-      : [...new Set([...findPinsFiles(file), ...o.pins.map((f) => path.resolve(f))])].flatMap(readPins);
+    const pins = checkoutPins(o.flake ? { flake: o.flake } : { file }, o.pins);
     log(STEP, `checking ${o.closure} (SHA-256 ${staged.sha256}) before importing it: every path self-certifies, ${pins.length} pin(s) held`);
     const pre = await preImportCheck(staged.file, pins, STORE_DIR);
     if (!pre.ok) {
