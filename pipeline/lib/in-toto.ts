@@ -83,6 +83,10 @@ export function resolvedDependencies(m: Manifest, evalPathNarSha256: Map<string,
     if (!nar) throw new Error(`no NAR hash for the evaluation-time path ${e.path}`);
     deps.push({ name: e.path, digest: { [NAR_SHA256]: nar }, annotations: { kind: "evaluation-time", neededBy: e.neededBy } });
   }
+  for (const x of m.pinnedInputs ?? []) {
+    const urls = x.pinnedIn.flatMap((p) => (p.url ? [p.url] : []));
+    deps.push({ name: x.path, ...(urls.length ? { uri: urls[0] } : {}), digest: { [NAR_SHA256]: x.narSha256 }, annotations: { kind: "pinned-input", pinnedIn: x.pinnedIn.map((p) => p.pin), detectedBy: x.detectedBy } });
+  }
   return deps;
 }
 

@@ -64,12 +64,12 @@ function sourceComponent(s: ManifestSource): Models.Component {
   return c;
 }
 
-function evalPathComponent(p: string, narSha256: string | undefined): Models.Component {
+function evalPathComponent(p: string, narSha256: string | undefined, kind = "evaluation-time"): Models.Component {
   const { name, version } = parseStoreName(splitStorePath(p).name);
   const c = new Models.Component(Enums.ComponentType.File, name, { bomRef: p, version });
   if (narSha256) c.hashes.set(Enums.HashAlgorithm["SHA-256"], narSha256);
   c.properties.add(new Models.Property("nix:storePath", p));
-  c.properties.add(new Models.Property("nix:kind", "evaluation-time"));
+  c.properties.add(new Models.Property("nix:kind", kind));
   c.properties.add(new Models.Property("nix:hashMode", "recursive"));
   return c;
 }
@@ -115,6 +115,14 @@ export function buildSbom(input: SbomInput): string {
     const c = evalPathComponent(e.path, input.evalPathNarSha256.get(e.path));
     bom.components.add(c);
     nodes.set(e.path, c);
+  }
+  // Inputs only the evaluation uses: no derivation chain leads to them, the target depends on them directly.
+  for (const x of m.pinnedInputs ?? []) {
+    const c = evalPathComponent(x.path, x.narSha256, "pinned-input");
+    for (const p of x.pinnedIn) c.properties.add(new Models.Property("nix:pinnedIn", p.pin));
+    bom.components.add(c);
+    nodes.set(x.path, c);
+    target.dependencies.add(c.bomRef);
   }
   // Intermediate derivations of the chains (the BFS tree the closure found), each once.
   const link = (from: string, to: string) => {

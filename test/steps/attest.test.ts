@@ -58,7 +58,7 @@ test("subjects: kernel and initrd by the sha256 of their bytes, every built stor
   t.deepEqual(vsa.subject, result.subjects);
 });
 
-test("provenance: Statement v1, SLSA v1, every closure source and evaluation-time path in resolvedDependencies", (t) => {
+test("provenance: Statement v1, SLSA v1, every closure source, evaluation-time path and pinned input in resolvedDependencies", (t) => {
   t.is(provenance._type, "https://in-toto.io/Statement/v1");
   t.is(provenance.predicateType, SLSA_PROVENANCE_V1);
   const def = provenance.predicate.buildDefinition;
@@ -67,7 +67,7 @@ test("provenance: Statement v1, SLSA v1, every closure source and evaluation-tim
   t.true(def.internalParameters.sandbox);
   t.regex(def.internalParameters.nixVersion, /^2\.\d+/);
   const deps = def.resolvedDependencies;
-  t.is(deps.length, c.manifest.sources.length + c.manifest.evalPaths.length);
+  t.is(deps.length, c.manifest.sources.length + c.manifest.evalPaths.length + c.manifest.pinnedInputs.length);
   const byName = new Map(deps.map((d: any) => [d.name, d]));
   t.true(c.manifest.sources.length >= 2);
   for (const s of c.manifest.sources) {
@@ -76,6 +76,14 @@ test("provenance: Statement v1, SLSA v1, every closure source and evaluation-tim
     t.deepEqual(d.digest, s.hash.mode === "flat" ? { [s.hash.algo]: s.hash.value } : { nixNarSha256: s.hash.value });
   }
   for (const e of c.manifest.evalPaths) t.deepEqual((byName.get(e.path) as any).digest, { [NAR_SHA256]: nixHashHex(e.path) });
+  // The demo world's pinned library: its NAR hash from the store, where it is pinned, its URL.
+  t.is(c.manifest.pinnedInputs.length, 1);
+  for (const x of c.manifest.pinnedInputs) {
+    const d: any = byName.get(x.path);
+    t.deepEqual(d.digest, { [NAR_SHA256]: nixHashHex(x.path) });
+    t.deepEqual(d.annotations.pinnedIn, ["nix/sources.json#demo-lib"]);
+    t.regex(d.uri, /^file:\/\/.*demo-lib\.tar\.gz$/);
+  }
   const md = provenance.predicate.runDetails.metadata;
   t.regex(md.invocationId, /^[0-9a-f-]{36}$/);
   t.true(Date.parse(md.startedOn) <= Date.parse(md.finishedOn));
@@ -102,16 +110,16 @@ test("verification summary: PASSED with the rebuild and boot verdicts; a failed 
   t.deepEqual(f.verifiedLevels, ["FAILED"]);
 });
 
-test("SBOM: CycloneDX 1.6, valid, one component per source, and byte-identical across two runs", async (t) => {
+test("SBOM: CycloneDX 1.6, valid, one component per source and pinned input, and byte-identical across two runs", async (t) => {
   const text = fs.readFileSync(result.sbom, "utf8");
   t.is(await validateSbom(text), null);
   const bom = JSON.parse(text);
   t.is(bom.specVersion, "1.6");
   t.regex(bom.serialNumber, /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   t.is(bom.metadata.timestamp, undefined);
-  t.is(bom.components.length, c.manifest.sources.length + c.manifest.evalPaths.length);
+  t.is(bom.components.length, c.manifest.sources.length + c.manifest.evalPaths.length + c.manifest.pinnedInputs.length);
   const refs = new Set(bom.components.map((x: any) => x["bom-ref"]));
-  for (const s of [...c.manifest.sources, ...c.manifest.evalPaths]) t.true(refs.has(s.path), s.path);
+  for (const s of [...c.manifest.sources, ...c.manifest.evalPaths, ...c.manifest.pinnedInputs]) t.true(refs.has(s.path), s.path);
   const busybox = bom.components.find((x: any) => x.name === "busybox-static");
   t.regex(busybox.purl, /^pkg:generic\/busybox-static\?download_url=file/);
   t.deepEqual(busybox.externalReferences.map((e: any) => e.type), ["distribution"]);
