@@ -12,8 +12,8 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { startPostgres } from "../helpers/postgres";
-import { freePort } from "../helpers/ports";
+import { startPostgres } from "../../support/postgres";
+import { freePort } from "../../support/ports";
 import { buildReader, get, startService } from "../apps/reader-helpers";
 import { nix, REPO } from "./nixfiles";
 
