@@ -24,6 +24,7 @@ declare -A TOOLS=(
   [xorriso]=xorriso      # test/steps/boot-test-iso builds a bootable ISO
   [strace]=strace        # test/steps/offline-stack watches the demo stack's steps for network attempts
   [mmdebstrap]=mmdebstrap  # scripts/nix-rootfs.sh builds the second Nix's root file system
+  [shellcheck]=shellcheck  # test/lib/shell-scripts lints the rebuild script the isolations run
 )
 # files (not commands) -> package
 declare -A FILES=(

@@ -3,8 +3,8 @@
 //   docker: the isolation is a Pulumi resource: a RemoteImage pinned by digest (kept locally) and a
 //           Container with no network and read-only mounts of the closure and the reviewed Nix files.
 //           The closure's sources are first re-hashed against the reviewed files (`check-closure`);
-//           the container runs the rebuild step's REBUILD_SCRIPT, and `collect-rebuild` runs the
-//           step's `collectStaged` on what it left (same checks, same rebuild.json).
+//           the container runs pipeline/lib/rebuild.sh, and `supply-chain collect-rebuild` runs
+//           collectStaged on what it left (same checks, same rebuild.json as `supply-chain rebuild`).
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
@@ -12,7 +12,7 @@ import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
 import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
 import { RebuildJson } from "./types";
-import { REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../steps/rebuild";
+import { REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 
 export interface RebuildArgs {
   file: pulumi.Input<string>;
@@ -148,9 +148,7 @@ export class Rebuild extends pulumi.ComponentResource {
         {
           create: pulumi
             .all([work, outDir, args.drvPath, args.closureFile, args.closureSha256, exited])
-            .apply(([w, o, d, c, sha]) =>
-              ["node", "-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, o, d, c, sha, args.image!].map(shellQuote).join(" "),
-            ),
+            .apply(([w, o, d, c, sha]) => stepShell("collect-rebuild", ["--work", w, "--out", o, "--drv-path", d, "--closure", c, "--closure-sha256", sha, "--image", args.image!])),
           dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256, container.id],
           logging: "stderr",

@@ -5,7 +5,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { INTOTO_PAYLOAD_TYPE, parsePrivateKey, signEnvelope } from "../lib/dsse";
+import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
 import { graphOfDrv, nixVersion } from "../lib/nix";
 import { sha256File, writeFileAtomic } from "../lib/fsx";
 import {
@@ -17,25 +17,23 @@ import {
   resolvedDependencies,
   SLSA_PROVENANCE_V1,
   SLSA_VSA_V1,
-  SourceParameters,
   statement,
   subjectsOf,
   Subject,
   verificationPredicate,
 } from "../lib/in-toto";
 import { run } from "../lib/proc";
+import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion } from "../lib/attestation";
 import { buildSbom, targetNameOf, uuidV5, validateSbom } from "../lib/sbom";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { parseHash } from "../lib/storepath";
 import type { BootTestResult } from "./boot-test";
 import type { BuildResult } from "./build";
 import type { Manifest } from "./closure";
-import { expectedOutputs, RebuildResult } from "./rebuild";
+import { expectedOutputs, RebuildResult } from "../lib/offline-build";
 import type { VerifyResult } from "./verify";
 
 const STEP = "attest";
-export const DEFAULT_BUILDER_ID = "https://github.com/secure-supply-chain/builders/local/v1";
-
 export interface AttestResult {
   provenance: string;
   verification: string;
@@ -43,10 +41,6 @@ export interface AttestResult {
   sbomSha256: string;
   keyid: string;
   subjects: Subject[];
-}
-
-export function toolVersion(): string {
-  return JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8")).version;
 }
 
 function readJson<T>(file: string, what: string, required: string[]): T {
@@ -59,36 +53,6 @@ function readJson<T>(file: string, what: string, required: string[]): T {
   const missing = required.filter((k) => v?.[k] === undefined);
   if (missing.length) throw new InputError(`${file} is not ${what} (no ${missing.join("/")})`);
   return v as T;
-}
-
-/**
- * The private key's PEM from a file or an environment variable. The variable is removed from our
- * environment once read, so no child (nix, git) inherits it; messages never quote the key.
- */
-export function readSigningKey(values: { key?: string; "key-env"?: string }): crypto.KeyObject {
-  if (!!values.key === !!values["key-env"]) throw new InputError("give exactly one of --key FILE and --key-env NAME");
-  let pem: string;
-  let what: string;
-  if (values.key) {
-    what = `--key ${values.key}`;
-    try {
-      pem = fs.readFileSync(values.key, "utf8");
-    } catch (e: any) {
-      throw new InputError(`cannot read the signing key ${values.key}: ${e.code ?? e.message}`);
-    }
-  } else {
-    const name = values["key-env"]!;
-    what = `the environment variable ${name} (--key-env)`;
-    const v = process.env[name];
-    if (!v) throw new InputError(`${what} is not set or empty`);
-    pem = v;
-    delete process.env[name];
-  }
-  try {
-    return parsePrivateKey(pem, what);
-  } catch (e: any) {
-    throw new InputError(e.message);
-  }
 }
 
 interface PathFacts {
@@ -134,28 +98,6 @@ export async function artifactFiles(build: BuildResult): Promise<ArtifactFile[]>
   }
   const files = fs.readdirSync(build.artifact, { withFileTypes: true }).filter((d) => d.isFile()).map((d) => d.name).sort();
   return Promise.all(files.map(async (f) => ({ name: f, sha256: await sha256File(path.join(build.artifact!, f)) })));
-}
-
-async function git(dir: string, args: string[]): Promise<string | null> {
-  const r = await run("git", ["-C", dir, ...args], { allowFailure: true, streamStderr: false }).catch(() => null);
-  return r && r.code === 0 ? r.stdout.trim() : null;
-}
-
-/** The reviewed source: file + attribute (relative to its git checkout, with commit, tree and dirtiness) or flake ref. */
-export async function sourceParameters(target: Manifest["target"]): Promise<SourceParameters> {
-  if (target.flake) return { flake: target.flake };
-  const file = target.file!;
-  const top = await git(path.dirname(file), ["rev-parse", "--show-toplevel"]);
-  const commit = top && (await git(top, ["rev-parse", "--verify", "HEAD"]));
-  if (!top || !commit) return { file, attribute: target.attribute };
-  const tree = (await git(top, ["rev-parse", "HEAD^{tree}"]))!;
-  const status = await git(top, ["status", "--porcelain", "--untracked-files=normal"]);
-  const remote = await git(top, ["remote", "get-url", "origin"]);
-  return {
-    file: path.relative(fs.realpathSync(top), fs.realpathSync(file)),
-    attribute: target.attribute,
-    git: { commit, tree, dirty: status !== "", ...(remote ? { remote } : {}) },
-  };
 }
 
 /** `…@sha256:<hex>` or a bare image id `sha256:<hex>`: the digest; a tag alone says nothing about content. */

@@ -26,9 +26,8 @@ import { Backend, checkBackend, runIsolated } from "../lib/isolation";
 import { listNarFile } from "../lib/nar-diff";
 import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
-import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion } from "./attest";
-import { checkNixRoot, collectStaged, isolatedTarget, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "./rebuild";
-import { verifiedStatement } from "./verify-attestation";
+import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion, verifiedStatement } from "../lib/attestation";
+import { checkNixRoot, collectStaged, isolatedTarget, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "../lib/offline-build";
 
 const STEP = "audit";
 const STORE_DIR = "/nix/store";
@@ -229,7 +228,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
         subjectsOf([], built),
         SLSA_PROVENANCE_V1,
         provenancePredicate({
-          source: await sourceParameters(o.flake !== undefined ? { flake: o.flake, drvPath } : { file: path.resolve(o.file), attribute: o.attribute, drvPath }),
+          source: await sourceParameters(o.flake !== undefined ? { flake: o.flake } : { file: path.resolve(o.file), attribute: o.attribute }),
           drvPath,
           nixVersion: nixVersion ?? "unknown",
           sandbox: o.isolation === "bwrap",

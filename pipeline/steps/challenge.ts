@@ -4,7 +4,7 @@
 import { NAR_SHA256, SLSA_PROVENANCE_V1 } from "../lib/in-toto";
 import { CheckFailed, InputError, StepDefinition } from "../lib/step";
 import { splitStorePath } from "../lib/storepath";
-import { VerifiedStatement, verifiedStatement } from "./verify-attestation";
+import { VerifiedStatement, verifiedStatement } from "../lib/attestation";
 
 export interface ChallengedPath {
   path: string;

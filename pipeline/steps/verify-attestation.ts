@@ -3,11 +3,11 @@
 // path is what a subject records. No network, no state of ours: only the envelope, the key, the bytes.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Envelope, INTOTO_PAYLOAD_TYPE, parseEnvelope, parsePublicKey, verifyEnvelope } from "../lib/dsse";
 import { sha256File } from "../lib/fsx";
-import { NAR_SHA256, STATEMENT_TYPE, Subject } from "../lib/in-toto";
+import { NAR_SHA256, Subject } from "../lib/in-toto";
 import { run } from "../lib/proc";
 import { CheckFailed, InputError, StepDefinition } from "../lib/step";
+import { verifiedStatement } from "../lib/attestation";
 import { parseHash } from "../lib/storepath";
 
 export interface Checked {
@@ -27,42 +27,6 @@ export interface VerifyAttestationResult {
   subjects: Subject[];
   checked: Checked[];
   reason?: string;
-}
-
-/** One envelope: a JSON document, or the single line of an `.intoto.jsonl`. */
-export function readEnvelope(file: string): Envelope {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e: any) {
-    throw new InputError(`cannot read the attestation ${file}: ${e.code ?? e.message}`);
-  }
-  const lines = text.split("\n").filter((l) => l.trim());
-  let value: unknown;
-  try {
-    value = JSON.parse(lines.length > 1 ? text : lines[0] ?? "");
-  } catch {
-    throw new InputError(lines.length > 1 ? `${file} holds ${lines.length} lines: verify-attestation checks one envelope per file` : `${file} is not JSON`);
-  }
-  try {
-    return parseEnvelope(value, file);
-  } catch (e: any) {
-    throw new InputError(e.message);
-  }
-}
-
-function readPublicKey(file: string) {
-  let pem: string;
-  try {
-    pem = fs.readFileSync(file, "utf8");
-  } catch (e: any) {
-    throw new InputError(`cannot read the public key ${file}: ${e.code ?? e.message}`);
-  }
-  try {
-    return parsePublicKey(pem, `--public-key ${file}`);
-  } catch (e: any) {
-    throw new InputError(e.message);
-  }
 }
 
 /** A file subject is named by its path relative to the build output: match on that suffix. */
@@ -101,35 +65,6 @@ export async function checkStorePath(storePath: string, subjects: Subject[]): Pr
     return { ...base, subject: s.name, ok: false, reason: `store path ${storePath} has NAR sha256 ${hex} here, the subject records ${s.digest[NAR_SHA256] ?? "no " + NAR_SHA256}` };
   }
   return { ...base, subject: s.name, ok: true };
-}
-
-export interface VerifiedStatement {
-  keyid: string;
-  /** The exact bytes the signature covers (the statement is parsed from these, never re-read). */
-  payload: Buffer;
-  statement: { _type: string; subject: Subject[]; predicateType: string | null; predicate: any };
-}
-
-/**
- * The one way an attestation is believed: read once, the DSSE signature checked with the key, the
- * payload an in-toto Statement v1. Returns the reason instead of throwing so callers decide its exit.
- */
-export function verifiedStatement(attestation: string, publicKey: string): { ok: true; v: VerifiedStatement } | { ok: false; keyid: string; reason: string } {
-  const envelope = readEnvelope(attestation);
-  const key = readPublicKey(publicKey);
-  const v = verifyEnvelope(envelope, key);
-  if (!v.ok) return { ok: false, keyid: v.keyid, reason: v.reason };
-  if (envelope.payloadType !== INTOTO_PAYLOAD_TYPE) return { ok: false, keyid: v.keyid, reason: `payload type is '${envelope.payloadType}', not ${INTOTO_PAYLOAD_TYPE}` };
-  let st: any;
-  try {
-    st = JSON.parse(v.payload.toString("utf8"));
-  } catch {
-    return { ok: false, keyid: v.keyid, reason: `the signed payload is not JSON` };
-  }
-  if (st?._type !== STATEMENT_TYPE) return { ok: false, keyid: v.keyid, reason: `the payload is not an in-toto Statement v1 (_type ${JSON.stringify(st?._type)})` };
-  const subject: Subject[] = Array.isArray(st.subject) ? st.subject.filter((s: any) => s && typeof s.name === "string" && s.digest && typeof s.digest === "object") : [];
-  const predicateType = typeof st.predicateType === "string" ? st.predicateType : null;
-  return { ok: true, v: { keyid: v.keyid, payload: v.payload, statement: { _type: st._type, subject, predicateType, predicate: st.predicate } } };
 }
 
 export async function verifyAttestation(o: { attestation: string; publicKey: string; predicateType?: string; artifacts: string[]; storePaths: string[] }): Promise<VerifyAttestationResult> {

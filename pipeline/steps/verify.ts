@@ -12,7 +12,7 @@ import { writeFileAtomic } from "../lib/fsx";
 import { loadDerivationGraph, realise, TARGET_OPTIONS, targetFrom, TargetOptions } from "../lib/nix";
 import { ByteReader } from "../lib/nar";
 import { diffListings, FileDifference, listNar, listNarFile, narHashOfFile } from "../lib/nar-diff";
-import { expectedOutputs, MARKER, RebuildResult } from "./rebuild";
+import { expectedOutputs, REBUILD_RESULT, RebuildResult } from "../lib/offline-build";
 
 const STEP = "verify";
 
@@ -49,7 +49,7 @@ export async function loadRebuild(file: string): Promise<RebuildResult> {
   }
   const bad = r.paths.findIndex((p) => !p || typeof p.path !== "string" || typeof p.narHash !== "string" || typeof p.nar !== "string");
   if (bad >= 0) throw new InputError(`${file}: paths[${bad}] is ${JSON.stringify(r.paths[bad])}, not {path, narHash, nar} of a rebuilt store path`);
-  const marker = path.join(r.out, MARKER);
+  const marker = path.join(r.out, REBUILD_RESULT);
   let done: RebuildResult | undefined;
   try {
     done = JSON.parse(fs.readFileSync(marker, "utf8"));

@@ -80,7 +80,8 @@ test.serial("(real Docker, spec of the mocked Container) the rebuild container h
   t.notRegex(ro.logs, /WROTE (closure|sources)/);
   t.regex(ro.logs, /WROTE work/, "the work dir is the one writable mount");
 
-  const collected = execFileSync(process.execPath, ["-r", "ts-node/register/transpile-only", path.join(ROOT, "pipeline", "components", "collect-rebuild.ts"), work, path.join(w.dir, "out"), drvPath, closure, "c".repeat(64), image], { cwd: ROOT, encoding: "utf8" });
+  const collectArgs = ["collect-rebuild", "--work", work, "--out", path.join(w.dir, "out"), "--drv-path", drvPath, "--closure", closure, "--closure-sha256", "c".repeat(64), "--image", image];
+  const collected = execFileSync(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...collectArgs], { cwd: ROOT, encoding: "utf8" });
   const rebuilt = JSON.parse(collected);
   t.is(rebuilt.isolation, "docker");
   t.true(rebuilt.paths.length >= 3);

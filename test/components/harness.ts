@@ -93,7 +93,9 @@ export async function runProgram(opts: { config: Record<string, string>; secretK
           const state: Record<string, unknown> = { ...args.inputs };
           if (args.type === "command:local:Command") {
             const create = String(args.inputs.create ?? "");
-            const step = create.includes("collect-rebuild.ts") ? "collect" : STEP_OF.exec(create)?.[1];
+            const named = STEP_OF.exec(create)?.[1];
+            // The docker route's collector prints a rebuild's JSON, mocked as "collect".
+            const step = named === "collect-rebuild" ? "collect" : named;
             const json = step && (steps as any)[step];
             state.stdout = json ? JSON.stringify(json) : "";
             state.stderr = "";

@@ -7,7 +7,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { declaredDigest } from "../../pipeline/lib/in-toto";
 import { parseStoreName, purlOf, uuidV5 } from "../../pipeline/lib/sbom";
-import { imageDigest, sourceParameters } from "../../pipeline/steps/attest";
+import { imageDigest } from "../../pipeline/steps/attest";
+import { sourceParameters } from "../../pipeline/lib/attestation";
 
 test("declared hashes are keyed by what they cover: the file (flat) or its NAR (recursive)", (t) => {
   t.deepEqual(declaredDigest({ mode: "flat", algo: "sha256", value: "ab" }), { sha256: "ab" });
@@ -47,13 +48,13 @@ test("a source file in a git checkout is recorded relative to it, with commit, t
   fs.mkdirSync(path.join(dir, "nix"));
   const file = path.join(dir, "nix", "default.nix");
   fs.writeFileSync(file, "{ }\n");
-  t.deepEqual(await sourceParameters({ file, attribute: "iso", drvPath: "" }), { file, attribute: "iso" }); // not a checkout yet
+  t.deepEqual(await sourceParameters({ file, attribute: "iso" }), { file, attribute: "iso" }); // not a checkout yet
   git("init", "-q");
   git("add", ".");
   git("commit", "-q", "-m", "x");
-  const clean = await sourceParameters({ file, attribute: "iso", drvPath: "" });
+  const clean = await sourceParameters({ file, attribute: "iso" });
   t.deepEqual(clean, { file: "nix/default.nix", attribute: "iso", git: { commit: git("rev-parse", "HEAD"), tree: git("rev-parse", "HEAD^{tree}"), dirty: false } });
   fs.writeFileSync(path.join(dir, "untracked.nix"), "{ }\n");
-  t.true((await sourceParameters({ file, attribute: "iso", drvPath: "" })).git!.dirty);
-  t.deepEqual(await sourceParameters({ flake: "path:/src#iso", drvPath: "" }), { flake: "path:/src#iso" });
+  t.true((await sourceParameters({ file, attribute: "iso" })).git!.dirty);
+  t.deepEqual(await sourceParameters({ flake: "path:/src#iso" }), { flake: "path:/src#iso" });
 });

@@ -1,4 +1,4 @@
-// collect-rebuild (the rebuild step's collectStaged behind the docker component): what the rebuild
+// `supply-chain collect-rebuild` (collectStaged behind the Pulumi docker route): what the rebuild
 // container left is only accepted when the isolation held, nothing of the target was in the image's
 // store before the import, and every NAR is the one Nix reported. A real derivation built by the
 // host's nix stands in for the container's build; the container's files are written here.
@@ -42,7 +42,8 @@ function work(b: Built, o: { interfaces?: string; hash?: string; storeBefore?: s
 }
 
 function collect(w: string, out: string, drv: string) {
-  const r = spawnSync(process.execPath, ["-r", "ts-node/register/transpile-only", "pipeline/components/collect-rebuild.ts", w, out, drv, "/c/closure", "c".repeat(64), "img@sha256:" + "0".repeat(64)], { cwd: ROOT, env: ENV, encoding: "utf8" });
+  const args = ["collect-rebuild", "--work", w, "--out", out, "--drv-path", drv, "--closure", "/c/closure", "--closure-sha256", "c".repeat(64), "--image", "img@sha256:" + "0".repeat(64)];
+  const r = spawnSync(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], { cwd: ROOT, env: ENV, encoding: "utf8" });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -1,0 +1,207 @@
+// The offline rebuild's shared parts: the isolated script (rebuild.sh) and its environment, the
+// post-run checks that publish a rebuild (collectStaged), and the result every reader of a rebuild
+// reads. Used by the rebuild, collect-rebuild and audit steps and by the Pulumi docker route.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CheckFailed, InputError, log } from "./step";
+import { writeJsonAtomic } from "./fsx";
+import { Backend } from "./isolation";
+import { DerivationGraph, isFixedOutput } from "./derivation";
+import { NixTarget } from "./nix";
+import { narHashOfFile } from "./nar-diff";
+import { localFlakeDir } from "./eval-inputs";
+
+/** A completed rebuild's result file, written last: <out>/rebuild.json. */
+export const REBUILD_RESULT = "rebuild.json";
+/** <out>/.closure-<random>: the private copy of the closure a run checks and imports. */
+export const STAGED_CLOSURE_PREFIX = ".closure-";
+
+export interface RebuiltPath {
+  path: string;
+  narHash: string;
+  /** The rebuilt NAR, under <out>/nars. */
+  nar: string;
+}
+
+export interface RebuildResult {
+  isolation: Backend;
+  image?: string;
+  /** bwrap's system root (`--nix-root`): the rebuild ran that root's Nix, not the host's. */
+  nixRoot?: string;
+  /** The version the Nix inside the isolation reported (`nix-store --version`). */
+  nixVersion: string | null;
+  network: { interfaces: string[] };
+  drvPath: string;
+  outPath: string;
+  narHash: string;
+  paths: RebuiltPath[];
+  log: string;
+  out: string;
+  nars: string;
+  /** Unique per run; verify checks it against <out>/rebuild.json so a stale copy is refused. */
+  runId: string;
+  /** The closure as the caller named it, and the SHA-256 (hex) of the bytes that were imported. */
+  closure: string;
+  closureSha256: string | null;
+  sourceCheck: { checked: number } | null;
+  seconds: number;
+}
+
+/** The isolated script (pipeline/lib/rebuild.sh), passed as text so any runner of a container runs it as is. */
+export const REBUILD_SCRIPT = fs.readFileSync(path.join(__dirname, "rebuild.sh"), "utf8");
+
+/** The environment REBUILD_SCRIPT expects (the step's and the Pulumi container's). */
+export function rebuildEnv(o: { closure: string; entry: string; attribute: string; drvPath: string; isolation: Backend; phases?: ("import" | "eval" | "build")[]; dumpGraph?: boolean; flake?: string }): Record<string, string> {
+  return {
+    // nixos/nix keeps its nix in these profiles (its image PATH, which this replaces).
+    PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/root/.nix-profile/bin:/nix/var/nix/profiles/default/bin",
+    SC_CLOSURE: o.closure,
+    SC_FILE: o.entry,
+    SC_ATTR: o.attribute,
+    SC_DRV: o.drvPath,
+    // Docker's default seccomp profile forbids the user namespace Nix's sandbox needs: there the
+    // container (no network, no host files) is the sandbox.
+    SC_SANDBOX: o.isolation === "bwrap" ? "true" : "false",
+    SC_PHASES: (o.phases ?? ["import", "eval", "build"]).join(" "),
+    SC_DUMP_GRAPH: o.dumpGraph ? "1" : "0",
+    // A flake reference with its attribute (path:/checkout#image) instead of SC_FILE/SC_ATTR.
+    SC_FLAKE: o.flake ?? "",
+    SC_FLAKE_REF: (o.flake ?? "").replace(/#.*$/, ""),
+  };
+}
+
+/**
+ * What REBUILD_SCRIPT evaluates and the isolation sees of the target: the checkout directory (mounted
+ * read-only) and rebuildEnv's entry and attribute, or the flake. A flake must be a local one: the
+ * isolation has no network, and it is the checkout that is evaluated.
+ */
+export function isolatedTarget(t: NixTarget, step: string): { dir: string; env: { entry: string; attribute: string; flake?: string } } {
+  if (t.flake !== undefined) {
+    const dir = localFlakeDir(t.flake);
+    if (!dir) throw new InputError(`--flake ${t.flake} is not a local flake (path:/dir#attr): the ${step} evaluates your checkout`);
+    if (!fs.existsSync(dir)) throw new InputError(`--flake ${t.flake}: ${dir} does not exist`);
+    return { dir, env: { entry: "", attribute: "", flake: t.flake } };
+  }
+  const file = path.resolve(t.file);
+  const isDir = fs.statSync(file).isDirectory();
+  return { dir: isDir ? file : path.dirname(file), env: { entry: isDir ? path.join(file, "default.nix") : file, attribute: t.attribute } };
+}
+
+export function rebuildRefused(reason: string, result: Record<string, unknown>): never {
+  throw new CheckFailed(reason, { ok: false, reason, ...result });
+}
+
+export function readLines(f: string): string[] {
+  return fs.existsSync(f) ? fs.readFileSync(f, "utf8").split("\n").map((l) => l.trim()).filter(Boolean) : [];
+}
+
+/** `--nix-root` is bwrap's (a docker image is its own system) and must hold a Nix. */
+export function checkNixRoot(isolation: Backend, nixRoot: string | undefined): void {
+  if (nixRoot === undefined) return;
+  if (isolation !== "bwrap") throw new InputError(`--nix-root is for --isolation bwrap only (a docker image brings its own Nix)`);
+  if (!fs.existsSync(path.join(nixRoot, "usr", "bin", "nix-store"))) throw new InputError(`--nix-root ${nixRoot} has no /usr/bin/nix-store (build one with scripts/nix-rootfs.sh)`);
+}
+
+/** The non-fixed-output outputs of the graph: what an offline rebuild must build and compare. */
+export function expectedOutputs(graph: DerivationGraph): string[] {
+  const built = new Set<string>();
+  for (const d of graph.drvs.values()) if (!isFixedOutput(d)) for (const x of Object.values(d.outputs)) if (x.path) built.add(x.path);
+  return [...built].sort();
+}
+
+
+export interface StagedRebuild {
+  /** The staging dir REBUILD_SCRIPT ran in (removed on success). */
+  work: string;
+  out: string;
+  drvPath: string;
+  graph: DerivationGraph;
+  isolation: Backend;
+  image?: string;
+  nixRoot?: string;
+  closure: string;
+  closureSha256: string | null;
+  sourceCheck: { checked: number } | null;
+  runId: string;
+  started: number;
+  log: string;
+}
+
+/**
+ * Checks what REBUILD_SCRIPT left after a successful run and publishes it: loopback only inside; no
+ * path of the target's graph or the closure already in the image's store before the import; no
+ * build output imported with the closure (it would not have been rebuilt); no source that did not
+ * come from the closure; every expected output built; each NAR re-hashed. Then nars/ moves in place
+ * and rebuild.json (the completion marker) is written last.
+ */
+export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
+  const { work, out, drvPath, graph } = s;
+  const interfaces = readLines(path.join(work, "interfaces"));
+  const base = { isolation: s.isolation, image: s.image, network: { interfaces }, drvPath, log: s.log, out };
+  if (!interfaces.length) rebuildRefused(`no record of the network interfaces inside the isolation (log ${s.log})`, base);
+  if (interfaces.some((i) => i !== "lo")) rebuildRefused(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
+  const expected = expectedOutputs(graph);
+  const imported = new Set(readLines(path.join(work, "imported")));
+  // Checked again here (the script refuses first): nothing of the target's graph or the closure may
+  // have been in the image's store before the import.
+  if (!fs.existsSync(path.join(work, "store-before"))) rebuildRefused(`no record of the store's contents before the import (log ${s.log})`, base);
+  const before = new Set(readLines(path.join(work, "store-before")).map((n) => `${graph.storeDir}/${n}`));
+  if (before.size) {
+    const graphPaths = [...imported];
+    for (const d of graph.drvs.values()) graphPaths.push(d.drvPath, ...d.inputSrcs, ...Object.values(d.outputs).flatMap((x) => (x.path ? [x.path] : [])));
+    const pre = graphPaths.find((p) => before.has(p));
+    if (pre) rebuildRefused(`${pre} of the target's graph was in the image's store before the import: it would not be rebuilt or not come from the closure`, base);
+  }
+  const smuggled = expected.filter((p) => imported.has(p));
+  if (smuggled.length) rebuildRefused(`the closure carries build output ${smuggled[0]}${smuggled.length > 1 ? ` (and ${smuggled.length - 1} more)` : ""}: it was not rebuilt from sources`, base);
+  const fodOuts = new Set<string>();
+  for (const d of graph.drvs.values()) if (isFixedOutput(d)) for (const x of Object.values(d.outputs)) if (x.path) fodOuts.add(x.path);
+  const hashes = new Map(readLines(path.join(work, "hashes")).map((l) => l.split(" ") as [string, string]));
+  for (const p of hashes.keys()) {
+    if (fodOuts.has(p)) rebuildRefused(`source ${p} was not in the closure but appeared in the store during the offline build`, base);
+    if (!expected.includes(p)) rebuildRefused(`the offline build produced ${p}, which is not an output of the graph of ${drvPath}`, base);
+  }
+  const outPath = readLines(path.join(work, "outpath"))[0];
+  const nixVersion = readLines(path.join(work, "nix-version"))[0]?.split(" ").pop() ?? null;
+  const narsDir = path.join(out, "nars");
+  const paths: RebuiltPath[] = [];
+  for (const p of expected) {
+    const h = hashes.get(p);
+    if (!h) rebuildRefused(`the offline build did not produce ${p}`, base);
+    const stagedNar = path.join(work, "nars", `${path.basename(p)}.nar`);
+    const actual = await narHashOfFile(stagedNar);
+    if (actual !== h) rebuildRefused(`NAR of ${p} copied out of the isolation has hash ${actual}, Nix reported ${h}`, base);
+    paths.push({ path: p, narHash: h, nar: path.join(narsDir, `${path.basename(p)}.nar`) });
+  }
+  const top = paths.find((x) => x.path === outPath);
+  if (!top) rebuildRefused(`the built output ${outPath} is not an output of ${drvPath}`, base);
+
+  fs.mkdirSync(out, { recursive: true });
+  fs.rmSync(path.join(out, REBUILD_RESULT), { force: true });
+  fs.rmSync(narsDir, { recursive: true, force: true });
+  fs.renameSync(path.join(work, "nars"), narsDir);
+  fs.rmSync(work, { recursive: true, force: true });
+  const result: RebuildResult = {
+    isolation: s.isolation,
+    ...(s.image ? { image: s.image } : {}),
+    ...(s.nixRoot ? { nixRoot: s.nixRoot } : {}),
+    nixVersion,
+    network: { interfaces },
+    drvPath,
+    outPath,
+    narHash: top!.narHash,
+    paths,
+    log: s.log,
+    out,
+    nars: narsDir,
+    runId: s.runId,
+    closure: s.closure,
+    closureSha256: s.closureSha256,
+    sourceCheck: s.sourceCheck,
+    seconds: Math.round((Date.now() - s.started) / 100) / 10,
+  };
+  writeJsonAtomic(path.join(out, REBUILD_RESULT), result);
+  log("rebuild", `rebuilt ${paths.length} paths offline; interfaces inside: ${interfaces.join(", ")}`);
+  return result;
+}
+
