@@ -5,7 +5,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { writeJsonAtomic } from "../lib/fsx";
-import { chooseAccel, findTool, Forward, freeHostPort, qemuArgs, QEMU, resolveImage, startVm, Accel, RunningVm } from "../lib/qemu";
+import { findTool } from "../lib/proc";
+import { freeHostPort } from "../lib/ports";
+import { resolveImage } from "../lib/image-layout";
+import { Accel, chooseAccel } from "../lib/accel";
+import { Forward, qemuArgs, QEMU, startVm, RunningVm } from "../lib/qemu";
 import { guestPorts, loadProbeSpec, newToken, ProbeResult, runProbe } from "../lib/probes";
 
 export interface BootTestResult {

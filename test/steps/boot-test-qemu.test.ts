@@ -1,12 +1,16 @@
-// The pieces of pipeline/lib/qemu.ts that decide how boot-test runs QEMU: the KVM check's tiny
-// long-mode guest (run for real), the accelerator choice against what KVM really does here, the
-// cache and override, and the image layouts. Tests that set process.env run serially.
+// The pieces that decide how boot-test runs QEMU (pipeline/lib/accel.ts, image-layout.ts, qemu.ts):
+// the KVM check's tiny long-mode guest (run for real), the accelerator choice against what KVM
+// really does here, the cache and override, and the image layouts. Tests that set process.env run
+// serially.
 import test from "ava";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { chooseAccel, findTool, longModeRom, QEMU, qemuArgs, resolveImage } from "../../pipeline/lib/qemu";
+import { chooseAccel, longModeRom } from "../../pipeline/lib/accel";
+import { resolveImage } from "../../pipeline/lib/image-layout";
+import { findTool } from "../../pipeline/lib/proc";
+import { QEMU, qemuArgs } from "../../pipeline/lib/qemu";
 import { InputError } from "../../pipeline/lib/step";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "boot-test-qemu-"));
@@ -111,37 +115,3 @@ test("image layouts: kernel+initrd dir (cmdline appended after console=ttyS0), .
   fs.mkdirSync(empty);
   t.regex(t.throws(() => resolveImage(empty), { instanceOf: InputError })!.message, /is neither a kernel\+initrd image .* nor an ISO directory/);
 });
-
-for (const [how, code] of [
-  ["an uncaught exception", "setTimeout(() => { throw new Error('boom'); }, 50);"],
-  ["an unhandled promise rejection", "setTimeout(() => Promise.reject(new Error('boom')), 50);"],
-  ["SIGKILL (the watchdog acts)", "setTimeout(() => process.kill(process.pid, 'SIGKILL'), 50);"],
-] as const) {
-  test(`a guarded process group dies with its parent on ${how}`, async (t) => {
-    // The parent: starts a long sleep in its own group under guardProcessGroup, says its pid, dies.
-    const script = [
-      "const { spawn } = require('node:child_process');",
-      `const { guardProcessGroup } = require(${JSON.stringify(path.join(__dirname, "..", "..", "pipeline", "lib", "qemu"))});`,
-      "const child = spawn('/bin/sleep', ['300'], { detached: true, stdio: 'ignore' });",
-      "guardProcessGroup(child);",
-      "child.on('spawn', () => { process.stdout.write(String(child.pid) + '\\n'); " + code + " });",
-    ].join("\n");
-    const parent = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", "-e", script], { cwd: path.join(__dirname, "..", ".."), stdio: ["ignore", "pipe", "ignore"] });
-    let out = "";
-    parent.stdout.on("data", (d) => (out += d));
-    await new Promise((r) => parent.on("close", r));
-    const pid = Number(out.trim());
-    t.true(pid > 0, `no pid from the parent: ${JSON.stringify(out)}`);
-    const end = Date.now() + 5000;
-    while (Date.now() < end && alive(pid)) await new Promise((r) => setTimeout(r, 50));
-    t.false(alive(pid), `the guarded sleep ${pid} outlived its parent`);
-  });
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
