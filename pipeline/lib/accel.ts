@@ -64,16 +64,17 @@ function cacheKey(qemu: string): string {
 /**
  * KVM only when it actually works: /dev/kvm is usable AND a tiny long-mode guest exits within
  * 3 s. The verdict is cached per host boot and QEMU binary (a hung check would otherwise cost 3 s
- * on every run); SUPPLY_CHAIN_ACCEL=kvm|tcg overrides it.
+ * on every run); SUPPLY_CHAIN_ACCEL=kvm|tcg overrides it. Only tests pass another `kvmDevice`: it
+ * lets them run the check and its cache on hosts without /dev/kvm.
  */
-export async function chooseAccel(qemu: string): Promise<AccelChoice> {
+export async function chooseAccel(qemu: string, kvmDevice = "/dev/kvm"): Promise<AccelChoice> {
   const forced = process.env.SUPPLY_CHAIN_ACCEL;
   if (forced === "kvm" || forced === "tcg") return { accel: forced, reason: `forced by SUPPLY_CHAIN_ACCEL=${forced}` };
   if (forced && forced !== "auto") throw new InputError(`SUPPLY_CHAIN_ACCEL must be kvm, tcg or auto (got '${forced}')`);
   try {
-    fs.accessSync("/dev/kvm", fs.constants.R_OK | fs.constants.W_OK);
+    fs.accessSync(kvmDevice, fs.constants.R_OK | fs.constants.W_OK);
   } catch {
-    return { accel: "tcg", reason: "/dev/kvm is missing or not accessible" };
+    return { accel: "tcg", reason: `${kvmDevice} is missing or not accessible` };
   }
   const key = cacheKey(qemu);
   try {
