@@ -13,8 +13,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { startPostgres, type PgCluster } from "../test/helpers/postgres";
-import { LineClient, okId, startWriter, type Writer } from "../test/apps/bench-support";
+import { startPostgres, type PgCluster } from "../support/postgres";
+import { LineClient, okId, startWriter, type Writer } from "../support/apps";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);

@@ -9,7 +9,8 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { runIsolated } from "../pipeline/lib/isolation";
 import { checkClosure } from "../pipeline/lib/closure-check";
-import { collectSources, dumpDerivations, urlsOf } from "../pipeline/lib/derivation";
+import { collectSources, urlsOf } from "../pipeline/lib/derivation";
+import { dumpDerivations } from "../pipeline/lib/nix";
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const BIN = path.join(__dirname, "..", "bin", "supply-chain.js");
@@ -28,7 +29,7 @@ function step(args: string[]): any {
 
 /** The baseline: nix-build in an empty store, sources fetched from their URLs (allowed into the sandbox). */
 async function plainBuild(file: string, attribute: string, dir: string): Promise<void> {
-  const { graph } = await dumpDerivations({ file, attribute }, "bench");
+  const { graph } = await dumpDerivations({ file, attribute });
   const srcDirs = new Set<string>();
   for (const d of collectSources(graph).fods) for (const u of urlsOf(d)) if (u.startsWith("file://")) srcDirs.add(path.dirname(u.slice(7)));
   fs.rmSync(dir, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 import test from "ava";
 import * as net from "node:net";
-import { startPostgres } from "./helpers/postgres";
-import { freePort } from "./helpers/ports";
+import { startPostgres } from "../support/postgres";
+import { freePort } from "../support/ports";
 
 test("the PostgreSQL test fixture starts a real server, survives a restart and answers SQL", async (t) => {
   const pg = await startPostgres();

@@ -10,11 +10,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { collectSources, Derivation, SourceSet, Target, DerivationGraph } from "./derivation";
-import { loadDerivationGraph } from "./drv-file";
+import { collectSources, Derivation, SourceSet, DerivationGraph } from "./derivation";
 import { fileReader, parseExport, ExportedPath } from "./nar";
+import { loadDerivationGraph, NixTarget } from "./nix";
 import { CheckFailed, InputError } from "./step";
-import { checkoutPins, flakeArchive, matchesPin, Pin, pinLocation, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation, traceFlakeEvaluation } from "./eval-inputs";
+import { checkoutPins, flakeArchive, matchesPin, Pin, pinLocation, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation } from "./eval-inputs";
 import { nix32Encode, sourcePath, splitStorePath } from "./storepath";
 
 export interface TamperedSource {
@@ -176,20 +176,18 @@ export function describeMissingPins(m: ClosureCheckResult["missingPins"]): strin
  * pins files plus `pins`. Returns the verdict; throws only for bad input (missing closure file,
  * unevaluable target, no nix).
  */
-export async function checkClosure(opts: Target & { closure: string; pins?: string[] }): Promise<ClosureCheckResult> {
+export async function checkClosure(opts: NixTarget & { closure: string; pins?: string[] }): Promise<ClosureCheckResult> {
   if (!fs.existsSync(opts.closure)) throw new InputError(`closure file not found: ${opts.closure}`);
   // Easy to pass `closure --out DIR` itself; reading a directory would look like a corrupt closure (exit 1).
   if (fs.statSync(opts.closure).isDirectory()) throw new InputError(`closure ${opts.closure} is a directory, not a closure file (e.g. ${opts.closure}/source-export.closure)`);
   const { graph, root } = await loadDerivationGraph(opts, "check-closure");
   const sources = collectSources(graph, root);
   const want = expectedSources(graph, sources);
-  let traced: string[] = [];
-  if (opts.file) {
-    traced = await traceEvaluation(path.resolve(opts.file), opts.attribute!, graph.storeDir);
-  } else if (opts.flake) {
+  let traced = await traceEvaluation(opts, graph.storeDir);
+  if (opts.flake) {
     // The flake's own source is made from the checkout by whoever evaluates it: not expected in a closure.
     const { self, inputs } = await flakeArchive(opts.flake);
-    traced = [...inputs, ...(await traceFlakeEvaluation(opts.flake, graph.storeDir))].filter((p) => p !== self);
+    traced = [...inputs, ...traced].filter((p) => p !== self);
   }
   const pins = checkoutPins(opts, opts.pins);
   expectTraced(want, traced);

@@ -2,12 +2,11 @@
 // every Nix since 1.x), normalised to the shape derivation.ts gives the JSON dumps. Why not only the JSON:
 // `nix show-derivation -r` re-reads these very files and prints them as JSON, which we then parse again;
 // instantiating the target and reading the files ourselves is one step less on the closure's critical path.
+// Only the reading: evaluating the target to its .drv (and falling back to the JSON dump) is nix.ts.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Derivation, DerivationGraph, DrvOutput, Target } from "./derivation";
-import { describeTarget, dumpDerivations, dumpDerivationsOfDrv, evaluationFailure, findRoot, nixVersion, parseOutput, validateTarget } from "./derivation";
-import { run } from "./proc";
-import { InputError, log } from "./step";
+import type { Derivation, DerivationGraph, DrvOutput } from "./derivation";
+import { parseOutput } from "./derivation";
 
 /** Thrown for text that is not a `Derive(...)` ATerm we understand (callers fall back to the JSON dump). */
 export class DrvFormatError extends Error {}
@@ -170,95 +169,4 @@ export function readDerivationGraph(root: string): DerivationGraph {
 export function drvFilesUnreadable(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   return e instanceof DrvFormatError || code === "ENOENT" || code === "EACCES";
-}
-
-export interface LoadedGraph {
-  graph: DerivationGraph;
-  /** The target's .drv. */
-  root: string;
-  nixVersion: string;
-}
-
-async function fromDump(t: Target, label: string): Promise<LoadedGraph> {
-  const { graph, nixVersion } = await dumpDerivations(t, label);
-  return { graph, root: findRoot(graph), nixVersion };
-}
-
-/**
- * The graph of an already instantiated target, evaluated without writing to the store (`--readonly-mode`
- * only computes the paths, noticeably faster than writing or re-checking thousands of .drv files), or
- * null when that is not enough: the target was never instantiated, or evaluating it needs to build
- * (import from derivation), or it fails (the writing evaluation then reports why). While the files are
- * read, `nix-store --check-validity` confirms the target's .drv is a registered store path; a valid
- * path's references are valid too, so every file read is one Nix wrote completely.
- */
-async function readOnlyGraph(file: string, attribute: string, label: string): Promise<{ graph: DerivationGraph; root: string } | null> {
-  // Only a shortcut: without nix-instantiate the main route runs (and names what is missing).
-  const r = await run("nix-instantiate", ["--readonly-mode", file, "-A", attribute], { allowFailure: true, streamStderr: false }).catch(() => null);
-  const roots = r ? r.stdout.split("\n").filter(Boolean) : [];
-  if (!r || r.code !== 0 || roots.length !== 1 || !roots[0].endsWith(".drv")) return null;
-  const validity = run("nix-store", ["--check-validity", roots[0]], { allowFailure: true, streamStderr: false }).catch(() => null);
-  let graph: DerivationGraph;
-  try {
-    graph = readDerivationGraph(roots[0]);
-  } catch (e) {
-    if (!drvFilesUnreadable(e)) throw e;
-    return null;
-  }
-  if ((await validity)?.code !== 0) return null;
-  log(label, `evaluated to ${roots[0]} (already in the store); read its derivation graph from the store`);
-  return { graph, root: roots[0] };
-}
-
-/**
- * The target's whole derivation graph. A file target already instantiated is evaluated read-only
- * (readOnlyGraph). Otherwise `nix path-info --derivation` evaluates it (writing its .drv files and
- * evaluation-time paths to the store, as the dump would), then the files are read here. Falls back to
- * the JSON dump (derivation.ts) when the files cannot be read or parsed, saying why on stderr.
- */
-export async function loadDerivationGraph(t: Target, label: string): Promise<LoadedGraph> {
-  validateTarget(t);
-  if (!t.flake) {
-    const version = nixVersion();
-    version.catch(() => undefined);
-    const known = await readOnlyGraph(path.resolve(t.file!), t.attribute!, label);
-    if (known) return { ...known, nixVersion: (await version).join(".") };
-  }
-  const features = t.flake ? "nix-command flakes" : "nix-command";
-  const target = t.flake ? [t.flake] : ["--file", path.resolve(t.file!), t.attribute!];
-  // Evaluation is the critical path: spawned first, the version (for the manifest) asked alongside.
-  const evaluation = run("nix", ["--extra-experimental-features", features, "path-info", "--derivation", ...target], { allowFailure: true, streamStderr: false });
-  const version = nixVersion();
-  version.catch(() => undefined);
-  const r = await evaluation;
-  if (r.code !== 0) {
-    if (/unrecogni[sz]ed (flag|option)[^\n]*--derivation/i.test(r.stderr)) {
-      log(label, "this Nix has no 'path-info --derivation': reading the graph from its JSON dump instead");
-      return fromDump(t, label);
-    }
-    throw evaluationFailure(t, r.stderr, r.code);
-  }
-  const roots = r.stdout.split("\n").filter(Boolean);
-  if (roots.length !== 1 || !roots[0].endsWith(".drv"))
-    throw new InputError(`${describeTarget(t)} must be exactly one derivation (got ${roots.length ? roots.join(", ") : "none"})`);
-  log(label, `evaluated to ${roots[0]}; reading its derivation graph from the store`);
-  let graph: DerivationGraph;
-  try {
-    graph = readDerivationGraph(roots[0]);
-  } catch (e: any) {
-    if (!drvFilesUnreadable(e)) throw e;
-    log(label, `cannot read the .drv files directly (${e.message}): reading the graph from Nix's JSON dump instead`);
-    return fromDump(t, label);
-  }
-  return { graph, root: roots[0], nixVersion: (await version).join(".") };
-}
-
-/** The graph of an already instantiated .drv (for runners that only know its path), from its files when they can be read. */
-export async function graphOfDrv(drvPath: string): Promise<DerivationGraph> {
-  try {
-    return readDerivationGraph(drvPath);
-  } catch (e) {
-    if (!drvFilesUnreadable(e)) throw e;
-  }
-  return (await dumpDerivationsOfDrv(drvPath)).graph;
 }

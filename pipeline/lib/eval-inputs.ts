@@ -9,6 +9,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ExportedPath } from "./nar";
+import { describeTarget, EXPERIMENTAL, nixError, NixTarget } from "./nix";
 import { run } from "./proc";
 import { InputError } from "./step";
 import { fixedOutputPath, parseHash, sourcePath, splitStorePath, textPath, HashAlgo } from "./storepath";
@@ -138,13 +139,12 @@ export function tracedStorePaths(log: string, storeDir: string): string[] {
   return [...seen];
 }
 
-/** Evaluates a file target once more with `-vv` and returns the store paths the evaluation read. */
-export async function traceEvaluation(file: string, attribute: string, storeDir: string, nixArgs: string[] = []): Promise<string[]> {
-  const r = await run("nix-instantiate", [file, "-A", attribute, "-vv", ...nixArgs], { allowFailure: true, streamStderr: false });
-  if (r.code !== 0) {
-    const err = r.stderr.split("\n").find((l) => /^error:/.test(l.trim()));
-    throw new InputError(`cannot trace the evaluation of attribute '${attribute}' of ${file}: ${err?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`}`);
-  }
+/** Evaluates the target once more with `-vv` (a flake: its drvPath) and returns the store paths the evaluation read. */
+export async function traceEvaluation(t: NixTarget, storeDir: string, nixArgs: string[] = []): Promise<string[]> {
+  const r = t.flake !== undefined
+    ? await run("nix", [...EXPERIMENTAL, "eval", "--raw", `${t.flake}.drvPath`, "-vv", ...nixArgs], { allowFailure: true, streamStderr: false })
+    : await run("nix-instantiate", [path.resolve(t.file), "-A", t.attribute, "-vv", ...nixArgs], { allowFailure: true, streamStderr: false });
+  if (r.code !== 0) throw new InputError(`cannot trace the evaluation of ${describeTarget(t)}: ${nixError(r.stderr, r.code)}`);
   return tracedStorePaths(r.stderr, storeDir);
 }
 
@@ -170,10 +170,7 @@ async function fetchPin(p: Pin, nixArgs: string[]): Promise<string> {
   const fetcher = p.mode === "recursive" ? "builtins.fetchTarball" : "builtins.fetchurl";
   const expr = `${fetcher} { ${p.mode === "recursive" ? 'name = "source"; ' : ""}url = builtins.fromJSON ${JSON.stringify(JSON.stringify(p.url))}; sha256 = "${p.sha256}"; }`;
   const r = await run("nix-instantiate", ["--eval", "--json", "-E", expr, ...nixArgs], { allowFailure: true, streamStderr: false });
-  if (r.code !== 0) {
-    const err = r.stderr.split("\n").find((l) => /error:/.test(l))?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`;
-    throw new InputError(`cannot fetch ${pinLocation(p)} (${p.url}): ${err}`);
-  }
+  if (r.code !== 0) throw new InputError(`cannot fetch ${pinLocation(p)} (${p.url}): ${nixError(r.stderr, r.code)}`);
   return JSON.parse(r.stdout);
 }
 
@@ -184,7 +181,7 @@ async function fetchPin(p: Pin, nixArgs: string[]): Promise<string> {
  */
 export async function resolvePinnedInputs(o: { file: string; attribute: string; pinsFiles: string[]; storeDir: string; known: Set<string>; checkout: string; nixArgs?: string[] }): Promise<PinnedInput[]> {
   const nixArgs = o.nixArgs ?? [];
-  const traced = (await traceEvaluation(o.file, o.attribute, o.storeDir, nixArgs)).filter((p) => !o.known.has(p));
+  const traced = (await traceEvaluation({ file: o.file, attribute: o.attribute }, o.storeDir, nixArgs)).filter((p) => !o.known.has(p));
   const byPath = new Map<string, PinnedInput>();
   const hashes = await narSha256s(traced);
   traced.forEach((p, i) => byPath.set(p, { path: p, narSha256: hashes[i], pinnedIn: [], detectedBy: ["evaluation"] }));
@@ -203,8 +200,6 @@ export async function resolvePinnedInputs(o: { file: string; attribute: string; 
   }
   return [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : 1));
 }
-
-const FLAKES = ["--extra-experimental-features", "nix-command flakes"];
 
 /** The directory of a local flake reference (`path:/dir`, `/dir`, `git+file:///dir`, each maybe `#attr`), else null. */
 export function localFlakeDir(ref: string): string | null {
@@ -236,8 +231,8 @@ export function readFlakeLock(file: string): Pin[] {
 
 /** `nix flake archive --json --dry-run`: the flake's own source path and every input's, recursively. */
 export async function flakeArchive(ref: string, nixArgs: string[] = []): Promise<{ self: string; inputs: string[] }> {
-  const r = await run("nix", [...FLAKES, "flake", "archive", "--json", "--dry-run", ref.replace(/#.*$/, ""), ...nixArgs], { allowFailure: true, streamStderr: false });
-  if (r.code !== 0) throw new InputError(`cannot list the inputs of flake ${ref}: ${r.stderr.split("\n").find((l) => /error:/.test(l))?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`}`);
+  const r = await run("nix", [...EXPERIMENTAL, "flake", "archive", "--json", "--dry-run", ref.replace(/#.*$/, ""), ...nixArgs], { allowFailure: true, streamStderr: false });
+  if (r.code !== 0) throw new InputError(`cannot list the inputs of flake ${ref}: ${nixError(r.stderr, r.code)}`);
   return archivePaths(JSON.parse(r.stdout));
 }
 
@@ -254,13 +249,6 @@ export function archivePaths(json: any): { self: string; inputs: string[] } {
   return { self: json.path, inputs };
 }
 
-/** Evaluates a flake target's drvPath once more with `-vv` and returns the store paths the evaluation read. */
-export async function traceFlakeEvaluation(ref: string, storeDir: string, nixArgs: string[] = []): Promise<string[]> {
-  const r = await run("nix", [...FLAKES, "eval", "--raw", `${ref}.drvPath`, "-vv", ...nixArgs], { allowFailure: true, streamStderr: false });
-  if (r.code !== 0) throw new InputError(`cannot trace the evaluation of flake ${ref}: ${r.stderr.split("\n").find((l) => /error:/.test(l))?.replace(/^\s*error:\s*/, "") ?? `exit ${r.code}`}`);
-  return tracedStorePaths(r.stderr, storeDir);
-}
-
 /**
  * The publisher's side for a flake: every locked input (`nix flake archive`), pinned by flake.lock's
  * narHash, and whatever else the evaluation read — not the flake's own source, which an auditor's Nix
@@ -269,7 +257,7 @@ export async function traceFlakeEvaluation(ref: string, storeDir: string, nixArg
 export async function resolveFlakeInputs(o: { flake: string; storeDir: string; known: Set<string>; checkout: string; nixArgs?: string[] }): Promise<{ inputs: PinnedInput[]; lockFile: string | null }> {
   const nixArgs = o.nixArgs ?? [];
   const archive = await flakeArchive(o.flake, nixArgs);
-  const traced = (await traceFlakeEvaluation(o.flake, o.storeDir, nixArgs)).filter((p) => p !== archive.self);
+  const traced = (await traceEvaluation({ flake: o.flake }, o.storeDir, nixArgs)).filter((p) => p !== archive.self);
   const paths = [...new Set([...archive.inputs, ...traced])].filter((p) => !o.known.has(p));
   const hashes = await narSha256s(paths);
   const dir = localFlakeDir(o.flake);
@@ -288,10 +276,10 @@ export async function resolveFlakeInputs(o: { flake: string; storeDir: string; k
 }
 
 /** The pins a reviewed checkout declares for a target: its pins files (and `extra`), or a local flake's flake.lock. */
-export function checkoutPins(t: { file?: string; flake?: string }, extra: string[] = []): Pin[] {
-  if (t.flake) {
+export function checkoutPins(t: NixTarget, extra: string[] = []): Pin[] {
+  if (t.flake !== undefined) {
     const dir = localFlakeDir(t.flake);
     return dir && fs.existsSync(path.join(dir, "flake.lock")) ? readFlakeLock(path.join(dir, "flake.lock")) : [];
   }
-  return [...new Set([...findPinsFiles(t.file!), ...extra.map((f) => path.resolve(f))])].flatMap(readPins);
+  return [...new Set([...findPinsFiles(t.file), ...extra.map((f) => path.resolve(f))])].flatMap(readPins);
 }

@@ -6,8 +6,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { INTOTO_PAYLOAD_TYPE, parsePrivateKey, signEnvelope } from "../lib/dsse";
-import { graphOfDrv } from "../lib/drv-file";
-import { nixVersion } from "../lib/derivation";
+import { graphOfDrv, nixVersion } from "../lib/nix";
 import { sha256File, writeFileAtomic } from "../lib/fsx";
 import {
   ArtifactFile,

@@ -18,16 +18,16 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { checkExportAgainst, describeFailure, describeMissingPins, expectedSources, expectTraced, preImportCheck, stageClosure } from "../lib/closure-check";
 import { collectSources, parseDerivationDump } from "../lib/derivation";
-import { archivePaths, checkoutPins, localFlakeDir, tracedStorePaths } from "../lib/eval-inputs";
+import { archivePaths, checkoutPins, tracedStorePaths } from "../lib/eval-inputs";
 import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/fsx";
 import { NAR_SHA256, provenancePredicate, SLSA_PROVENANCE_V1, SLSA_VSA_V1, statement, subjectsOf, verificationPredicate } from "../lib/in-toto";
 import { Backend, checkBackend, runIsolated } from "../lib/isolation";
 import { listNarFile } from "../lib/nar-diff";
-import { narHashHex } from "../lib/nix";
+import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion } from "./attest";
-import { checkNixRoot, collectStaged, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "./rebuild";
+import { checkNixRoot, collectStaged, isolatedTarget, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "./rebuild";
 import { verifiedStatement } from "./verify-attestation";
 
 const STEP = "audit";
@@ -81,11 +81,8 @@ async function rebuiltFiles(nar: string): Promise<Mismatch["files"]> {
   return [...listing].filter(([, f]) => f.type === "regular").map(([p, f]) => ({ path: p || ".", sha256: f.sha256! }));
 }
 
-export interface AuditOptions {
-  /** The target: a file and attribute, or a flake reference with its attribute (path:/checkout#image). */
-  file?: string;
-  attribute?: string;
-  flake?: string;
+/** The target: a file and attribute, or a local flake reference with its attribute (path:/checkout#image). */
+export type AuditOptions = NixTarget & {
   closure: string;
   attestation: string;
   publicKey: string;
@@ -98,13 +95,11 @@ export interface AuditOptions {
   nixRoot?: string;
   key?: crypto.KeyObject;
   builderId: string;
-}
+};
 
 export async function audit(o: AuditOptions): Promise<AuditResult> {
   const started = Date.now();
-  const flakeDir = o.flake ? localFlakeDir(o.flake) : null;
-  if (o.flake && !flakeDir) throw new InputError(`--flake ${o.flake} is not a local flake (path:/dir#attr): the audit evaluates your checkout`);
-  const file = path.resolve(o.file ?? flakeDir!);
+  const iso = isolatedTarget(o, STEP);
   const out = path.resolve(o.out);
   await checkBackend(o.isolation, o.image);
   checkNixRoot(o.isolation, o.nixRoot);
@@ -129,7 +124,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     // (b) One private copy is what is checked and what is imported; it must be the closure the publisher signed.
     const expectedSha = o.closureSha256 ?? byproduct;
     const staged = await stageClosure(o.closure, path.join(run, "closure"), expectedSha, expectedSha === byproduct ? "the digest the provenance records" : "--closure-sha256");
-    const pins = checkoutPins(o.flake ? { flake: o.flake } : { file }, o.pins);
+    const pins = checkoutPins(o, o.pins);
     log(STEP, `checking ${o.closure} (SHA-256 ${staged.sha256}) before importing it: every path self-certifies, ${pins.length} pin(s) held`);
     const pre = await preImportCheck(staged.file, pins, STORE_DIR);
     if (!pre.ok) {
@@ -143,21 +138,19 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     fs.mkdirSync(store);
     fs.mkdirSync(work);
     fs.writeFileSync(path.join(work, "inner.sh"), REBUILD_SCRIPT);
-    const nixDir = fs.statSync(file).isDirectory() ? file : path.dirname(file);
-    const entry = fs.statSync(file).isDirectory() ? path.join(file, "default.nix") : file;
     const buildLog = path.join(out, "audit.log");
     fs.rmSync(buildLog, { force: true });
     const isolated = (phases: ("import" | "eval" | "build")[]) =>
       runIsolated({
         backend: o.isolation,
         image: o.image,
-        readOnly: [...new Set([nixDir, path.dirname(staged.file)])],
+        readOnly: [...new Set([iso.dir, path.dirname(staged.file)])],
         workDir: work,
         nixDir: store,
         systemRoot: o.nixRoot,
         script: path.join(work, "inner.sh"),
         args: [work],
-        env: rebuildEnv({ closure: staged.file, entry, attribute: o.attribute ?? "", flake: o.flake, drvPath, isolation: o.isolation, phases, dumpGraph: true }),
+        env: rebuildEnv({ closure: staged.file, ...iso.env, drvPath, isolation: o.isolation, phases, dumpGraph: true }),
         logFile: buildLog,
         owner: out,
         label: STEP,
@@ -172,7 +165,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     }
     if (first.code === 92) {
       const err = logText().split("\n").find((l) => /error:/.test(l))?.replace(/^.*?error:\s*/, "") ?? "see the log";
-      refuse(`cannot evaluate ${o.flake ?? `attribute '${o.attribute}' of ${file}`} offline from the closure alone: ${err} (log ${buildLog})`);
+      refuse(`cannot evaluate ${describeTarget(o)} offline from the closure alone: ${err} (log ${buildLog})`);
     }
     if (first.code !== 0) refuse(`the isolated import and evaluation exited with ${first.code ?? first.signal} (log ${buildLog})`);
 
@@ -236,7 +229,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
         subjectsOf([], built),
         SLSA_PROVENANCE_V1,
         provenancePredicate({
-          source: await sourceParameters(o.flake ? { flake: o.flake, drvPath } : { file, attribute: o.attribute, drvPath }),
+          source: await sourceParameters(o.flake !== undefined ? { flake: o.flake, drvPath } : { file: path.resolve(o.file), attribute: o.attribute, drvPath }),
           drvPath,
           nixVersion: nixVersion ?? "unknown",
           sandbox: o.isolation === "bwrap",
@@ -324,9 +317,7 @@ export const step: StepDefinition<AuditResult> = {
   name: STEP,
   summary: "independent audit: check the publisher's signed provenance, rebuild from the closure in an empty isolated store, compare with the attested digests",
   options: {
-    file: { type: "string", description: "the reviewed Nix file (in your checkout at the attested commit), with --attribute" },
-    attribute: { type: "string", description: "attribute of the file" },
-    flake: { type: "string", description: "a local flake reference with its attribute (path:/checkout#image) instead of --file/--attribute: inputs pinned by its flake.lock" },
+    ...TARGET_OPTIONS,
     closure: { type: "string", description: "the publisher's source closure (source-export.closure)", required: true },
     attestation: { type: "string", description: "the publisher's signed provenance (provenance.intoto.jsonl)", required: true },
     "public-key": { type: "string", description: "the publisher's Ed25519 public key (SPKI PEM), obtained independently of the attestation", required: true },
@@ -344,16 +335,13 @@ export const step: StepDefinition<AuditResult> = {
   async run({ values }) {
     const isolation = values.isolation;
     if (isolation !== "bwrap" && isolation !== "docker") throw new InputError(`unknown --isolation '${isolation}' (expected bwrap or docker)`);
-    if (!!values.flake === !!(values.file || values.attribute)) throw new InputError("give either --flake REF#ATTR or --file with --attribute");
-    if (values.file && !values.attribute) throw new InputError(`missing --attribute for ${values.file}`);
-    for (const [opt, f] of [["--closure", values.closure], ["--attestation", values.attestation], ["--public-key", values["public-key"]], ["--file", values.file ?? localFlakeDir(values.flake) ?? values.flake]] as const) {
+    const target = targetFrom(values);
+    for (const [opt, f] of [["--closure", values.closure], ["--attestation", values.attestation], ["--public-key", values["public-key"]]] as const) {
       if (!fs.existsSync(f)) throw new InputError(`${opt} ${f} does not exist`);
     }
     const key = values.key || values["key-env"] ? readSigningKey(values) : undefined;
     return audit({
-      file: values.file,
-      attribute: values.attribute,
-      flake: values.flake,
+      ...target,
       closure: values.closure,
       attestation: values.attestation,
       publicKey: values["public-key"],

@@ -2,9 +2,9 @@
 // and reports what was built by content: drvPath, outPath, narHash, narSize (+ the bootable artifact).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { InputError, log, StepDefinition } from "../lib/step";
+import { log, StepDefinition } from "../lib/step";
 import { sha256File } from "../lib/fsx";
-import { explainBuildFailure, instantiate, narHashHex, NixTarget, pathInfo, realise } from "../lib/nix";
+import { describeTarget, explainBuildFailure, instantiate, narHashHex, NixTarget, pathInfo, realise, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 
 export interface BuildResult {
   drvPath: string;
@@ -17,12 +17,12 @@ export interface BuildResult {
   artifactSha256?: string;
 }
 
-export interface BuildOptions extends NixTarget {
+export type BuildOptions = NixTarget & {
   sandbox?: boolean;
   offline?: boolean;
   /** Symlink to the output, registered as a GC root. */
   outLink?: string;
-}
+};
 
 /** Finds the bootable artifact in a build output, per docs/contracts.md "Image layout". */
 export async function findArtifact(outPath: string, narHash: string): Promise<{ artifact: string; artifactSha256: string } | undefined> {
@@ -48,9 +48,8 @@ export async function findArtifact(outPath: string, narHash: string): Promise<{ 
 }
 
 export async function build(o: BuildOptions): Promise<BuildResult> {
-  const target: NixTarget = { file: o.file, flake: o.flake, attribute: o.attribute };
-  log("build", `evaluating ${o.flake ? `${o.flake}#${o.attribute}` : `${o.file} -A ${o.attribute}`}`);
-  const drvPath = await instantiate(target);
+  log("build", `evaluating ${describeTarget(o)}`);
+  const drvPath = await instantiate(o);
   log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""})`);
   const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, o.outLink ? ["--add-root", path.resolve(o.outLink)] : []).catch((e) => {
     throw explainBuildFailure(e, drvPath);
@@ -69,26 +68,14 @@ export const step: StepDefinition<BuildResult> = {
   name: "build",
   summary: "Build a Nix target (sandbox on) and print {drvPath, outPath, narHash, narSize[, artifact, artifactSha256]}",
   options: {
-    file: { type: "string", description: "Nix file (non-flake) to evaluate" },
-    flake: { type: "string", description: "flake reference REF#ATTR (as closure, check-closure and rebuild take it), or REF with --attribute, instead of --file (Nix 2.8: flakes are experimental; enabled per call)" },
-    attribute: { type: "string", description: "attribute path to build, e.g. image (required with --file)" },
+    ...TARGET_OPTIONS,
     "no-sandbox": { type: "boolean", description: "build without the Nix sandbox (not recommended)" },
     offline: { type: "boolean", description: "turn substituters off: build only from what is in the store and the sources" },
     "out-link": { type: "string", description: "create this symlink to the output, registered as a GC root (default: none)" },
   },
   async run({ values }) {
-    if (!values.file && !values.flake) throw new InputError("missing --file (or --flake)");
-    let { flake, attribute } = values as { flake?: string; attribute?: string };
-    // The other steps take a flake target as one REF#ATTR; accept that form here too.
-    if (flake?.includes("#")) {
-      if (attribute) throw new InputError(`--flake ${flake} already names an attribute: drop --attribute ${attribute}`);
-      [flake, attribute] = [flake.slice(0, flake.indexOf("#")), flake.slice(flake.indexOf("#") + 1)];
-    }
-    if (!attribute) throw new InputError("missing --attribute (or --flake REF#ATTR)");
     return build({
-      file: values.file,
-      flake,
-      attribute,
+      ...targetFrom(values),
       sandbox: !values["no-sandbox"],
       offline: !!values.offline,
       outLink: values["out-link"],

@@ -8,10 +8,9 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { expectedSources } from "../lib/closure-check";
-import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, Target, urlsOf, describeTarget } from "../lib/derivation";
-import { loadDerivationGraph } from "../lib/drv-file";
+import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, urlsOf } from "../lib/derivation";
 import { produceAtomic, sha256File, writeFileAtomic } from "../lib/fsx";
-import { explainBuildFailure, nixOptionArgs } from "../lib/nix";
+import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode } from "../lib/storepath";
@@ -96,7 +95,7 @@ function narSizes(paths: string[]): Map<string, number | null> {
 
 const byPath = (a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
 
-export function buildManifest(t: Target, graph: DerivationGraph, s: SourceSet, sizes: Map<string, number | null>, nixVersion: string, pinned: PinnedInput[] = [], pinsFiles: string[] = []): Manifest {
+export function buildManifest(t: NixTarget, graph: DerivationGraph, s: SourceSet, sizes: Map<string, number | null>, nixVersion: string, pinned: PinnedInput[] = [], pinsFiles: string[] = []): Manifest {
   const fodSources: ManifestSource[] = [];
   for (const d of s.fods) {
     const chain = chainTo(s, d.drvPath);
@@ -225,9 +224,7 @@ export const step: StepDefinition<ClosureResult> = {
   name: "closure",
   summary: "export every source (eval-time paths + fixed-output derivations) a target needs, with manifest and report",
   options: {
-    file: { type: "string", description: "Nix file to evaluate (with --attribute)" },
-    attribute: { type: "string", description: "attribute of --file to collect the sources of" },
-    flake: { type: "string", description: "flake reference (e.g. path:/src#pkg) instead of --file/--attribute" },
+    ...TARGET_OPTIONS,
     out: { type: "string", description: "directory for source-export.closure, manifest.json, report.md", required: true },
     "no-export": { type: "boolean", description: "analysis only: no realisation, no closure file (sizes of unrealised sources are null)", default: false },
     top: { type: "string", description: "how many of the biggest sources the report explains", default: "10" },
@@ -236,9 +233,9 @@ export const step: StepDefinition<ClosureResult> = {
   },
   workDir: ({ values }) => values.out,
   async run({ values }) {
-    const t: Target = { file: values.file, attribute: values.attribute, flake: values.flake };
     const top = Number(values.top);
     if (!Number.isInteger(top) || top < 0) throw new InputError(`--top must be a non-negative integer, got '${values.top}'`);
+    const t = targetFrom(values);
     const outDir = path.resolve(values.out);
     const noExport = values["no-export"] === true;
 
@@ -249,13 +246,14 @@ export const step: StepDefinition<ClosureResult> = {
     log(STEP, `${graph.drvs.size} derivations read at ${secs()}`);
     const s = collectSources(graph, root);
     const want = expectedSources(graph, s);
+    // sandbox: false only leaves the host's sandbox setting as it was (no --option sandbox).
+    const nixArgs = nixOptionArgs({ sandbox: false, offline: values.offline === true });
     log(STEP, `${s.fods.length} fixed-output derivations, ${s.evalPaths.size} evaluation-time paths (graph walked at ${secs()})`);
 
     if (!noExport && s.fods.length) {
       log(STEP, `realising ${s.fods.length} fixed-output derivation(s)`);
       try {
-        // sandbox: false only leaves the host's sandbox setting as it was (no --option sandbox).
-        const realise = ["--realise", ...s.fods.map((d: Derivation) => d.drvPath), ...nixOptionArgs({ sandbox: false, offline: values.offline === true })];
+        const realise = ["--realise", ...s.fods.map((d: Derivation) => d.drvPath), ...nixArgs];
         await run("nix-store", realise, { label: "nix-store -r", streamStderr: true });
       } catch (e) {
         // The command line lists every source: the reason names the one that failed instead.
@@ -265,15 +263,15 @@ export const step: StepDefinition<ClosureResult> = {
     // Inputs only the evaluation uses: the graph cannot name them (docs/closure.md "Pinned inputs").
     let pinned: PinnedInput[] = [];
     let pinsFiles: string[] = [];
-    if (t.file) {
+    if (t.flake === undefined) {
       const checkout = checkoutOf(t.file);
       pinsFiles = [...new Set([...findPinsFiles(t.file), ...(values.pins ?? []).map((f: string) => path.resolve(f))])];
-      pinned = await resolvePinnedInputs({ file: path.resolve(t.file), attribute: t.attribute!, pinsFiles, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs: nixOptionArgs({ sandbox: false, offline: values.offline === true }) });
+      pinned = await resolvePinnedInputs({ file: path.resolve(t.file), attribute: t.attribute, pinsFiles, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs });
       pinsFiles = pinsFiles.map((f) => relativeTo(checkout, f));
-    } else if (t.flake) {
+    } else {
       const dir = localFlakeDir(t.flake);
       const checkout = dir ? checkoutOf(dir) : process.cwd();
-      const r = await resolveFlakeInputs({ flake: t.flake, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs: nixOptionArgs({ sandbox: false, offline: values.offline === true }) });
+      const r = await resolveFlakeInputs({ flake: t.flake, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs });
       pinned = r.inputs;
       pinsFiles = r.lockFile ? [relativeTo(checkout, r.lockFile)] : [];
     }

@@ -14,11 +14,12 @@ import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { writeJsonAtomic, writeFileAtomic } from "../lib/fsx";
 import { Backend, checkBackend, runIsolated } from "../lib/isolation";
 import { Derivation, DerivationGraph, isFixedOutput, urlsOf } from "../lib/derivation";
-import { loadDerivationGraph } from "../lib/drv-file";
+import { describeTarget, loadDerivationGraph, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 // Part of what runners without the CLI use (docs/rebuild-verify.md).
-export { graphOfDrv } from "../lib/drv-file";
+export { graphOfDrv } from "../lib/nix";
 import { narHashOfFile } from "../lib/nar-diff";
 import { checkClosure, describeFailure, stageClosure } from "../lib/closure-check";
+import { localFlakeDir } from "../lib/eval-inputs";
 
 const STEP = "rebuild";
 export const MARKER = "rebuild.json";
@@ -163,9 +164,24 @@ export function rebuildEnv(o: { closure: string; entry: string; attribute: strin
   };
 }
 
-export interface OfflineBuildOptions {
-  file: string;
-  attribute: string;
+/**
+ * What REBUILD_SCRIPT evaluates and the isolation sees of the target: the checkout directory (mounted
+ * read-only) and rebuildEnv's entry and attribute, or the flake. A flake must be a local one: the
+ * isolation has no network, and it is the checkout that is evaluated.
+ */
+export function isolatedTarget(t: NixTarget, step: string): { dir: string; env: { entry: string; attribute: string; flake?: string } } {
+  if (t.flake !== undefined) {
+    const dir = localFlakeDir(t.flake);
+    if (!dir) throw new InputError(`--flake ${t.flake} is not a local flake (path:/dir#attr): the ${step} evaluates your checkout`);
+    if (!fs.existsSync(dir)) throw new InputError(`--flake ${t.flake}: ${dir} does not exist`);
+    return { dir, env: { entry: "", attribute: "", flake: t.flake } };
+  }
+  const file = path.resolve(t.file);
+  const isDir = fs.statSync(file).isDirectory();
+  return { dir: isDir ? file : path.dirname(file), env: { entry: isDir ? path.join(file, "default.nix") : file, attribute: t.attribute } };
+}
+
+export type OfflineBuildOptions = NixTarget & {
   /** The file that is imported (the staged copy), and what the result names: the caller's path and its digest. */
   closure: string;
   closureOrigin?: string;
@@ -176,7 +192,7 @@ export interface OfflineBuildOptions {
   nixRoot?: string;
   out: string;
   sourceCheck: { checked: number } | null;
-}
+};
 
 function fail(reason: string, result: Record<string, unknown>): never {
   throw new CheckFailed(reason, { ok: false, reason, ...result });
@@ -204,14 +220,14 @@ export function explainFailure(logText: string, drvs: Map<string, Derivation>): 
 /** The isolated part of the rebuild (no source check): import, build, dump. */
 export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResult> {
   const started = Date.now();
-  const file = path.resolve(o.file);
+  const iso = isolatedTarget(o, STEP);
   const closure = path.resolve(o.closure);
   const out = path.resolve(o.out);
   const nixRoot = o.nixRoot === undefined ? undefined : path.resolve(o.nixRoot);
   checkNixRoot(o.isolation, nixRoot);
   await checkBackend(o.isolation, o.image);
 
-  const { graph, root: drvPath } = await loadDerivationGraph({ file, attribute: o.attribute }, STEP);
+  const { graph, root: drvPath } = await loadDerivationGraph(o, STEP);
   const expected = expectedOutputs(graph);
 
   fs.mkdirSync(out, { recursive: true });
@@ -225,17 +241,15 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
   const stagedLog = path.join(work, "build.log");
   const finalLog = path.join(out, "build.log");
 
-  const nixDir = fs.statSync(file).isDirectory() ? file : path.dirname(file);
-  const entry = fs.statSync(file).isDirectory() ? path.join(file, "default.nix") : file;
   log(STEP, `offline rebuild of ${drvPath} with ${o.isolation}${o.image ? ` (${o.image})` : ""}${nixRoot ? ` on the Nix of ${nixRoot}` : ""}: ${expected.length} outputs to build`);
   const res = await runIsolated({
     backend: o.isolation,
     image: o.image,
-    readOnly: [...new Set([nixDir, closure])],
+    readOnly: [...new Set([iso.dir, closure])],
     workDir: work,
     script: path.join(work, "inner.sh"),
     args: [work],
-    env: rebuildEnv({ closure, entry, attribute: o.attribute, drvPath, isolation: o.isolation }),
+    env: rebuildEnv({ closure, ...iso.env, drvPath, isolation: o.isolation }),
     logFile: stagedLog,
     owner: out,
     label: STEP,
@@ -384,8 +398,7 @@ export const step: StepDefinition<RebuildResult> = {
   name: "rebuild",
   summary: "Rebuild the target offline from the closure alone, isolated (bwrap or Docker), after re-checking every source",
   options: {
-    file: { type: "string", description: "the reviewed Nix file", required: true },
-    attribute: { type: "string", description: "attribute of the file to rebuild", required: true },
+    ...TARGET_OPTIONS,
     closure: { type: "string", description: "source closure (from `supply-chain closure`)", required: true },
     isolation: { type: "string", description: "bwrap or docker", required: true },
     image: { type: "string", description: "docker image with nix (pin by digest, e.g. nixos/nix@sha256:...); its store must hold none of the target's paths; see pipeline/rebuilder-image" },
@@ -395,11 +408,12 @@ export const step: StepDefinition<RebuildResult> = {
   },
   workDir: ({ values }) => values.out,
   async run({ values }) {
-    const { file, attribute, closure, isolation, image, out } = values as Record<string, string>;
+    const { closure, isolation, image, out } = values as Record<string, string>;
     const nixRoot = values["nix-root"] as string | undefined;
     if (isolation !== "bwrap" && isolation !== "docker") throw new InputError(`unknown --isolation '${isolation}' (expected bwrap or docker)`);
     if (!fs.existsSync(closure)) throw new InputError(`closure file not found: ${closure}`);
-    if (!fs.existsSync(file)) throw new InputError(`Nix file not found: ${file}`);
+    const target = targetFrom(values);
+    isolatedTarget(target, STEP); // a flake that is not local is refused before anything is staged
     checkNixRoot(isolation, nixRoot);
     await checkBackend(isolation, image);
     // A stale marker goes now. --out is created by the step's lock, which removes it again if the
@@ -410,15 +424,15 @@ export const step: StepDefinition<RebuildResult> = {
     // The bytes checked are the bytes imported: one private copy serves both (stageClosure).
     const staged = await stageClosure(closure, path.join(out, `${STAGED_CLOSURE_PREFIX}${crypto.randomBytes(8).toString("hex")}`), values["closure-sha256"]);
     try {
-      log(STEP, `checking every source in ${closure} (SHA-256 ${staged.sha256}, staged as ${staged.file}) against ${file} before building`);
-      const check = await checkClosure({ file, attribute, closure: staged.file });
+      log(STEP, `checking every source in ${closure} (SHA-256 ${staged.sha256}, staged as ${staged.file}) against ${describeTarget(target)} before building`);
+      const check = await checkClosure({ ...target, closure: staged.file });
       if (!check.ok) {
         // Refused before anything is imported or built: the isolation is never even started.
-        const reason = `refusing to build ${attribute} of ${file}: ${describeFailure(check)}`;
+        const reason = `refusing to build ${describeTarget(target)}: ${describeFailure(check)}`;
         throw new CheckFailed(reason, { ok: false, refused: true, built: false, reason, check, closureSha256: staged.sha256 });
       }
       log(STEP, `${check.checked} sources match the hashes the reviewed files declare`);
-      return await offlineBuild({ file, attribute, closure: staged.file, closureOrigin: closure, closureSha256: staged.sha256, isolation, image, nixRoot, out, sourceCheck: { checked: check.checked } });
+      return await offlineBuild({ ...target, closure: staged.file, closureOrigin: closure, closureSha256: staged.sha256, isolation, image, nixRoot, out, sourceCheck: { checked: check.checked } });
     } finally {
       fs.rmSync(path.dirname(staged.file), { recursive: true, force: true });
     }

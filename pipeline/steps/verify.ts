@@ -9,8 +9,7 @@ import { spawn } from "node:child_process";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { run } from "../lib/proc";
 import { writeFileAtomic } from "../lib/fsx";
-import { loadDerivationGraph } from "../lib/drv-file";
-import { realise } from "../lib/nix";
+import { loadDerivationGraph, realise, TARGET_OPTIONS, targetFrom, TargetOptions } from "../lib/nix";
 import { ByteReader } from "../lib/nar";
 import { diffListings, FileDifference, listNar, listNarFile, narHashOfFile } from "../lib/nar-diff";
 import { expectedOutputs, MARKER, RebuildResult } from "./rebuild";
@@ -129,11 +128,13 @@ function markdown(r: Omit<VerifyResult, "report">, rebuilt: RebuildResult): stri
   return lines.join("\n") + "\n";
 }
 
-export async function verify(file: string, attribute: string, rebuiltFile: string): Promise<VerifyResult> {
+/** `target`: the target options (or a NixTarget), checked after the rebuild's JSON, which is named first when both are bad. */
+export async function verify(target: TargetOptions, rebuiltFile: string): Promise<VerifyResult> {
   const rebuilt = await loadRebuild(rebuiltFile);
-  const { graph, root: drvPath } = await loadDerivationGraph({ file, attribute }, STEP);
+  const t = targetFrom(target);
+  const { graph, root: drvPath } = await loadDerivationGraph(t, STEP);
   if (drvPath !== rebuilt.drvPath) {
-    throw new InputError(`the rebuild in ${rebuilt.out} is of ${rebuilt.drvPath}, but ${attribute} of ${file} is ${drvPath}`);
+    throw new InputError(`the rebuild in ${rebuilt.out} is of ${rebuilt.drvPath}, but ${t.flake ?? `${t.attribute} of ${t.file}`} is ${drvPath}`);
   }
   const expected = expectedOutputs(graph);
   const covered = new Set(rebuilt.paths.map((p) => p.path));
@@ -184,12 +185,11 @@ export const step: StepDefinition<VerifyResult> = {
   name: "verify",
   summary: "Compare an offline rebuild with the original build, path by path and file by file",
   options: {
-    file: { type: "string", description: "the reviewed Nix file", required: true },
-    attribute: { type: "string", description: "attribute that was rebuilt", required: true },
+    ...TARGET_OPTIONS,
     rebuilt: { type: "string", description: "the rebuild step's JSON (e.g. <out>/rebuild.json)", required: true },
   },
   async run({ values }) {
-    const r = await verify(values.file, values.attribute, values.rebuilt);
+    const r = await verify(values, values.rebuilt);
     if (!r.reproducible) {
       const first = r.mismatched[0];
       throw new CheckFailed(

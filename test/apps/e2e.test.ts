@@ -6,7 +6,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
-import { startPostgres } from "../helpers/postgres";
+import { startPostgres } from "../../support/postgres";
 import { get, repoRoot, startReader, startService } from "./reader-helpers";
 
 const writerBinary = path.join(repoRoot, "apps", "db-writer", "build", "db-writer");

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { freePort } from "../helpers/ports";
+import { freePort } from "../../support/ports";
 
 export const repoRoot = path.resolve(__dirname, "..", "..");
 export const readerManifest = path.join(repoRoot, "apps", "db-reader", "Cargo.toml");

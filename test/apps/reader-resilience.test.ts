@@ -2,7 +2,7 @@
 import test from "ava";
 import { spawn, spawnSync } from "node:child_process";
 import * as path from "node:path";
-import { startPostgres } from "../helpers/postgres";
+import { startPostgres } from "../../support/postgres";
 import { buildReader, CREATE_TABLE, get, sleep, startReader, waitForStatus } from "./reader-helpers";
 
 test("database stopped: /healthz, / and /messages answer 503 fast without crashing; all recover when it is back", async (t) => {

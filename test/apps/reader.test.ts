@@ -1,6 +1,6 @@
 // db_reader against a real PostgreSQL: the text format, ordering, limits, and the JSON API.
 import test from "ava";
-import { startPostgres, type PgCluster } from "../helpers/postgres";
+import { startPostgres, type PgCluster } from "../../support/postgres";
 import { CREATE_TABLE, get, lit, startReader, type Service } from "./reader-helpers";
 
 async function withReader(t: { teardown(fn: () => unknown): void }, seed: string[]): Promise<{ pg: PgCluster; reader: Service }> {

@@ -3,9 +3,9 @@
 import test, { type ExecutionContext } from "ava";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as path from "node:path";
-import { startPostgres, type PgCluster } from "../helpers/postgres";
+import { startPostgres, type PgCluster } from "../../support/postgres";
 import { startFaultyProxy } from "../helpers/tcp-proxy";
-import { ensureWriterBuilt, LineClient, okId, sleep, startWriter, type Writer } from "./bench-support";
+import { ensureWriterBuilt, LineClient, okId, sleep, startWriter, type Writer } from "../../support/apps";
 
 interface Row {
   id: number;

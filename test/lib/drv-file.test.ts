@@ -158,7 +158,7 @@ test("graphOfDrv of a .drv that is only in a chroot store (real nix, NIX_REMOTE=
     const drv = execFileSync("nix-instantiate", [w.file, "-A", w.attribute], { env, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
     t.false(fs.existsSync(drv), "the .drv is not at its store path on this file system");
     const inStore = execFileSync("nix-store", ["--query", "--requisites", drv], { env, encoding: "utf8" }).split("\n").filter((p) => p.endsWith(".drv"));
-    const lib = path.join(__dirname, "..", "..", "pipeline", "lib", "drv-file");
+    const lib = path.join(__dirname, "..", "..", "pipeline", "lib", "nix");
     const script = `require(${JSON.stringify(lib)}).graphOfDrv(process.argv[1]).then((g) => console.log(JSON.stringify({ format: g.format, drvs: [...g.drvs.keys()].sort() })))`;
     const out = JSON.parse(execFileSync(process.execPath, ["-r", "sucrase/register", "-e", script, drv], { env, encoding: "utf8" }));
     t.not(out.format, 0, "read from the dump, not from files");

@@ -12,8 +12,8 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { startPostgres } from "../helpers/postgres";
-import { freePort } from "../helpers/ports";
+import { startPostgres } from "../../support/postgres";
+import { freePort } from "../../support/ports";
 import { buildReader, get, startService } from "../apps/reader-helpers";
 import { nix, REPO } from "./nixfiles";
 
@@ -78,7 +78,7 @@ function sendLine(port: number, line: string): Promise<string> {
   });
 }
 
-test("option defaults: user messages, writer 1300, reader 8000, firewall closed unless asked", async (t) => {
+test("(mocked lib: values only, no option types or merging) option defaults: user messages, writer 1300, reader 8000, firewall closed unless asked", async (t) => {
   const m = await evalModule({ enable: false });
   const o = m.options.services.messages;
   t.is(o.user.default, "messages");
@@ -90,7 +90,7 @@ test("option defaults: user messages, writer 1300, reader 8000, firewall closed 
   t.deepEqual(m.config, {}, "nothing is configured when disabled");
 });
 
-test("the services: ordering after PostgreSQL, the user, hardening, the socket URL, firewall, database", async (t) => {
+test("(mocked lib: values only, no option types or merging) the services: ordering after PostgreSQL, the user, hardening, the socket URL, firewall, database", async (t) => {
   const m = await evalModule(enabled(1300, 8000));
   const c = m.config;
   const w = c.systemd.services["messages-writer"];

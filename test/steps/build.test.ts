@@ -57,7 +57,7 @@ test("an output with iso/*.iso reports that file and its sha256 as the artifact"
   const file = path.join(dir, "iso.nix");
   fs.writeFileSync(
     file,
-    `let w = import ${worldFile}; in { iso = derivation { name = "fake-iso"; system = "x86_64-linux"; builder = "\${w.tools}/bin/sh"; ` +
+    `let w = import ${worldFile} { }; in { iso = derivation { name = "fake-iso"; system = "x86_64-linux"; builder = "\${w.tools}/bin/sh"; ` +
       `args = [ "-c" "\${w.tools}/bin/mkdir -p $out/iso && echo not really an iso > $out/iso/demo.iso && echo other > $out/README" ]; }; }\n`,
   );
   const r = await cli(["build", "--file", file, "--attribute", "iso", "--offline"]);
@@ -122,7 +122,7 @@ test("a build that fails is exit 1 (a failed build, not bad input)", async (t) =
   const file = path.join(dir, "failing.nix");
   fs.writeFileSync(
     file,
-    `let w = import ${worldFile}; in { broken = derivation { name = "broken"; system = "x86_64-linux"; builder = "\${w.tools}/bin/sh"; args = [ "-c" "echo deliberately failing >&2; exit 3" ]; }; }\n`,
+    `let w = import ${worldFile} { }; in { broken = derivation { name = "broken"; system = "x86_64-linux"; builder = "\${w.tools}/bin/sh"; args = [ "-c" "echo deliberately failing >&2; exit 3" ]; }; }\n`,
   );
   const r = await cli(["build", "--file", file, "--attribute", "broken", "--offline"]);
   t.is(r.code, 1);
@@ -151,7 +151,7 @@ test("--flake builds the same derivation as --file (Nix 2.8: experimental featur
   fs.cpSync(path.dirname(worldFile), path.join(dir, "world"), { recursive: true });
   fs.writeFileSync(
     path.join(dir, "flake.nix"),
-    `{ outputs = { self }: { packages.x86_64-linux.image = (import ./world).image; }; }\n`,
+    `{ outputs = { self }: { packages.x86_64-linux.image = (import ./world { }).image; }; }\n`,
   );
   const r = await cli(["build", "--flake", `path:${dir}`, "--attribute", "image", "--offline"]);
   t.is(r.code, 0, r.stderr);

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { freePort } from "../helpers/ports";
+import { freePort } from "../../support/ports";
 import { cli } from "./demo-world.helpers";
 
 /** Sends lines on one connection and collects as many reply lines. */

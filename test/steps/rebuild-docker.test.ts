@@ -55,6 +55,26 @@ test.serial("docker: the image rebuilt offline in a --network=none container of 
   t.is(v.json.matched, r.json.paths.length);
 });
 
+test.serial("docker: the audit runs in a --network=none container with an empty /nix of its own and reproduces the signed provenance", async (t) => {
+  // The publisher's side, here on the host: build, verify (the docker rebuild above), attest.
+  const build = await cli(["build", "--file", w.file, "--attribute", w.attribute, "--offline"], env);
+  t.is(build.code, 0, build.stderr.slice(-2000));
+  fs.writeFileSync(path.join(w.dir, "build.json"), build.stdout);
+  const v = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(w.dir, "rb-docker", "rebuild.json")], env);
+  fs.writeFileSync(path.join(w.dir, "verify.json"), v.stdout);
+  const keys = await cli(["keygen", "--out", path.join(w.dir, "keys")], env);
+  const att = await cli(["attest", "--build", path.join(w.dir, "build.json"), "--closure", path.dirname(closure), "--verify", path.join(w.dir, "verify.json"), "--key", keys.json.privateKey, "--out", path.join(w.dir, "attest")], env);
+  t.is(att.code, 0, att.stderr.slice(-2000));
+  const out = path.join(w.dir, "audit-docker");
+  const r = await cli(["audit", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--attestation", att.json.provenance, "--public-key", keys.json.publicKey, "--isolation", "docker", "--image", image, "--out", out], env);
+  t.is(r.code, 0, r.stderr.slice(-3000));
+  t.true(r.json.reproduced);
+  t.deepEqual(r.json.interfaces, ["lo"]);
+  t.is(r.json.matched, r.json.checked);
+  t.regex(fs.readFileSync(path.join(out, "audit.log"), "utf8"), /--network=none[^\n]*target=\/nix/);
+  t.deepEqual(containers(), [], "the container is gone");
+});
+
 test.serial("docker: a rebuild killed half-way leaves no accepted result; the re-run removes the orphaned container and completes", async (t) => {
   const out = path.join(w.dir, "rb-docker-killed");
   const args = ["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "docker", "--image", image, "--out", out];

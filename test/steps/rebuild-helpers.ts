@@ -56,6 +56,8 @@ export interface DemoWorld {
   file: string;
   attribute: string;
   nonReproducibleAttribute: string;
+  /** The same world as a flake, `path:<dir>` (its image at `#image`). */
+  flake: string;
 }
 
 export async function demoWorld(prefix: string): Promise<DemoWorld> {

@@ -51,6 +51,42 @@ test.serial("bwrap: the closure alone rebuilds the image in an EMPTY store with 
   t.regex(other.stderr, /the rebuild in .* is of \/nix\/store\/.*-demo-image\.drv, but nonReproducible/);
 });
 
+test("the flake form: closure, rebuild and verify take --flake path:DIR#image; the rebuild in an empty store with no network is the file form's derivation, and verify finds every path identical", async (t) => {
+  const flake = `${w.flake}#${w.attribute}`;
+  const c = await cli(["closure", "--flake", flake, "--out", path.join(w.dir, "closure-flake")]);
+  t.is(c.code, 0, c.stderr.slice(-3000));
+  const out = path.join(w.dir, "rb-flake");
+  const r = await cli(["rebuild", "--flake", flake, "--closure", c.json.closureFile, "--isolation", "bwrap", "--out", out]);
+  t.is(r.code, 0, r.stderr.slice(-3000));
+  t.deepEqual(r.json.network.interfaces, ["lo"], "only loopback inside the isolation");
+  const logText = fs.readFileSync(r.json.log, "utf8");
+  t.regex(logText, /importing .* into the empty store/);
+  t.notRegex(logText, /cache\.nixos\.org|https?:\/\//, "no download was attempted");
+  t.is(r.json.drvPath, execFileSync("nix-instantiate", [w.file, "-A", w.attribute], { env: ENV, encoding: "utf8" }).trim());
+  t.true(r.json.sourceCheck.checked > 0);
+
+  const v = await cli(["verify", "--flake", flake, "--rebuilt", path.join(out, "rebuild.json")]);
+  t.is(v.code, 0, v.stderr.slice(-3000));
+  t.true(v.json.reproducible);
+  t.is(v.json.checked, r.json.paths.length);
+  t.is(v.json.matched, v.json.checked);
+  // The flake without #ATTR plus --attribute is the same target.
+  const split = await cli(["verify", "--flake", w.flake, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
+  t.is(split.code, 0, split.stderr.slice(-3000));
+  t.true(split.json.reproducible);
+});
+
+test("rebuild --flake: a flake that is not local, or --flake with --file, is exit 2 before anything is staged", async (t) => {
+  const out = path.join(w.dir, "rb-flake-bad");
+  const remote = await cli(["rebuild", "--flake", "github:example/world#image", "--closure", closure, "--isolation", "bwrap", "--out", out]);
+  t.is(remote.code, 2, remote.stderr);
+  t.regex(remote.stderr, /--flake github:example\/world#image is not a local flake \(path:\/dir#attr\): the rebuild evaluates your checkout/);
+  const both = await cli(["rebuild", "--flake", `${w.flake}#image`, "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out]);
+  t.is(both.code, 2, both.stderr);
+  t.regex(both.stderr, /give either --flake or --file with --attribute, not both/);
+  t.false(fs.existsSync(out), "the refused runs leave no --out");
+});
+
 test("the nonReproducible attribute: verify says reproducible:false, naming the path and the file that differs", async (t) => {
   requireTool("diffoscope", "diffoscope-minimal");
   const c = await closureOf(w, w.nonReproducibleAttribute, "closure-nonrepro");

@@ -4,9 +4,9 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
-import { freePort } from "../helpers/ports";
+import { freePort } from "./ports";
 
-export const repoRoot = path.resolve(__dirname, "..", "..");
+export const repoRoot = path.resolve(__dirname, "..");
 export const writerDir = path.join(repoRoot, "apps", "db-writer");
 export const writerBinary = path.join(writerDir, "build", "db-writer");
 
