@@ -9,7 +9,11 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { chooseAccel, findTool, freeHostPort, qemuArgs, QEMU, resolveImage, startVm } from "../pipeline/lib/qemu";
+import { chooseAccel } from "../pipeline/lib/accel";
+import { resolveImage } from "../pipeline/lib/image-layout";
+import { freeHostPort } from "../pipeline/lib/ports";
+import { findTool } from "../pipeline/lib/proc";
+import { qemuArgs, QEMU, startVm } from "../pipeline/lib/qemu";
 import { guestPorts, loadProbeSpec } from "../pipeline/lib/probes";
 
 const ROOT = path.resolve(__dirname, "..");

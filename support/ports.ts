@@ -1,2 +1,2 @@
 // The same free-port finder the boot-test step uses for its QEMU forwards.
-export { freeHostPort as freePort } from "../pipeline/lib/qemu";
+export { freeHostPort as freePort } from "../pipeline/lib/ports";

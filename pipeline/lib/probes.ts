@@ -187,68 +187,93 @@ const STAGGER_MS = 500;
 const WRONG_ANSWER_RETRY_MS = 1000;
 const MAX_INFLIGHT = 10;
 
-/** Runs one probe, retrying until it passes, the deadline passes, or the guest is gone. */
+/** What one probe's attempts have come to so far. */
+interface Tally {
+  attempts: number;
+  passed?: Attempt;
+  last: string;
+  /** A wrong answer says more than a later timeout (a guest slowed to a crawl): keep both. */
+  lastAnswer?: string;
+}
+
+/** An attempt that came back: which one, its outcome, when. */
+interface Returned {
+  id: number;
+  outcome: Attempt;
+  at: number;
+}
+
+/**
+ * Runs one probe, retrying until it passes, the deadline passes, or the guest is gone. One loop:
+ * start an attempt when one is due, otherwise wait for the first of: an attempt coming back, the
+ * next start being due, the guest going away.
+ */
 export async function runProbe(probe: Probe, ctx: ProbeContext): Promise<ProbeResult> {
   const interval = ctx.intervalMs ?? 150;
-  let attempts = 0;
-  let inflight = 0;
-  let last = "no attempt made";
-  // A wrong answer says more than a later timeout (a guest slowed to a crawl): keep both.
-  let lastAnswer: string | undefined;
-  let passed: Attempt | undefined;
-  let nextLaunch = 0;
+  const tally: Tally = { attempts: 0, last: "no attempt made" };
+  const inflight = new Map<number, Promise<Returned>>();
   const cancel = new AbortController(); // ends the attempts still in flight when the probe is decided
-  let wake: () => void = () => undefined;
-  const onGuestGone = () => wake();
-  ctx.signal.addEventListener("abort", onGuestGone);
+  let nextStart = 0;
   try {
-    while (!passed && !ctx.signal.aborted) {
+    while (!ctx.signal.aborted) {
       const now = performance.now();
-      const open = attempts === 0 || now < ctx.deadline;
-      if (!open && inflight === 0) break;
-      if (open && inflight < MAX_INFLIGHT && now >= nextLaunch) {
-        attempts++;
-        inflight++;
-        // Don't wait on an attempt that has not come back: start another a little later.
-        nextLaunch = now + STAGGER_MS;
+      // Past the deadline a probe still gets its first attempt, and what is in flight may still pass.
+      const open = tally.attempts === 0 || now < ctx.deadline;
+      if (!open && inflight.size === 0) break;
+      const mayStart = open && inflight.size < MAX_INFLIGHT;
+      if (mayStart && now >= nextStart) {
+        const id = ++tally.attempts;
         const budget = Math.round(Math.max(500, Math.min(ATTEMPT_TIMEOUT_MS, ctx.deadline - now)));
-        attempt(probe, ctx, budget, cancel.signal).then((a) => {
-          inflight--;
-          if (cancel.signal.aborted) return;
-          if (a.ok) passed ??= a;
-          else {
-            last = a.detail;
-            if (a.answered) lastAnswer = a.detail;
-            // Refused or reset (service not up yet): retry soon. A wrong answer: the service is up
-            // and said no; ask again, but without flooding it for the rest of the deadline.
-            nextLaunch = Math.min(nextLaunch, performance.now() + (a.answered ? Math.max(interval, WRONG_ANSWER_RETRY_MS) : interval));
-          }
-          wake();
-        });
+        inflight.set(id, attempt(probe, ctx, budget, cancel.signal).then((outcome) => ({ id, outcome, at: performance.now() })));
+        // Don't wait on an attempt that has not come back: start another a little later.
+        nextStart = now + STAGGER_MS;
         continue;
       }
-      const until = inflight < MAX_INFLIGHT && open ? Math.max(0, nextLaunch - now) : ATTEMPT_TIMEOUT_MS;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, until);
-        function done() {
-          clearTimeout(t);
-          resolve();
-        }
-        wake = done;
-      });
+      const back = await firstOf([...inflight.values()], mayStart ? nextStart - now : ATTEMPT_TIMEOUT_MS, ctx.signal);
+      if (!back) continue; // the next start is due, or the guest is gone
+      inflight.delete(back.id);
+      if (back.outcome.ok) {
+        tally.passed = back.outcome;
+        break;
+      }
+      tally.last = back.outcome.detail;
+      if (back.outcome.answered) tally.lastAnswer = back.outcome.detail;
+      // Refused or reset (service not up yet): retry soon. A wrong answer: the service is up and
+      // said no; ask again, but without flooding it for the rest of the deadline.
+      nextStart = Math.min(nextStart, back.at + (back.outcome.answered ? Math.max(interval, WRONG_ANSWER_RETRY_MS) : interval));
     }
   } finally {
     cancel.abort();
-    ctx.signal.removeEventListener("abort", onGuestGone);
   }
-  if (passed) {
-    return { name: probe.name, ok: true, ms: Math.round(performance.now() - ctx.startedAt), detail: passed.detail };
+  return verdict(probe, ctx, tally);
+}
+
+/** The first of `pending` to come back; undefined after `ms`, or once `signal` aborts. */
+async function firstOf<T>(pending: Promise<T>[], ms: number, signal: AbortSignal): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: () => void = () => undefined;
+  const stop = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, ms), undefined);
+    onAbort = () => resolve(undefined);
+    signal.addEventListener("abort", onAbort);
+  });
+  try {
+    return await Promise.race([...pending, stop]);
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort);
   }
+}
+
+function verdict(probe: Probe, ctx: ProbeContext, tally: Tally): ProbeResult {
+  const ms = Math.round(performance.now() - ctx.startedAt);
+  if (tally.passed) return { name: probe.name, ok: true, ms, detail: tally.passed.detail };
+  const { attempts, last, lastAnswer } = tally;
   const why = ctx.signal.aborted ? String(ctx.signal.reason ?? "guest gone") : "boot deadline reached";
   return {
     name: probe.name,
     ok: false,
-    ms: Math.round(performance.now() - ctx.startedAt),
+    ms,
     detail: `${lastAnswer && lastAnswer !== last ? `${lastAnswer}; last attempt: ${last}` : last} (${why} after ${attempts} attempt${attempts === 1 ? "" : "s"})`,
   };
 }

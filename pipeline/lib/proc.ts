@@ -1,6 +1,9 @@
 // Child processes for steps: stdout captured, stderr streamed to ours (progress stays visible),
-// a missing tool becomes an InputError naming the tool and the package that provides it.
+// a missing tool (not found on PATH, or failing to start) becomes an InputError naming the tool and
+// the package that provides it.
 import { spawn, SpawnOptions } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { InputError } from "./step";
 
 /** Debian package that provides each external tool, for "missing tool" errors. */
@@ -95,4 +98,19 @@ export async function requireTools(...tools: string[]): Promise<void> {
     const found = await run("sh", ["-c", `command -v "$1"`, "sh", tool], { allowFailure: true, streamStderr: false });
     if (found.code !== 0) throw missingTool(tool);
   }
+}
+
+/** Absolute path of a tool on PATH (no shell: PATH may not even contain one), or a missing-tool error. */
+export function findTool(tool: string, envPath = process.env.PATH ?? ""): string {
+  for (const dir of envPath.split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, tool);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      /* next */
+    }
+  }
+  throw missingTool(tool);
 }

@@ -221,3 +221,12 @@ test("an attempt stuck in a held-open connection does not hold up the probe", as
   t.true(r.ms < 3000, `passed only after ${r.ms} ms: it waited for the stuck attempt (5 s budget)`);
   t.true(n >= 2);
 });
+
+test("past the deadline a probe still gets exactly one attempt", async (t) => {
+  const { portMap } = await services(t);
+  const up = await runProbe({ name: "late", http: { port: 8000, path: "/healthz", status: 200 } }, ctx(portMap, -1000));
+  t.true(up.ok, up.detail);
+  const down = await runProbe({ name: "gone", tcp: { port: 1300 } }, ctx(new Map([[1300, 1]]), -1000));
+  t.false(down.ok);
+  t.regex(down.detail, /\(boot deadline reached after 1 attempt\)$/);
+});

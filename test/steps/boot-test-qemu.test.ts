@@ -1,12 +1,18 @@
-// The pieces of pipeline/lib/qemu.ts that decide how boot-test runs QEMU: the KVM check's tiny
-// long-mode guest (run for real), the accelerator choice against what KVM really does here, the
-// cache and override, and the image layouts. Tests that set process.env run serially.
-import test from "ava";
+// The pieces that decide how boot-test runs QEMU (pipeline/lib/accel.ts, image-layout.ts, qemu.ts).
+// Run everywhere: the KVM check's long-mode guest under real QEMU (TCG); every branch of the
+// accelerator choice, its cache and override, against a stand-in QEMU and KVM device; the image
+// layouts. Run only on the host it describes, otherwise skipped with the reason in its name: the
+// choice against this host's real /dev/kvm (usable: compared with a patient real KVM guest; not
+// usable: TCG without a check). Tests that set process.env run serially.
+import test, { ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { chooseAccel, findTool, longModeRom, QEMU, qemuArgs, resolveImage } from "../../pipeline/lib/qemu";
+import { chooseAccel, longModeRom } from "../../pipeline/lib/accel";
+import { resolveImage } from "../../pipeline/lib/image-layout";
+import { findTool } from "../../pipeline/lib/proc";
+import { QEMU, qemuArgs } from "../../pipeline/lib/qemu";
 import { InputError } from "../../pipeline/lib/step";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "boot-test-qemu-"));
@@ -38,43 +44,144 @@ test("the KVM check's guest reaches 64-bit long mode and exits through isa-debug
   t.not(await runRom("tcg", ["-cpu", "qemu32"], 30_000), 1);
 });
 
-test.serial("the accelerator choice matches what KVM really does on this host", async (t) => {
-  const env = { ...process.env };
-  process.env.XDG_CACHE_HOME = path.join(work, "cache-a");
-  delete process.env.SUPPLY_CHAIN_ACCEL;
-  t.teardown(() => Object.assign(process.env, env));
-  const choice = await chooseAccel(findTool(QEMU));
-  let usable = true;
+/** Sets (undefined: deletes) environment variables for one serial test, restored at its end. */
+function setEnv(t: ExecutionContext, vars: Record<string, string | undefined>): void {
+  const saved = { ...process.env };
+  t.teardown(() => {
+    for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+    Object.assign(process.env, saved);
+  });
+  for (const [k, v] of Object.entries(vars)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+}
+
+function canReadWrite(file: string): boolean {
   try {
-    fs.accessSync("/dev/kvm", fs.constants.R_OK | fs.constants.W_OK);
+    fs.accessSync(file, fs.constants.R_OK | fs.constants.W_OK);
+    return true;
   } catch {
-    usable = false;
+    return false;
   }
-  if (!usable) {
-    t.deepEqual(choice, { accel: "tcg", reason: "/dev/kvm is missing or not accessible" });
-    return;
-  }
-  // Independent look, with far more patience than the check's 3 s.
-  const real = await runRom("kvm", [], 15_000);
-  t.is(choice.accel, real === 1 ? "kvm" : "tcg", `KVM guest: ${real}; choice: ${JSON.stringify(choice)}`);
-  // The verdict is cached for the next run, keyed to this boot and this QEMU binary.
-  const cached = JSON.parse(fs.readFileSync(path.join(work, "cache-a", "supply-chain", "accel.json"), "utf8"));
-  t.is(cached.accel, choice.accel);
-  t.regex((await chooseAccel(findTool(QEMU))).reason, /\(cached in /);
+}
+
+const kvmUsable = canReadWrite("/dev/kvm");
+const ifKvmUsable = kvmUsable ? test.serial : test.serial.skip;
+const ifKvmNotUsable = kvmUsable ? test.serial.skip : test.serial;
+
+ifKvmUsable(
+  `this host's usable /dev/kvm: the choice agrees with a long-mode guest given 15 s under KVM, and is cached${kvmUsable ? "" : " (skipped: /dev/kvm is missing or not accessible here)"}`,
+  async (t) => {
+    setEnv(t, { XDG_CACHE_HOME: path.join(work, "cache-a"), SUPPLY_CHAIN_ACCEL: undefined });
+    const choice = await chooseAccel(findTool(QEMU));
+    // Independent look, with far more patience than the check's 3 s.
+    const real = await runRom("kvm", [], 15_000);
+    t.is(choice.accel, real === 1 ? "kvm" : "tcg", `KVM guest: ${real}; choice: ${JSON.stringify(choice)}`);
+    // The verdict is cached for the next run, keyed to this boot and this QEMU binary.
+    const cached = JSON.parse(fs.readFileSync(path.join(work, "cache-a", "supply-chain", "accel.json"), "utf8"));
+    t.is(cached.accel, choice.accel);
+    t.regex((await chooseAccel(findTool(QEMU))).reason, /\(cached in /);
+  },
+);
+
+ifKvmNotUsable(
+  `this host's /dev/kvm is missing or not accessible: the choice is TCG, saying so${kvmUsable ? " (skipped: /dev/kvm is usable here)" : ""}`,
+  async (t) => {
+    setEnv(t, { XDG_CACHE_HOME: path.join(work, "cache-a"), SUPPLY_CHAIN_ACCEL: undefined });
+    t.deepEqual(await chooseAccel(findTool(QEMU)), { accel: "tcg", reason: "/dev/kvm is missing or not accessible" });
+  },
+);
+
+// --- the choice against a stand-in QEMU and KVM device: the same on every host ----------------
+
+/** Stands in for /dev/kvm: a file we can read and write, so chooseAccel goes on to run the check. */
+const fakeKvm = path.join(work, "kvm");
+fs.writeFileSync(fakeKvm, "");
+
+/** A stand-in qemu-system-x86_64 that runs `body` (sh) for the KVM check and logs each run's arguments. */
+function fakeQemu(name: string, body: string): { bin: string; dir: string; runs(): string[] } {
+  const dir = path.join(work, name);
+  fs.mkdirSync(dir);
+  const bin = path.join(dir, "qemu-system-x86_64");
+  const log = path.join(dir, "runs.log");
+  fs.writeFileSync(bin, `#!/bin/sh\necho "$*" >> ${log}\n${body}\n`, { mode: 0o755 });
+  return { bin, dir, runs: () => (fs.existsSync(log) ? fs.readFileSync(log, "utf8").trimEnd().split("\n") : []) };
+}
+
+function freshCache(t: ExecutionContext, name: string): string {
+  setEnv(t, { XDG_CACHE_HOME: path.join(work, name), SUPPLY_CHAIN_ACCEL: undefined });
+  return path.join(work, name, "supply-chain", "accel.json");
+}
+
+test.serial("no usable KVM device: TCG, naming the device, and no check is run", async (t) => {
+  freshCache(t, "cache-nodev");
+  const qemu = fakeQemu("nodev", "exit 1");
+  const missing = path.join(work, "no-such-kvm");
+  t.deepEqual(await chooseAccel(qemu.bin, missing), { accel: "tcg", reason: `${missing} is missing or not accessible` });
+  t.deepEqual(qemu.runs(), []);
+});
+
+test.serial("a check that exits with status 1 (isa-debug-exit) means KVM; QEMU got -accel kvm, the exit device and the long-mode ROM", async (t) => {
+  const cache = freshCache(t, "cache-exit1");
+  const qemu = fakeQemu("exit1", 'while [ $# -gt 0 ]; do [ "$1" = -bios ] && cp "$2" "$(dirname "$0")/seen.rom"; shift; done\nexit 1');
+  const choice = await chooseAccel(qemu.bin, fakeKvm);
+  t.is(choice.accel, "kvm");
+  t.regex(choice.reason, /^a long-mode guest under KVM exited in \d+ ms$/);
+  const [args] = qemu.runs();
+  t.regex(args, /-accel kvm .*-bios \S+ -device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot$/);
+  t.deepEqual(fs.readFileSync(path.join(qemu.dir, "seen.rom")), longModeRom());
+  t.is(JSON.parse(fs.readFileSync(cache, "utf8")).accel, "kvm");
+});
+
+test.serial("a check still running after 3 s means TCG (nested KVM hang); its whole process group is killed", async (t) => {
+  freshCache(t, "cache-hang");
+  const qemu = fakeQemu("hang", 'sleep 60 &\necho $! > "$(dirname "$0")/sleep.pid"\nwait');
+  const started = Date.now();
+  t.deepEqual(await chooseAccel(qemu.bin, fakeKvm), { accel: "tcg", reason: "a long-mode guest under KVM did not finish within 3000 ms (nested KVM hang)" });
+  const took = Date.now() - started;
+  t.true(took >= 3000 && took < 10_000, `took ${took} ms`);
+  const sleeper = Number(fs.readFileSync(path.join(qemu.dir, "sleep.pid"), "utf8"));
+  const end = Date.now() + 2000;
+  while (Date.now() < end && alive(sleeper)) await new Promise((r) => setTimeout(r, 50));
+  t.false(alive(sleeper), `the check's child ${sleeper} outlived it`);
+});
+
+test.serial("a check that exits with another status means TCG and names QEMU's last stderr line", async (t) => {
+  freshCache(t, "cache-fail");
+  const qemu = fakeQemu("fail", "echo 'first line' >&2\necho 'qemu-system-x86_64: something else failed' >&2\nexit 3");
+  t.deepEqual(await chooseAccel(qemu.bin, fakeKvm), { accel: "tcg", reason: "qemu -accel kvm failed (exit 3): qemu-system-x86_64: something else failed" });
+});
+
+test.serial("the check's verdict is reused for this boot and this binary, and checked again for another boot or a changed binary", async (t) => {
+  const cache = freshCache(t, "cache-key");
+  const qemu = fakeQemu("key", "exit 1");
+  t.is((await chooseAccel(qemu.bin, fakeKvm)).accel, "kvm");
+  t.regex((await chooseAccel(qemu.bin, fakeKvm)).reason, /^a long-mode guest under KVM exited in \d+ ms \(cached in /);
+  t.is(qemu.runs().length, 1, "the second choice ran no check");
+
+  const entry = JSON.parse(fs.readFileSync(cache, "utf8"));
+  const [boot, ...binary] = entry.key.split("|");
+  t.is(boot, fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim(), "the key starts with this boot's id");
+  fs.writeFileSync(cache, JSON.stringify({ ...entry, key: ["another-boot", ...binary].join("|") }));
+  t.notRegex((await chooseAccel(qemu.bin, fakeKvm)).reason, /cached/);
+  t.is(qemu.runs().length, 2, "another boot's verdict was not trusted");
+
+  fs.appendFileSync(qemu.bin, "# changed\n");
+  t.notRegex((await chooseAccel(qemu.bin, fakeKvm)).reason, /cached/);
+  t.is(qemu.runs().length, 3, "the old binary's verdict was not trusted");
 });
 
 test.serial("a cache entry for another boot or binary is not trusted; SUPPLY_CHAIN_ACCEL overrides", async (t) => {
-  const env = { ...process.env };
-  t.teardown(() => {
-    for (const k of ["XDG_CACHE_HOME", "SUPPLY_CHAIN_ACCEL"]) delete process.env[k];
-    Object.assign(process.env, env);
-  });
-  process.env.XDG_CACHE_HOME = path.join(work, "cache-b");
+  freshCache(t, "cache-b");
   fs.mkdirSync(path.join(work, "cache-b", "supply-chain"), { recursive: true });
   fs.writeFileSync(path.join(work, "cache-b", "supply-chain", "accel.json"), JSON.stringify({ key: "another-boot|/usr/bin/qemu|1|1", accel: "kvm", reason: "stale" }));
-  delete process.env.SUPPLY_CHAIN_ACCEL;
-  const fresh = await chooseAccel(findTool(QEMU));
+  // The stand-in's check says TCG: a trusted stale entry would say KVM.
+  const qemu = fakeQemu("stale", "echo 'no KVM' >&2\nexit 3");
+  const fresh = await chooseAccel(qemu.bin, fakeKvm);
   t.notRegex(fresh.reason, /stale|cached/);
+  t.is(fresh.accel, "tcg");
+  t.is(qemu.runs().length, 1);
 
   process.env.SUPPLY_CHAIN_ACCEL = "tcg";
   t.deepEqual(await chooseAccel(findTool(QEMU)), { accel: "tcg", reason: "forced by SUPPLY_CHAIN_ACCEL=tcg" });
@@ -111,32 +218,6 @@ test("image layouts: kernel+initrd dir (cmdline appended after console=ttyS0), .
   fs.mkdirSync(empty);
   t.regex(t.throws(() => resolveImage(empty), { instanceOf: InputError })!.message, /is neither a kernel\+initrd image .* nor an ISO directory/);
 });
-
-for (const [how, code] of [
-  ["an uncaught exception", "setTimeout(() => { throw new Error('boom'); }, 50);"],
-  ["an unhandled promise rejection", "setTimeout(() => Promise.reject(new Error('boom')), 50);"],
-  ["SIGKILL (the watchdog acts)", "setTimeout(() => process.kill(process.pid, 'SIGKILL'), 50);"],
-] as const) {
-  test(`a guarded process group dies with its parent on ${how}`, async (t) => {
-    // The parent: starts a long sleep in its own group under guardProcessGroup, says its pid, dies.
-    const script = [
-      "const { spawn } = require('node:child_process');",
-      `const { guardProcessGroup } = require(${JSON.stringify(path.join(__dirname, "..", "..", "pipeline", "lib", "qemu"))});`,
-      "const child = spawn('/bin/sleep', ['300'], { detached: true, stdio: 'ignore' });",
-      "guardProcessGroup(child);",
-      "child.on('spawn', () => { process.stdout.write(String(child.pid) + '\\n'); " + code + " });",
-    ].join("\n");
-    const parent = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", "-e", script], { cwd: path.join(__dirname, "..", ".."), stdio: ["ignore", "pipe", "ignore"] });
-    let out = "";
-    parent.stdout.on("data", (d) => (out += d));
-    await new Promise((r) => parent.on("close", r));
-    const pid = Number(out.trim());
-    t.true(pid > 0, `no pid from the parent: ${JSON.stringify(out)}`);
-    const end = Date.now() + 5000;
-    while (Date.now() < end && alive(pid)) await new Promise((r) => setTimeout(r, 50));
-    t.false(alive(pid), `the guarded sleep ${pid} outlived its parent`);
-  });
-}
 
 function alive(pid: number): boolean {
   try {
