@@ -3,41 +3,16 @@
 # what is missing with apt-get; elsewhere it prints what is missing and how to get it, and exits 1.
 set -euo pipefail
 
-# command on PATH -> Debian package that provides it
-declare -A TOOLS=(
-  [nix-build]=nix-bin
-  [git]=git            # test/nix lists the repository's .nix files
-  [python3]=python3    # test/nix checks the NixOS VM test's Python script
-  [bwrap]=bubblewrap
-  [qemu-system-x86_64]=qemu-system-x86
-  [dockerd]=docker.io
-  [pg_ctlcluster]=postgresql
-  [cpio]=cpio
-  [ip]=iproute2
-  [cmake]=cmake
-  [g++]=g++
-  [pkg-config]=pkg-config
-  [jq]=jq
-  [curl]=curl
-  [update-ca-certificates]=ca-certificates   # Go module downloads (pulumi-engine.sh) over TLS
-  [diffoscope]=diffoscope-minimal
-  [xorriso]=xorriso      # test/steps/boot-test-iso builds a bootable ISO
-  [strace]=strace        # test/steps/offline-stack watches the demo stack's steps for network attempts
-  [mmdebstrap]=mmdebstrap  # scripts/nix-rootfs.sh builds the second Nix's root file system
-  [shellcheck]=shellcheck  # test/lib/shell-scripts lints the rebuild script the isolations run
-)
-# files (not commands) -> package
-declare -A FILES=(
-  [/usr/include/boost/asio.hpp]=libboost-dev
-  [/usr/include/postgresql/libpq-fe.h]=libpq-dev
-  [/bin/busybox]=busybox-static
-  [/usr/lib/ISOLINUX/isolinux.bin]=isolinux                  # boot-test ISO test
-  [/usr/lib/syslinux/modules/bios/ldlinux.c32]=syslinux-common
-)
-
+# What is needed and which package provides it: scripts/host-tools.tsv (the one map).
+TOOLS_MAP="$(dirname "$0")/host-tools.tsv"
 missing=()
-for tool in "${!TOOLS[@]}"; do command -v "$tool" >/dev/null 2>&1 || missing+=("${TOOLS[$tool]}"); done
-for file in "${!FILES[@]}"; do [ -e "$file" ] || missing+=("${FILES[$file]}"); done
+while IFS=$'\t' read -r tool pkg _; do
+  case "$tool" in
+    ""|"#"*) continue ;;
+    /*) [ -e "$tool" ] || missing+=("$pkg") ;;
+    *) command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg") ;;
+  esac
+done < "$TOOLS_MAP"
 # python3 -m venv (the attestation interop test's verifier, below) needs Debian's ensurepip
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # busybox-static specifically (the dynamic busybox cannot be a sandboxed Nix builder)

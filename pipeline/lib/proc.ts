@@ -6,22 +6,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { InputError } from "./step";
 
-/** Debian package that provides each external tool, for "missing tool" errors. */
-export const TOOL_PACKAGES: Record<string, string> = {
-  nix: "nix-bin",
-  "nix-build": "nix-bin",
-  "nix-store": "nix-bin",
-  "nix-instantiate": "nix-bin",
-  "nix-hash": "nix-bin",
-  bwrap: "bubblewrap",
-  docker: "docker.io",
-  dockerd: "docker.io",
-  "qemu-system-x86_64": "qemu-system-x86",
-  busybox: "busybox-static",
-  diffoscope: "diffoscope",
-  "dpkg-deb": "dpkg",
-  xorriso: "xorriso",
-};
+/** Debian package that provides each host tool: scripts/host-tools.tsv, the map setup.sh installs from. */
+export const TOOL_PACKAGES: Record<string, string> = Object.fromEntries(
+  fs
+    .readFileSync(path.join(__dirname, "..", "..", "scripts", "host-tools.tsv"), "utf8")
+    .split("\n")
+    .filter((l) => l && !l.startsWith("#"))
+    .map((l) => l.split("\t").slice(0, 2)),
+);
 
 export class CommandFailed extends Error {
   constructor(
@@ -92,12 +84,9 @@ function prefixLines(text: string, label: string): string {
     .join("");
 }
 
-/** Throws a missing-tool InputError unless every tool is on PATH. */
+/** Throws a missing-tool InputError unless every tool is on PATH (findTool: the one way a tool is found). */
 export async function requireTools(...tools: string[]): Promise<void> {
-  for (const tool of tools) {
-    const found = await run("sh", ["-c", `command -v "$1"`, "sh", tool], { allowFailure: true, streamStderr: false });
-    if (found.code !== 0) throw missingTool(tool);
-  }
+  for (const tool of tools) findTool(tool);
 }
 
 /** Absolute path of a tool on PATH (no shell: PATH may not even contain one), or a missing-tool error. */

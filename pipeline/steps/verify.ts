@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawn } from "node:child_process";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
-import { run } from "../lib/proc";
+import { findTool, run } from "../lib/proc";
 import { writeFileAtomic } from "../lib/fsx";
 import { loadDerivationGraph, realise, TARGET_OPTIONS, targetFrom, TargetOptions } from "../lib/nix";
 import { ByteReader } from "../lib/nar";
@@ -86,8 +86,12 @@ async function localNarListing(storePath: string) {
 }
 
 async function diffoscope(original: string, nar: string, work: string): Promise<string | undefined> {
-  const which = await run("sh", ["-c", "command -v diffoscope"], { allowFailure: true, streamStderr: false });
-  if (which.code !== 0) return undefined;
+  // Optional: without diffoscope the file-level diff above is the report.
+  try {
+    findTool("diffoscope");
+  } catch {
+    return undefined;
+  }
   const unpacked = path.join(work, "rebuilt");
   fs.rmSync(unpacked, { recursive: true, force: true });
   await run("sh", ["-c", 'nix-store --restore "$1" < "$2"', "sh", unpacked, nar], { streamStderr: false });

@@ -18,8 +18,8 @@ let image: string;
 let drvPath: string;
 
 test.before(async () => {
-  requireTool("docker", "docker.io");
-  requireTool("dockerd", "docker.io");
+  requireTool("docker");
+  requireTool("dockerd");
   engineDir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-spec-"));
   const host = execFileSync("bash", [path.join(ROOT, "scripts", "dockerd.sh"), "--private", engineDir], { encoding: "utf8" }).trim();
   env = { ...ENV, DOCKER_HOST: host };

@@ -15,8 +15,8 @@ let env: NodeJS.ProcessEnv;
 let image: string;
 
 test.before(async () => {
-  requireTool("docker", "docker.io");
-  requireTool("dockerd", "docker.io");
+  requireTool("docker");
+  requireTool("dockerd");
   engineDir = fs.mkdtempSync(path.join(os.tmpdir(), "rbdk-"));
   const host = execFileSync("bash", [path.join(ROOT, "scripts", "dockerd.sh"), "--private", engineDir], { encoding: "utf8" }).trim();
   env = { ...ENV, DOCKER_HOST: host };

@@ -1,5 +1,6 @@
 // Shared set-up for the rebuild/verify tests: the demo world, its closures, and closures broken on
 // purpose (one byte of a source changed; one source left out), made with the real export parser.
+import { findTool } from "../../pipeline/lib/proc";
 import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -46,9 +47,9 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<CliRe
   });
 }
 
-export function requireTool(tool: string, pkg: string): void {
-  const r = spawnSync("sh", ["-c", `command -v ${tool}`]);
-  if (r.status !== 0) throw new Error(`missing tool '${tool}' (install the Debian package ${pkg}, or run scripts/setup.sh)`);
+/** Fails the test file up front, naming the package (scripts/host-tools.tsv), when a tool it needs is missing. */
+export function requireTool(tool: string): void {
+  findTool(tool);
 }
 
 export interface DemoWorld {
@@ -61,7 +62,7 @@ export interface DemoWorld {
 }
 
 export async function demoWorld(prefix: string): Promise<DemoWorld> {
-  for (const [t, p] of [["nix-build", "nix-bin"], ["bwrap", "bubblewrap"], ["busybox", "busybox-static"]]) requireTool(t, p);
+  for (const t of ["nix-build", "bwrap", "busybox"]) requireTool(t);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const r = await cli(["demo-world", path.join(dir, "world")]);
   if (r.code !== 0) throw new Error(`demo-world failed (${r.code}): ${r.stderr.slice(-2000)}`);

@@ -88,7 +88,7 @@ test("rebuild --flake: a flake that is not local, or --flake with --file, is exi
 });
 
 test("the nonReproducible attribute: verify says reproducible:false, naming the path and the file that differs", async (t) => {
-  requireTool("diffoscope", "diffoscope-minimal");
+  requireTool("diffoscope");
   const c = await closureOf(w, w.nonReproducibleAttribute, "closure-nonrepro");
   const out = path.join(w.dir, "rb-nonrepro");
   const r = await cli(["rebuild", "--file", w.file, "--attribute", w.nonReproducibleAttribute, "--closure", c, "--isolation", "bwrap", "--out", out]);
