@@ -13,6 +13,7 @@ import { Isolation } from "./config";
 import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
 import { RebuildJson } from "./types";
 import { REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
+import { ContainerSpec, containerSpec as isolationContainerSpec } from "../lib/isolation";
 
 export interface RebuildArgs {
   file: pulumi.Input<string>;
@@ -37,30 +38,19 @@ export interface ContainerSpecInput {
   work: string;
 }
 
-/** The container's arguments, shared by the component and the test that runs them on Docker. */
-export function containerSpec(s: ContainerSpecInput) {
-  return {
+/** How Pulumi runs the container: attached until it exits, logs kept, left for the provider to remove. */
+const PULUMI_RUN = { attach: true, logs: true, mustRun: false, rm: false, start: true } as const;
+
+/** The container's spec (lib/isolation.ts, the same as the CLI's docker route), running the rebuild's own script. */
+export function containerSpec(s: ContainerSpecInput): ContainerSpec {
+  return isolationContainerSpec({
     image: s.image,
-    networkMode: "none",
-    mounts: [
-      { type: "bind", source: s.closureFile, target: s.closureFile, readOnly: true },
-      { type: "bind", source: s.nixDir, target: s.nixDir, readOnly: true },
-      { type: "bind", source: s.work, target: s.work, readOnly: false },
-    ],
-    entrypoints: ["/bin/sh"],
-    // The rebuild step's own script and environment: the same checks inside as `supply-chain rebuild`.
+    readOnly: [s.closureFile, s.nixDir],
+    workDir: s.work,
+    // Not read by the script: a different closure must replace the container.
+    env: { ...rebuildEnv({ closure: s.closureFile, entry: s.entry, attribute: s.attribute, drvPath: s.drvPath, isolation: "docker" }), SC_CLOSURE_SHA256: s.closureSha256 },
     command: ["-c", REBUILD_SCRIPT, "sh", s.work],
-    envs: [
-      ...Object.entries(rebuildEnv({ closure: s.closureFile, entry: s.entry, attribute: s.attribute, drvPath: s.drvPath, isolation: "docker" })).map(([k, v]) => `${k}=${v}`),
-      // Not read by the script: a different closure must replace the container.
-      `SC_CLOSURE_SHA256=${s.closureSha256}`,
-    ],
-    attach: true,
-    logs: true,
-    mustRun: false,
-    rm: false,
-    start: true,
-  };
+  });
 }
 
 export class Rebuild extends pulumi.ComponentResource {
@@ -122,19 +112,7 @@ export class Rebuild extends pulumi.ComponentResource {
         });
       const container = new docker.Container(
         `${name}-container`,
-        {
-          image: spec.image,
-          networkMode: spec.networkMode,
-          mounts: spec.mounts,
-          entrypoints: spec.entrypoints,
-          command: spec.command,
-          envs: spec.envs,
-          attach: true,
-          logs: true,
-          mustRun: false,
-          rm: false,
-          start: true,
-        },
+        { image: spec.image, networkMode: spec.networkMode, mounts: spec.mounts, entrypoints: spec.entrypoints, command: spec.command, envs: spec.envs, ...PULUMI_RUN },
         { parent: this, dependsOn: [check] },
       );
       this.container = container;

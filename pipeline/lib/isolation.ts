@@ -140,15 +140,46 @@ function bindMount(p: string, readonly: boolean, target = p): string {
   return ["type=bind", csvField(`source=${p}`), csvField(`target=${target}`), ...(readonly ? ["readonly"] : [])].join(",");
 }
 
+/** What a container of ours is, whoever runs it: the CLI's docker route (dockerArgs) and the Pulumi
+ * Container resource (components/rebuild.ts) are both made from this. */
+export interface ContainerSpec {
+  image: string;
+  networkMode: "none";
+  mounts: { type: "bind"; source: string; target: string; readOnly: boolean }[];
+  entrypoints: string[];
+  command: string[];
+  envs: string[];
+}
+
+/** No network; the read-only inputs at their own paths, the work dir writable, and `nixDir` as /nix if given. */
+export function containerSpec(o: { image: string; readOnly: string[]; workDir: string; nixDir?: string; env: Record<string, string>; command: string[] }): ContainerSpec {
+  return {
+    image: o.image,
+    networkMode: "none",
+    mounts: [
+      ...o.readOnly.map((p) => ({ type: "bind" as const, source: p, target: p, readOnly: true })),
+      { type: "bind", source: o.workDir, target: o.workDir, readOnly: false },
+      ...(o.nixDir ? [{ type: "bind" as const, source: o.nixDir, target: "/nix", readOnly: false }] : []),
+    ],
+    entrypoints: ["/bin/sh"],
+    command: o.command,
+    envs: Object.entries(o.env).map(([k, v]) => `${k}=${v}`),
+  };
+}
+
+/** `docker run` arguments (after `run` and any naming) that create exactly the spec's container. */
+export function dockerRunArgs(s: ContainerSpec): string[] {
+  const a = [`--network=${s.networkMode}`];
+  for (const m of s.mounts) a.push("--mount", bindMount(m.source, m.readOnly, m.target));
+  for (const e of s.envs) a.push("-e", e);
+  a.push("--entrypoint", s.entrypoints[0], s.image, ...s.command);
+  return a;
+}
+
 /** docker: --network=none; only the read-only inputs and the work dir are mounted. */
 export function dockerArgs(r: IsolatedRun): string[] {
-  const a = ["run", "--rm", "--name", containerName(r.owner), "--label", "supply-chain.rebuild=1", "--network=none"];
-  for (const p of r.readOnly) a.push("--mount", bindMount(p, true));
-  a.push("--mount", bindMount(r.workDir, false));
-  if (r.nixDir) a.push("--mount", bindMount(r.nixDir, false, "/nix"));
-  for (const [k, v] of Object.entries(r.env)) a.push("-e", `${k}=${v}`);
-  a.push("--entrypoint", "/bin/sh", r.image!, r.script, ...r.args);
-  return a;
+  const spec = containerSpec({ image: r.image!, readOnly: r.readOnly, workDir: r.workDir, nixDir: r.nixDir, env: r.env, command: [r.script, ...r.args] });
+  return ["run", "--rm", "--name", containerName(r.owner), "--label", "supply-chain.rebuild=1", ...dockerRunArgs(spec)];
 }
 
 /** Removes a container a killed earlier run with the same owner left behind. */

@@ -3,6 +3,7 @@
 // network, mounts, entrypoint, command, env) is run on a real, private Docker engine with the
 // locally built rebuilder image, then collected and verified like the component does.
 import test from "ava";
+import { dockerRunArgs } from "../../pipeline/lib/isolation";
 import { execFile, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -37,12 +38,9 @@ test.after.always(() => {
   if (w) rm(w.dir);
 });
 
-/** `docker run` with exactly the Container resource's arguments. */
+/** `docker run` with exactly the Container resource's arguments (the CLI route's own translation). */
 function runSpec(s: ReturnType<typeof containerSpec>, name: string): Promise<{ code: number; logs: string }> {
-  const a = ["run", "--name", name, `--network=${s.networkMode}`];
-  for (const m of s.mounts) a.push("--mount", `type=${m.type},source=${m.source},target=${m.target}${m.readOnly ? ",readonly" : ""}`);
-  for (const e of s.envs) a.push("-e", e);
-  a.push("--entrypoint", s.entrypoints[0], s.image, ...s.command);
+  const a = ["run", "--name", name, ...dockerRunArgs(s)];
   return new Promise((resolve) => {
     execFile("docker", a, { env, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       execFileSync("docker", ["rm", "-f", name], { env, stdio: "ignore" });
