@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { InputError } from "./step";
-import { writeJsonAtomic } from "./fsx";
+import { writeJsonAtomic } from "./files";
 import { spawnGroup } from "./process-group";
 
 export type Accel = "kvm" | "tcg";

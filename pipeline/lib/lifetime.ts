@@ -2,7 +2,7 @@
 // - a lock on the directory it writes, so a second run of a step on the same directory is refused
 //   ("in use by pid N") instead of deleting the first one's live files; a lock whose process is
 //   gone (killed, machine rebooted) is stale and taken over;
-// - temp files a killed run left there (`.<name>.<pid>.<hex>.tmp`, fsx.tempPathFor) are removed;
+// - temp files a killed run left there (`.<name>.<pid>.<hex>.tmp`, files.ts tempPathFor) are removed;
 // - a step whose starter went away (a killed `pulumi up`, a closed terminal) stops, and takes its
 //   children (nix, bwrap, QEMU, docker) with it, instead of running on with no one listening.
 import * as fs from "node:fs";
@@ -106,7 +106,7 @@ export function lockDir(dir: string, step: string): DirLock {
 
 const TEMP_NAME = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/;
 
-/** Temp files (fsx.tempPathFor) in `dir` whose writer is no longer running: a killed run's. */
+/** Temp files (files.ts tempPathFor) in `dir` whose writer is no longer running: a killed run's. */
 export function removeStaleTemps(dir: string, step: string): void {
   for (const name of fs.readdirSync(dir)) {
     const m = TEMP_NAME.exec(name);

@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { CheckFailed, InputError, log } from "./step";
-import { writeJsonAtomic } from "./fsx";
+import { writeJsonAtomic } from "./files";
 import { Backend } from "./isolation";
 import { DerivationGraph, isFixedOutput } from "./derivation";
 import { NixTarget } from "./nix";

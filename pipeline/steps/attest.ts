@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
 import { graphOfDrv, nixVersion } from "../lib/nix";
-import { sha256File, writeFileAtomic } from "../lib/fsx";
+import { sha256File, writeFileAtomic } from "../lib/files";
 import {
   ArtifactFile,
   BootVerdict,

@@ -20,7 +20,7 @@ import { checkExportAgainst, describeFailure, describeMissingPins, expectedSourc
 import { collectSources, parseDerivationDump } from "../lib/derivation";
 import { archivePaths, checkoutPins, tracedStorePaths } from "../lib/eval-inputs";
 import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
-import { writeFileAtomic, writeJsonAtomic } from "../lib/fsx";
+import { writeFileAtomic, writeJsonAtomic } from "../lib/files";
 import { NAR_SHA256, provenancePredicate, SLSA_PROVENANCE_V1, SLSA_VSA_V1, statement, subjectsOf, verificationPredicate } from "../lib/in-toto";
 import { Backend, checkBackend, runIsolated } from "../lib/isolation";
 import { listNarFile } from "../lib/nar-diff";

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
-import { writeJsonAtomic } from "../lib/fsx";
+import { writeJsonAtomic } from "../lib/files";
 import { findTool } from "../lib/proc";
 import { freeHostPort } from "../lib/ports";
 import { Accel, chooseAccel } from "../lib/accel";

@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { log, StepDefinition } from "../lib/step";
-import { sha256File } from "../lib/fsx";
+import { sha256File } from "../lib/files";
 import { describeTarget, explainBuildFailure, instantiate, narHashHex, NixTarget, pathInfo, realise, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 
 export interface BuildResult {

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, urlsOf } from "../lib/derivation";
-import { produceAtomic, sha256File, writeFileAtomic } from "../lib/fsx";
+import { produceAtomic, sha256File, writeFileAtomic } from "../lib/files";
 import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { pathToFileURL, fileURLToPath } from "node:url";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { run } from "../lib/proc";
-import { produceAtomic, sha256File, writeFileAtomic, writeJsonAtomic } from "../lib/fsx";
+import { produceAtomic, sha256File, writeFileAtomic, writeJsonAtomic } from "../lib/files";
 import { instantiate, realise } from "../lib/nix";
 
 export const TEMPLATE_DIR = path.join(__dirname, "..", "demo-world");

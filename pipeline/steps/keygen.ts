@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { generateKeyPair } from "../lib/dsse";
-import { writeFileExclusive } from "../lib/fsx";
+import { writeFileExclusive } from "../lib/files";
 import { InputError, log, StepDefinition } from "../lib/step";
 
 export interface KeygenResult {

@@ -3,7 +3,7 @@
 // path is what a subject records. No network, no state of ours: only the envelope, the key, the bytes.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { sha256File } from "../lib/fsx";
+import { sha256File } from "../lib/files";
 import { NAR_SHA256, Subject } from "../lib/in-toto";
 import { run } from "../lib/proc";
 import { CheckFailed, InputError, StepDefinition } from "../lib/step";

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { spawn } from "node:child_process";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { findTool, run } from "../lib/proc";
-import { writeFileAtomic } from "../lib/fsx";
+import { writeFileAtomic } from "../lib/files";
 import { loadDerivationGraph, realise, TARGET_OPTIONS, targetFrom, TargetOptions } from "../lib/nix";
 import { ByteReader } from "../lib/nar";
 import { diffListings, FileDifference, listNar, listNarFile, narHashOfFile } from "../lib/nar-diff";

@@ -137,7 +137,7 @@ test("a source declared with git hashing (altered expectation: Nix 2.8 cannot wr
 
 test("check-closure --stage: the private read-only copy is what is checked (a flipped byte in the copy's source is named) and what is kept for the import; a wrong --closure-sha256 is refused", async (t) => {
   const stage = path.join(out, "stage");
-  const { sha256File } = await import("../../pipeline/lib/fsx");
+  const { sha256File } = await import("../../pipeline/lib/files");
   const digest = await sha256File(closure);
   const r = cli(["check-closure", "--file", world.file, "--attribute", world.attribute, "--closure", closure, "--stage", stage, "--closure-sha256", digest]);
   t.is(r.code, 0, r.stderr);

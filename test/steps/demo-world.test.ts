@@ -63,7 +63,7 @@ test("demo-world writes the world, its lock and the probe spec", async (t) => {
   }
   // The lock pins exactly the bytes behind its URLs.
   const nar = new URL(demoLock.sources.busybox.url).pathname;
-  const { sha256File } = await import("../../pipeline/lib/fsx");
+  const { sha256File } = await import("../../pipeline/lib/files");
   t.is(await sha256File(nar), demoLock.sources.busybox.hash.value);
   // No nixpkgs anywhere: the world's only fixed-output inputs are the two locked sources.
   const text = fs.readdirSync(path.join(dir)).filter((f) => f.endsWith(".nix")).map((f) => fs.readFileSync(path.join(dir, f), "utf8")).join("\n");

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { offlineBuild } from "../../pipeline/steps/rebuild";
 import { CheckFailed } from "../../pipeline/lib/step";
-import { sha256File } from "../../pipeline/lib/fsx";
+import { sha256File } from "../../pipeline/lib/files";
 import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killMidBuild, orphanMidBuild, swappingFile } from "./rebuild-helpers";
 import { LOCK_NAME } from "../../pipeline/lib/lifetime";
 
