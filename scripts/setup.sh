@@ -3,8 +3,8 @@
 # what is missing with apt-get; elsewhere it prints what is missing and how to get it, and exits 1.
 set -euo pipefail
 
-# What is needed and which package provides it: scripts/host-tools.tsv (the one map).
-TOOLS_MAP="$(dirname "$0")/host-tools.tsv"
+# What is needed and which package provides it: pipeline/lib/host-tools.tsv (the one map).
+TOOLS_MAP="$(dirname "$0")/../pipeline/lib/host-tools.tsv"
 missing=()
 while IFS=$'\t' read -r tool pkg _; do
   case "$tool" in

@@ -6,10 +6,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { InputError } from "./step";
 
-/** Debian package that provides each host tool: scripts/host-tools.tsv, the map setup.sh installs from. */
+/** Debian package that provides each host tool: host-tools.tsv beside this file, the map scripts/setup.sh installs from. */
 export const TOOL_PACKAGES: Record<string, string> = Object.fromEntries(
   fs
-    .readFileSync(path.join(__dirname, "..", "..", "scripts", "host-tools.tsv"), "utf8")
+    .readFileSync(path.join(__dirname, "host-tools.tsv"), "utf8")
     .split("\n")
     .filter((l) => l && !l.startsWith("#"))
     .map((l) => l.split("\t").slice(0, 2)),

@@ -1,4 +1,4 @@
-// scripts/host-tools.tsv is the one tool → package map: setup.sh installs from it and the steps' "missing
+// pipeline/lib/host-tools.tsv is the one tool → package map: setup.sh installs from it and the steps' "missing
 // tool" errors name its packages.
 import test from "ava";
 import { spawnSync } from "node:child_process";
@@ -8,14 +8,14 @@ import { findTool, TOOL_PACKAGES } from "../../pipeline/lib/proc";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 
-test("the map is read from scripts/host-tools.tsv, and setup.sh keeps no map of its own", (t) => {
+test("the map is read from pipeline/lib/host-tools.tsv, and setup.sh keeps no map of its own", (t) => {
   t.is(TOOL_PACKAGES.diffoscope, "diffoscope-minimal");
   t.is(TOOL_PACKAGES["nix-store"], "nix-bin");
   t.is(TOOL_PACKAGES["/usr/include/boost/asio.hpp"], "libboost-dev");
   const setup = fs.readFileSync(path.join(ROOT, "scripts", "setup.sh"), "utf8");
   t.notRegex(setup, /declare -A/);
   t.regex(setup, /host-tools\.tsv/);
-  for (const line of fs.readFileSync(path.join(ROOT, "scripts", "host-tools.tsv"), "utf8").split("\n")) {
+  for (const line of fs.readFileSync(path.join(ROOT, "pipeline", "lib", "host-tools.tsv"), "utf8").split("\n")) {
     if (line && !line.startsWith("#")) t.is(line.split("\t").length, 3, `three tab-separated columns: ${JSON.stringify(line)}`);
   }
 });

@@ -47,7 +47,7 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<CliRe
   });
 }
 
-/** Fails the test file up front, naming the package (scripts/host-tools.tsv), when a tool it needs is missing. */
+/** Fails the test file up front, naming the package (pipeline/lib/host-tools.tsv), when a tool it needs is missing. */
 export function requireTool(tool: string): void {
   findTool(tool);
 }
