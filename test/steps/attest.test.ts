@@ -234,13 +234,21 @@ test("verify-attestation: unreadable input is exit 2 naming the file", (t) => {
  * is labelled with its pid and command, so a failure says where the key was.
  */
 function watchProcesses(child: { pid?: number }, seen: { cmdlines: string[]; environs: string[] }): () => void {
+  let stepCmdline: string | undefined;
   const timer = setInterval(() => {
     const children = new Set(child.pid ? descendants(child.pid) : []);
+    try {
+      stepCmdline ??= fs.readFileSync(`/proc/${child.pid}/cmdline`, "latin1");
+    } catch {
+      /* not started or gone */
+    }
     for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
       try {
         const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "latin1");
         seen.cmdlines.push(`pid ${pid} cmdline: ${cmdline}`);
-        if (children.has(Number(pid))) seen.environs.push(`pid ${pid} (${cmdline.slice(0, 80)}) environ: ${fs.readFileSync(`/proc/${pid}/environ`, "latin1")}`);
+        // A child caught between fork and exec still shows the step's own cmdline and initial environment
+        // block (the step's memory, not an environment it passed on): only exec'd children count.
+        if (children.has(Number(pid)) && cmdline !== stepCmdline) seen.environs.push(`pid ${pid} (${cmdline.slice(0, 80)}) environ: ${fs.readFileSync(`/proc/${pid}/environ`, "latin1")}`);
       } catch {
         /* gone already */
       }
