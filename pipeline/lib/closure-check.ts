@@ -14,7 +14,7 @@ import { collectSources, Derivation, SourceSet, DerivationGraph } from "./deriva
 import { fileReader, parseExport, ExportedPath } from "./nar";
 import { loadDerivationGraph, NixTarget } from "./nix";
 import { CheckFailed, InputError } from "./step";
-import { checkoutPins, flakeArchive, matchesPin, Pin, pinLocation, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation } from "./eval-inputs";
+import { checkoutPins, flakeArchive, flakeEvalInputs, matchesPin, Pin, pinLocation, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation } from "./eval-inputs";
 import { nix32Encode, sourcePath, splitStorePath } from "./storepath";
 
 export interface TamperedSource {
@@ -184,11 +184,7 @@ export async function checkClosure(opts: NixTarget & { closure: string; pins?: s
   const sources = collectSources(graph, root);
   const want = expectedSources(graph, sources);
   let traced = await traceEvaluation(opts, graph.storeDir);
-  if (opts.flake) {
-    // The flake's own source is made from the checkout by whoever evaluates it: not expected in a closure.
-    const { self, inputs } = await flakeArchive(opts.flake);
-    traced = [...inputs, ...traced].filter((p) => p !== self);
-  }
+  if (opts.flake) traced = flakeEvalInputs(await flakeArchive(opts.flake), traced);
   const pins = checkoutPins(opts, opts.pins);
   expectTraced(want, traced);
   return checkExportAgainst(opts.closure, want, graph.storeDir, pins);

@@ -158,6 +158,11 @@ export interface PinnedInput {
   detectedBy: ("pins" | "evaluation")[];
 }
 
+/** A pin as a manifest's `pinnedIn` records it. */
+function pinnedInEntry(pin: Pin, checkout: string): PinnedInput["pinnedIn"][number] {
+  return { pin: pinLocation(pin, checkout), url: pin.url, mode: pin.mode, sha256: pin.sha256 };
+}
+
 async function narSha256s(paths: string[]): Promise<string[]> {
   if (!paths.length) return [];
   const r = await run("nix-store", ["--query", "--hash", ...paths], { streamStderr: false });
@@ -186,7 +191,7 @@ export async function resolvePinnedInputs(o: { file: string; attribute: string; 
   const hashes = await narSha256s(traced);
   traced.forEach((p, i) => byPath.set(p, { path: p, narSha256: hashes[i], pinnedIn: [], detectedBy: ["evaluation"] }));
   for (const pin of o.pinsFiles.flatMap(readPins)) {
-    const entry = { pin: pinLocation(pin, o.checkout), url: pin.url, mode: pin.mode, sha256: pin.sha256 };
+    const entry = pinnedInEntry(pin, o.checkout);
     let found = pin.mode === "recursive" ? [...byPath.values()].find((x) => x.narSha256 === pin.sha256) : undefined;
     if (!found) {
       const candidate = pinCandidatePaths(pin, o.storeDir).find((p) => fs.existsSync(p));
@@ -229,6 +234,20 @@ export function readFlakeLock(file: string): Pin[] {
   return pins;
 }
 
+/** A local flake's flake.lock, or null (a remote flake, or none written yet). */
+export function flakeLockOf(ref: string): string | null {
+  const dir = localFlakeDir(ref);
+  return dir && fs.existsSync(path.join(dir, "flake.lock")) ? path.join(dir, "flake.lock") : null;
+}
+
+/**
+ * What a flake's evaluation needs from a closure: its locked inputs and whatever else it read — not the
+ * flake's own source, which whoever evaluates it makes from the checkout.
+ */
+export function flakeEvalInputs(archive: { self: string; inputs: string[] }, traced: string[]): string[] {
+  return [...new Set([...archive.inputs, ...traced])].filter((p) => p !== archive.self);
+}
+
 /** `nix flake archive --json --dry-run`: the flake's own source path and every input's, recursively. */
 export async function flakeArchive(ref: string, nixArgs: string[] = []): Promise<{ self: string; inputs: string[] }> {
   const r = await run("nix", [...EXPERIMENTAL, "flake", "archive", "--json", "--dry-run", ref.replace(/#.*$/, ""), ...nixArgs], { allowFailure: true, streamStderr: false });
@@ -257,18 +276,17 @@ export function archivePaths(json: any): { self: string; inputs: string[] } {
 export async function resolveFlakeInputs(o: { flake: string; storeDir: string; known: Set<string>; checkout: string; nixArgs?: string[] }): Promise<{ inputs: PinnedInput[]; lockFile: string | null }> {
   const nixArgs = o.nixArgs ?? [];
   const archive = await flakeArchive(o.flake, nixArgs);
-  const traced = (await traceEvaluation({ flake: o.flake }, o.storeDir, nixArgs)).filter((p) => p !== archive.self);
-  const paths = [...new Set([...archive.inputs, ...traced])].filter((p) => !o.known.has(p));
+  const traced = await traceEvaluation({ flake: o.flake }, o.storeDir, nixArgs);
+  const paths = flakeEvalInputs(archive, traced).filter((p) => !o.known.has(p));
   const hashes = await narSha256s(paths);
-  const dir = localFlakeDir(o.flake);
-  const lockFile = dir && fs.existsSync(path.join(dir, "flake.lock")) ? path.join(dir, "flake.lock") : null;
+  const lockFile = flakeLockOf(o.flake);
   const pins = lockFile ? readFlakeLock(lockFile) : [];
   const inputs = paths.map((p, i): PinnedInput => {
     const by = pins.filter((pin) => pin.sha256 === hashes[i]);
     return {
       path: p,
       narSha256: hashes[i],
-      pinnedIn: by.map((pin) => ({ pin: pinLocation(pin, o.checkout), url: pin.url, mode: pin.mode, sha256: pin.sha256 })),
+      pinnedIn: by.map((pin) => pinnedInEntry(pin, o.checkout)),
       detectedBy: [...(by.length ? ["pins" as const] : []), ...(traced.includes(p) ? ["evaluation" as const] : [])],
     };
   });
@@ -278,8 +296,8 @@ export async function resolveFlakeInputs(o: { flake: string; storeDir: string; k
 /** The pins a reviewed checkout declares for a target: its pins files (and `extra`), or a local flake's flake.lock. */
 export function checkoutPins(t: NixTarget, extra: string[] = []): Pin[] {
   if (t.flake !== undefined) {
-    const dir = localFlakeDir(t.flake);
-    return dir && fs.existsSync(path.join(dir, "flake.lock")) ? readFlakeLock(path.join(dir, "flake.lock")) : [];
+    const lock = flakeLockOf(t.flake);
+    return lock ? readFlakeLock(lock) : [];
   }
   return [...new Set([...findPinsFiles(t.file), ...extra.map((f) => path.resolve(f))])].flatMap(readPins);
 }

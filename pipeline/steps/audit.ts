@@ -18,7 +18,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { checkExportAgainst, describeFailure, describeMissingPins, expectedSources, expectTraced, preImportCheck, stageClosure } from "../lib/closure-check";
 import { collectSources, parseDerivationDump } from "../lib/derivation";
-import { archivePaths, checkoutPins, tracedStorePaths } from "../lib/eval-inputs";
+import { archivePaths, checkoutPins, flakeEvalInputs, tracedStorePaths } from "../lib/eval-inputs";
 import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/files";
 import { NAR_SHA256, provenancePredicate, SLSA_PROVENANCE_V1, SLSA_VSA_V1, statement, subjectsOf, verificationPredicate } from "../lib/in-toto";
@@ -27,7 +27,7 @@ import { listNarFile } from "../lib/nar-diff";
 import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion, verifiedStatement } from "../lib/attestation";
-import { checkNixRoot, collectStaged, isolatedTarget, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "../lib/offline-build";
+import { checkNixRoot, collectStaged, isolatedTarget, readLines, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "../lib/offline-build";
 
 const STEP = "audit";
 const STORE_DIR = "/nix/store";
@@ -68,11 +68,6 @@ export interface AuditResult {
 
 function refuse(reason: string, extra: Record<string, unknown> = {}): never {
   throw new CheckFailed(reason, { reproduced: false, refused: true, reason, ...extra });
-}
-
-/** Lines of a file the isolated script wrote; [] when absent. */
-function lines(f: string): string[] {
-  return fs.existsSync(f) ? fs.readFileSync(f, "utf8").split("\n").map((l) => l.trim()).filter(Boolean) : [];
 }
 
 async function rebuiltFiles(nar: string): Promise<Mismatch["files"]> {
@@ -154,7 +149,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
         owner: out,
         label: STEP,
       });
-    const interfaces = () => lines(path.join(work, "interfaces"));
+    const interfaces = () => readLines(path.join(work, "interfaces"));
     const first = await isolated(["import", "eval"]);
     if (interfaces().some((i) => i !== "lo")) refuse(`isolation is broken: network interfaces ${interfaces().join(", ")} were visible inside`);
     const logText = () => (fs.existsSync(buildLog) ? fs.readFileSync(buildLog, "utf8") : "");
@@ -172,11 +167,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     const graph = parseDerivationDump(fs.readFileSync(path.join(work, "graph.json"), "utf8"), STORE_DIR);
     const want = expectedSources(graph, collectSources(graph, drvPath));
     let traced = tracedStorePaths(fs.readFileSync(path.join(work, "eval.log"), "utf8"), STORE_DIR);
-    if (o.flake) {
-      // The flake's own source is what this evaluation made of the checkout; its locked inputs are expected.
-      const { self, inputs } = archivePaths(JSON.parse(fs.readFileSync(path.join(work, "archive.json"), "utf8")));
-      traced = [...inputs, ...traced].filter((p) => p !== self);
-    }
+    if (o.flake) traced = flakeEvalInputs(archivePaths(JSON.parse(fs.readFileSync(path.join(work, "archive.json"), "utf8"))), traced);
     expectTraced(want, traced);
     const check = await checkExportAgainst(staged.file, want, STORE_DIR, pins);
     if (!check.ok) refuse(`closure rejected before building: ${describeFailure(check)}`, { check });
