@@ -12,21 +12,23 @@ export type Accel = "kvm" | "tcg";
 
 /**
  * A 64 KiB firmware image for the KVM check: from the reset vector it builds identity page tables,
- * enters 64-bit long mode and writes to isa-debug-exit (QEMU exits with status 1). Nested KVM on
+ * enters 64-bit long mode and writes 0x31 to isa-debug-exit, so QEMU exits with status (0x31 << 1) | 1 = 99
+ * (KVM_CHECK_STATUS): not 1, which QEMU itself exits with when it fails, e.g. when `-accel kvm`
+ * cannot initialise, nor 0 (a triple fault under -no-reboot). Nested KVM on
  * this kind of host runs real mode fine but hangs the moment a guest enters long mode (the Linux
  * kernel stopped right after "Probing EDD"), so this is what the check must exercise; no SeaBIOS
  * either, which alone took 6 s under nested KVM. Source (GNU as, `as --32`, `ld -Ttext 0 --oformat binary`):
  *   cli; mov $0xf000,%ax; mov %ax,%ds; xor %ax,%ax; mov %ax,%es; mov $0x1000,%di; mov $0x3000,%cx; rep stosb
  *   movw $0x2003,%es:0x1000; movw $0x3003,%es:0x2000; movw $0x83,%es:0x3000   # PML4 -> PDPT -> 2 MiB page
  *   lgdtl gdtr; cr4 |= PAE; cr3 = 0x1000; EFER |= LME; cr0 |= PG|PE; ljmpl $0x08,$(long+0xf0000)
- *   long: mov $0,%al; out %al,$0xf4; hlt
+ *   long: mov $0x31,%al; out %al,$0xf4; 1: hlt; jmp 1b
  *   gdt: .quad 0, 0x00209A0000000000; gdtr: .word 15; .long gdt+0xf0000
  *   at 0xfff0 (reset vector): ljmp $0xf000,$0
  */
 const LONG_MODE_ROM_CODE =
   "fab800f08ed831c08ec0bf0010b90030f3aa26c7060010032026c7060020033026c70600308300660f011680000f20e0" +
   "6683c8200f22e066b8001000000f22d866b9800000c00f32660d000100000f300f20c0660d010000800f22c066ea6400" +
-  "0f000800b000e6f4f4ebfd8db4000090000000000000000000000000009a20000f0070000f00";
+  "0f000800b031e6f4f4ebfd8db4000090000000000000000000000000009a20000f0070000f00";
 const RESET_VECTOR = "ea000000f0";
 
 export function longModeRom(): Buffer {
@@ -40,6 +42,9 @@ export interface AccelChoice {
   accel: Accel;
   reason: string;
 }
+
+/** The exit status of a check whose guest ran: isa-debug-exit turns the guest's 0x31 into (0x31 << 1) | 1. */
+export const KVM_CHECK_STATUS = (0x31 << 1) | 1;
 
 /** Under working KVM the check takes ~0.2 s; a hung one is killed after this. */
 const KVM_CHECK_TIMEOUT_MS = 3000;
@@ -104,8 +109,8 @@ async function kvmCheck(qemu: string): Promise<AccelChoice> {
     const t0 = performance.now();
     const { code, timedOut, stderr } = await runBounded(qemu, args, KVM_CHECK_TIMEOUT_MS);
     const ms = Math.round(performance.now() - t0);
-    // isa-debug-exit turns the guest's 0 into exit status (0 << 1) | 1 = 1.
-    if (code === 1) return { accel: "kvm", reason: `a long-mode guest under KVM exited in ${ms} ms` };
+    // Only the guest's own write gives this status; QEMU's failures (no KVM, a bad option) exit 1.
+    if (code === KVM_CHECK_STATUS) return { accel: "kvm", reason: `a long-mode guest under KVM exited in ${ms} ms` };
     if (timedOut) return { accel: "tcg", reason: `a long-mode guest under KVM did not finish within ${KVM_CHECK_TIMEOUT_MS} ms (nested KVM hang)` };
     return { accel: "tcg", reason: `qemu -accel kvm failed (exit ${code}): ${stderr.trim().split("\n").pop()}` };
   } finally {

@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { chooseAccel, longModeRom } from "../../pipeline/lib/accel";
+import { chooseAccel, KVM_CHECK_STATUS, longModeRom } from "../../pipeline/lib/accel";
 import { resolveImage } from "../../pipeline/lib/image-layout";
 import { findTool } from "../../pipeline/lib/proc";
 import { QEMU, qemuArgs } from "../../pipeline/lib/qemu";
@@ -38,10 +38,13 @@ function runRom(accel: string, extra: string[], ms: number): Promise<number | "h
 }
 
 test("the KVM check's guest reaches 64-bit long mode and exits through isa-debug-exit (TCG)", async (t) => {
-  // (0 << 1) | 1 = 1: the `out` after the jump into the 64-bit code segment ran.
-  t.is(await runRom("tcg", [], 30_000), 1);
-  // On a CPU without long mode the same guest faults (EFER.LME) and QEMU just stops: not 1.
-  t.not(await runRom("tcg", ["-cpu", "qemu32"], 30_000), 1);
+  // (0x31 << 1) | 1 = 99: the `out` after the jump into the 64-bit code segment ran.
+  t.is(KVM_CHECK_STATUS, 99);
+  t.is(await runRom("tcg", [], 30_000), 99);
+  // On a CPU without long mode the same guest faults (EFER.LME) and QEMU just stops: not 99.
+  t.not(await runRom("tcg", ["-cpu", "qemu32"], 30_000), 99);
+  // QEMU's own failure (here: no such firmware file) is status 1, which is why the guest's is not.
+  t.is(await runRom("tcg", ["-bios", path.join(work, "no-such.rom")], 30_000), 1);
 });
 
 /** Sets (undefined: deletes) environment variables for one serial test, restored at its end. */
@@ -77,7 +80,7 @@ ifKvmUsable(
     const choice = await chooseAccel(findTool(QEMU));
     // Independent look, with far more patience than the check's 3 s.
     const real = await runRom("kvm", [], 15_000);
-    t.is(choice.accel, real === 1 ? "kvm" : "tcg", `KVM guest: ${real}; choice: ${JSON.stringify(choice)}`);
+    t.is(choice.accel, real === KVM_CHECK_STATUS ? "kvm" : "tcg", `KVM guest: ${real}; choice: ${JSON.stringify(choice)}`);
     // The verdict is cached for the next run, keyed to this boot and this QEMU binary.
     const cached = JSON.parse(fs.readFileSync(path.join(work, "cache-a", "supply-chain", "accel.json"), "utf8"));
     t.is(cached.accel, choice.accel);
@@ -116,15 +119,15 @@ function freshCache(t: ExecutionContext, name: string): string {
 
 test.serial("no usable KVM device: TCG, naming the device, and no check is run", async (t) => {
   freshCache(t, "cache-nodev");
-  const qemu = fakeQemu("nodev", "exit 1");
+  const qemu = fakeQemu("nodev", "exit 99");
   const missing = path.join(work, "no-such-kvm");
   t.deepEqual(await chooseAccel(qemu.bin, missing), { accel: "tcg", reason: `${missing} is missing or not accessible` });
   t.deepEqual(qemu.runs(), []);
 });
 
-test.serial("a check that exits with status 1 (isa-debug-exit) means KVM; QEMU got -accel kvm, the exit device and the long-mode ROM", async (t) => {
-  const cache = freshCache(t, "cache-exit1");
-  const qemu = fakeQemu("exit1", 'while [ $# -gt 0 ]; do [ "$1" = -bios ] && cp "$2" "$(dirname "$0")/seen.rom"; shift; done\nexit 1');
+test.serial("a check that exits with status 99 (the guest's 0x31 through isa-debug-exit) means KVM; QEMU got -accel kvm, the exit device and the long-mode ROM", async (t) => {
+  const cache = freshCache(t, "cache-exit99");
+  const qemu = fakeQemu("exit99", 'while [ $# -gt 0 ]; do [ "$1" = -bios ] && cp "$2" "$(dirname "$0")/seen.rom"; shift; done\nexit 99');
   const choice = await chooseAccel(qemu.bin, fakeKvm);
   t.is(choice.accel, "kvm");
   t.regex(choice.reason, /^a long-mode guest under KVM exited in \d+ ms$/);
@@ -147,6 +150,12 @@ test.serial("a check still running after 3 s means TCG (nested KVM hang); its wh
   t.false(alive(sleeper), `the check's child ${sleeper} outlived it`);
 });
 
+test.serial("QEMU's own exit status 1 (here: -accel kvm failed to initialise, as QEMU 7.2 says it) means TCG, not KVM", async (t) => {
+  freshCache(t, "cache-kvm-init");
+  const qemu = fakeQemu("kvm-init", "echo 'kvm version too old' >&2\necho 'qemu-system-x86_64: -accel kvm: failed to initialize kvm: Inappropriate ioctl for device' >&2\nexit 1");
+  t.deepEqual(await chooseAccel(qemu.bin, fakeKvm), { accel: "tcg", reason: "qemu -accel kvm failed (exit 1): qemu-system-x86_64: -accel kvm: failed to initialize kvm: Inappropriate ioctl for device" });
+});
+
 test.serial("a check that exits with another status means TCG and names QEMU's last stderr line", async (t) => {
   freshCache(t, "cache-fail");
   const qemu = fakeQemu("fail", "echo 'first line' >&2\necho 'qemu-system-x86_64: something else failed' >&2\nexit 3");
@@ -155,7 +164,7 @@ test.serial("a check that exits with another status means TCG and names QEMU's l
 
 test.serial("the check's verdict is reused for this boot and this binary, and checked again for another boot or a changed binary", async (t) => {
   const cache = freshCache(t, "cache-key");
-  const qemu = fakeQemu("key", "exit 1");
+  const qemu = fakeQemu("key", "exit 99");
   t.is((await chooseAccel(qemu.bin, fakeKvm)).accel, "kvm");
   t.regex((await chooseAccel(qemu.bin, fakeKvm)).reason, /^a long-mode guest under KVM exited in \d+ ms \(cached in /);
   t.is(qemu.runs().length, 1, "the second choice ran no check");
