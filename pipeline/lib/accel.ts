@@ -1,6 +1,7 @@
 // Which accelerator boot-test uses: KVM only when it actually works. Nested KVM on this kind of
 // host accepts a guest and then hangs it, so the check runs a real long-mode guest (docs/boot-test.md,
-// "Accelerator"); the verdict is cached per host boot and QEMU binary.
+// "Accelerator"); the verdict is cached per host boot, QEMU binary and check guest.
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -54,7 +55,7 @@ function cacheFile(): string {
   return path.join(base, "supply-chain", "accel.json");
 }
 
-/** What makes a cached verdict stale: another boot, another QEMU binary. */
+/** What makes a cached verdict stale: another boot, another QEMU binary, another check (its guest). */
 function cacheKey(qemu: string): string {
   let bootId = "";
   try {
@@ -63,12 +64,13 @@ function cacheKey(qemu: string): string {
     /* no boot id: key on the binary alone */
   }
   const st = fs.statSync(qemu);
-  return `${bootId}|${fs.realpathSync(qemu)}|${st.size}|${st.mtimeMs}`;
+  const check = crypto.createHash("sha256").update(longModeRom()).digest("hex");
+  return `${bootId}|${fs.realpathSync(qemu)}|${st.size}|${st.mtimeMs}|${check}`;
 }
 
 /**
  * KVM only when it actually works: /dev/kvm is usable AND a tiny long-mode guest exits within
- * 3 s. The verdict is cached per host boot and QEMU binary (a hung check would otherwise cost 3 s
+ * 3 s. The verdict is cached per host boot, QEMU binary and check guest (a hung check would otherwise cost 3 s
  * on every run); SUPPLY_CHAIN_ACCEL=kvm|tcg overrides it. Only tests pass another `kvmDevice`: it
  * lets them run the check and its cache on hosts without /dev/kvm.
  */

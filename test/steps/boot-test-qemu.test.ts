@@ -6,6 +6,7 @@
 // usable: TCG without a check). Tests that set process.env run serially.
 import test, { ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -162,7 +163,7 @@ test.serial("a check that exits with another status means TCG and names QEMU's l
   t.deepEqual(await chooseAccel(qemu.bin, fakeKvm), { accel: "tcg", reason: "qemu -accel kvm failed (exit 3): qemu-system-x86_64: something else failed" });
 });
 
-test.serial("the check's verdict is reused for this boot and this binary, and checked again for another boot or a changed binary", async (t) => {
+test.serial("the check's verdict is reused for this boot, this binary and this check's guest, and checked again for another check, another boot or a changed binary", async (t) => {
   const cache = freshCache(t, "cache-key");
   const qemu = fakeQemu("key", "exit 99");
   t.is((await chooseAccel(qemu.bin, fakeKvm)).accel, "kvm");
@@ -172,13 +173,19 @@ test.serial("the check's verdict is reused for this boot and this binary, and ch
   const entry = JSON.parse(fs.readFileSync(cache, "utf8"));
   const [boot, ...binary] = entry.key.split("|");
   t.is(boot, fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim(), "the key starts with this boot's id");
-  fs.writeFileSync(cache, JSON.stringify({ ...entry, key: ["another-boot", ...binary].join("|") }));
+  const check = binary.pop();
+  t.is(check, createHash("sha256").update(longModeRom()).digest("hex"), "the key ends with the check's guest");
+  // A verdict of another check (the guest that wrote 0, whose status 1 QEMU's own failures share) is not trusted.
+  fs.writeFileSync(cache, JSON.stringify({ ...entry, key: [boot, ...binary].join("|") }));
   t.notRegex((await chooseAccel(qemu.bin, fakeKvm)).reason, /cached/);
-  t.is(qemu.runs().length, 2, "another boot's verdict was not trusted");
+  t.is(qemu.runs().length, 2, "another check's verdict was not trusted");
+  fs.writeFileSync(cache, JSON.stringify({ ...entry, key: ["another-boot", ...binary, check].join("|") }));
+  t.notRegex((await chooseAccel(qemu.bin, fakeKvm)).reason, /cached/);
+  t.is(qemu.runs().length, 3, "another boot's verdict was not trusted");
 
   fs.appendFileSync(qemu.bin, "# changed\n");
   t.notRegex((await chooseAccel(qemu.bin, fakeKvm)).reason, /cached/);
-  t.is(qemu.runs().length, 3, "the old binary's verdict was not trusted");
+  t.is(qemu.runs().length, 4, "the old binary's verdict was not trusted");
 });
 
 test.serial("a cache entry for another boot or binary is not trusted; SUPPLY_CHAIN_ACCEL overrides", async (t) => {
