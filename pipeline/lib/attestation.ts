@@ -15,14 +15,19 @@ export function toolVersion(): string {
   return JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8")).version;
 }
 
-/** One envelope: a JSON document, or the single line of an `.intoto.jsonl`. */
-export function readEnvelope(file: string): Envelope {
-  let text: string;
+/**
+ * One envelope: a JSON document, or the single line of an `.intoto.jsonl`; read once, with the
+ * sha256 of the bytes it was parsed from (what records of "this attestation" must name).
+ */
+export function readEnvelope(file: string): { envelope: Envelope; sha256: string } {
+  let bytes: Buffer;
   try {
-    text = fs.readFileSync(file, "utf8");
+    bytes = fs.readFileSync(file);
   } catch (e: any) {
     throw new InputError(`cannot read the attestation ${file}: ${e.code ?? e.message}`);
   }
+  const sha256 = crypto.createHash("sha256").update(bytes).digest("hex");
+  const text = bytes.toString("utf8");
   const lines = text.split("\n").filter((l) => l.trim());
   let value: unknown;
   try {
@@ -31,7 +36,7 @@ export function readEnvelope(file: string): Envelope {
     throw new InputError(lines.length > 1 ? `${file} holds ${lines.length} lines: verify-attestation checks one envelope per file` : `${file} is not JSON`);
   }
   try {
-    return parseEnvelope(value, file);
+    return { envelope: parseEnvelope(value, file), sha256 };
   } catch (e: any) {
     throw new InputError(e.message);
   }
@@ -55,6 +60,8 @@ export interface VerifiedStatement {
   keyid: string;
   /** The exact bytes the signature covers (the statement is parsed from these, never re-read). */
   payload: Buffer;
+  /** The sha256 (hex) of the attestation file's bytes as read for this verification, not re-read. */
+  fileSha256: string;
   statement: { _type: string; subject: Subject[]; predicateType: string | null; predicate: any };
 }
 
@@ -63,7 +70,7 @@ export interface VerifiedStatement {
  * payload an in-toto Statement v1. Returns the reason instead of throwing so callers decide its exit.
  */
 export function verifiedStatement(attestation: string, publicKey: string): { ok: true; v: VerifiedStatement } | { ok: false; keyid: string; reason: string } {
-  const envelope = readEnvelope(attestation);
+  const { envelope, sha256: fileSha256 } = readEnvelope(attestation);
   const key = readPublicKey(publicKey);
   const v = verifyEnvelope(envelope, key);
   if (!v.ok) return { ok: false, keyid: v.keyid, reason: v.reason };
@@ -77,7 +84,7 @@ export function verifiedStatement(attestation: string, publicKey: string): { ok:
   if (st?._type !== STATEMENT_TYPE) return { ok: false, keyid: v.keyid, reason: `the payload is not an in-toto Statement v1 (_type ${JSON.stringify(st?._type)})` };
   const subject: Subject[] = Array.isArray(st.subject) ? st.subject.filter((s: any) => s && typeof s.name === "string" && s.digest && typeof s.digest === "object") : [];
   const predicateType = typeof st.predicateType === "string" ? st.predicateType : null;
-  return { ok: true, v: { keyid: v.keyid, payload: v.payload, statement: { _type: st._type, subject, predicateType, predicate: st.predicate } } };
+  return { ok: true, v: { keyid: v.keyid, payload: v.payload, fileSha256, statement: { _type: st._type, subject, predicateType, predicate: st.predicate } } };
 }
 
 /**

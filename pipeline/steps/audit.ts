@@ -235,7 +235,6 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
         }),
       );
       const line = JSON.stringify(signEnvelope(Buffer.from(JSON.stringify(provenance)), INTOTO_PAYLOAD_TYPE, o.key)) + "\n";
-      const publisherSha = crypto.createHash("sha256").update(fs.readFileSync(o.attestation)).digest("hex");
       const vsa = statement(
         st.subject,
         SLSA_VSA_V1,
@@ -245,7 +244,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
           nixVersion: nixVersion ?? "unknown",
           timeVerified: finishedOn,
           resourceUri: `file://${rebuilt.outPath}`,
-          provenance: { uri: publisher.provenance, digest: { sha256: publisherSha } },
+          provenance: { uri: publisher.provenance, digest: { sha256: signed.v.fileSha256 } },
           rebuild: {
             reproducible: reproduced,
             matched: checked - mismatched.length,

@@ -1,14 +1,18 @@
 // The pure parts of attest: digest keys, package URLs and names from store names, and what the
-// provenance records about a source file in a git checkout (commit, tree, dirty).
+// provenance records about a source file in a git checkout (commit, tree, dirty); which bytes a
+// verified statement's file digest is of.
 import test from "ava";
 import { execFileSync } from "node:child_process";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { declaredDigest } from "../../pipeline/lib/in-toto";
 import { parseStoreName, purlOf, uuidV5 } from "../../pipeline/lib/sbom";
 import { imageDigest } from "../../pipeline/steps/attest";
-import { sourceParameters } from "../../pipeline/lib/attestation";
+import { sourceParameters, verifiedStatement } from "../../pipeline/lib/attestation";
+import { generateKeyPair, INTOTO_PAYLOAD_TYPE, parsePrivateKey, signEnvelope } from "../../pipeline/lib/dsse";
+import { statement, STATEMENT_TYPE } from "../../pipeline/lib/in-toto";
 
 test("declared hashes are keyed by what they cover: the file (flat) or its NAR (recursive)", (t) => {
   t.deepEqual(declaredDigest({ mode: "flat", algo: "sha256", value: "ab" }), { sha256: "ab" });
@@ -57,4 +61,26 @@ test("a source file in a git checkout is recorded relative to it, with commit, t
   fs.writeFileSync(path.join(dir, "untracked.nix"), "{ }\n");
   t.true((await sourceParameters({ file, attribute: "iso" })).git!.dirty);
   t.deepEqual(await sourceParameters({ flake: "path:/src#iso" }), { flake: "path:/src#iso" });
+});
+
+test("verifiedStatement's fileSha256 is of the very bytes it verified: the file as read once, not re-read or re-serialised", (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "attest-parts-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const keys = generateKeyPair();
+  fs.writeFileSync(path.join(dir, "key.pub"), keys.publicPem);
+  const envelope = signEnvelope(Buffer.from(JSON.stringify(statement([], "https://example.com/p", {}))), INTOTO_PAYLOAD_TYPE, parsePrivateKey(keys.privatePem, "test key"));
+  const file = path.join(dir, "a.intoto.jsonl");
+  const bytes = Buffer.from(JSON.stringify(envelope) + "\n");
+  fs.writeFileSync(file, bytes);
+  const r = verifiedStatement(file, path.join(dir, "key.pub"));
+  if (!r.ok) return t.fail(r.reason);
+  t.is(r.v.statement._type, STATEMENT_TYPE);
+  t.is(r.v.fileSha256, crypto.createHash("sha256").update(bytes).digest("hex"));
+  // The same envelope, pretty-printed: the same statement, other bytes, another digest.
+  const pretty = path.join(dir, "b.json");
+  fs.writeFileSync(pretty, JSON.stringify(JSON.parse(bytes.toString()), null, 2));
+  const p = verifiedStatement(pretty, path.join(dir, "key.pub"));
+  if (!p.ok) return t.fail(p.reason);
+  t.deepEqual(p.v.payload, r.v.payload);
+  t.is(p.v.fileSha256, crypto.createHash("sha256").update(fs.readFileSync(pretty)).digest("hex"));
 });

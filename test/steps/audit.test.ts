@@ -88,6 +88,8 @@ test.serial("the whole audit, in an empty store with the file:// sources moved a
   const mine = cli(["verify-attestation", "--attestation", r.json.attestation, "--public-key", S.auditor.publicKey, "--store-path", S.build.outPath]);
   t.is(mine.code, 0, mine.stderr);
   t.is(payloadOf(r.json.verification).predicate.verificationResult, "PASSED");
+  // It names the publisher's provenance by the digest of the bytes it verified.
+  t.deepEqual(payloadOf(r.json.verification).predicate.inputAttestations, [{ uri: S.provenance, digest: { sha256: sha256Of(S.provenance) } }]);
   S.auditorProvenance = r.json.attestation;
   // Publisher and auditor, each with its own key, agree on every path of the derivation.
   const c = cli(["challenge", "--attestation", S.provenance, "--public-key", S.publisher.publicKey, "--attestation", r.json.attestation, "--public-key", S.auditor.publicKey]);
