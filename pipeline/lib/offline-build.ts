@@ -1,11 +1,11 @@
-// The offline rebuild's shared parts: the isolated script (rebuild.sh) and its environment, the
-// post-run checks that publish a rebuild (collectStaged), and the result every reader of a rebuild
-// reads. Used by the rebuild, collect-rebuild and audit steps and by the Pulumi docker route.
+// The offline rebuild's shared parts: the isolated script (rebuild.sh), its environment and the one
+// way a step runs it (runRebuildScript), the post-run checks that publish a rebuild (collectStaged),
+// and the result every reader of a rebuild reads. Used by the rebuild, collect-rebuild and audit steps and by the Pulumi docker route.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { CheckFailed, InputError, log } from "./step";
 import { writeJsonAtomic } from "./files";
-import { Backend } from "./isolation";
+import { Backend, IsolatedResult, runIsolated } from "./isolation";
 import { DerivationGraph, isFixedOutput } from "./derivation";
 import { NixTarget } from "./nix";
 import { narHashOfFile } from "./nar-diff";
@@ -50,8 +50,21 @@ export interface RebuildResult {
 /** The isolated script (pipeline/lib/rebuild.sh), passed as text so any runner of a container runs it as is. */
 export const REBUILD_SCRIPT = fs.readFileSync(path.join(__dirname, "rebuild.sh"), "utf8");
 
+export type RebuildPhase = "import" | "eval" | "build";
+
+export interface RebuildEnvOptions {
+  closure: string;
+  entry: string;
+  attribute: string;
+  drvPath: string;
+  isolation: Backend;
+  phases?: RebuildPhase[];
+  dumpGraph?: boolean;
+  flake?: string;
+}
+
 /** The environment REBUILD_SCRIPT expects (the step's and the Pulumi container's). */
-export function rebuildEnv(o: { closure: string; entry: string; attribute: string; drvPath: string; isolation: Backend; phases?: ("import" | "eval" | "build")[]; dumpGraph?: boolean; flake?: string }): Record<string, string> {
+export function rebuildEnv(o: RebuildEnvOptions): Record<string, string> {
   return {
     // nixos/nix keeps its nix in these profiles (its image PATH, which this replaces).
     PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/root/.nix-profile/bin:/nix/var/nix/profiles/default/bin",
@@ -68,6 +81,44 @@ export function rebuildEnv(o: { closure: string; entry: string; attribute: strin
     SC_FLAKE: o.flake ?? "",
     SC_FLAKE_REF: (o.flake ?? "").replace(/#.*$/, ""),
   };
+}
+
+/** One isolated run of REBUILD_SCRIPT (the rebuild step's, the audit's two). */
+export interface RebuildScriptRun {
+  /** The rebuildEnv options: which phases, which closure and target. Its `isolation` is the backend. */
+  env: RebuildEnvOptions;
+  image?: string;
+  /** Host paths the script reads (the checkout, the closure), visible read-only. */
+  readOnly: string[];
+  /** The run's work dir: the script is written here as inner.sh and gets it as its one argument. */
+  work: string;
+  /** A /nix that outlives one run (the audit's store), instead of an empty one. */
+  nixDir?: string;
+  /** bwrap's system root (`--nix-root`). */
+  systemRoot?: string;
+  logFile: string;
+  owner: string;
+  label: string;
+}
+
+/** Runs REBUILD_SCRIPT once, isolated: inner.sh in the work dir, rebuildEnv's environment, output to the log file. */
+export function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedResult> {
+  const script = path.join(r.work, "inner.sh");
+  fs.writeFileSync(script, REBUILD_SCRIPT);
+  return runIsolated({
+    backend: r.env.isolation,
+    image: r.image,
+    readOnly: [...new Set(r.readOnly)],
+    workDir: r.work,
+    nixDir: r.nixDir,
+    systemRoot: r.systemRoot,
+    script,
+    args: [r.work],
+    env: rebuildEnv(r.env),
+    logFile: r.logFile,
+    owner: r.owner,
+    label: r.label,
+  });
 }
 
 /**

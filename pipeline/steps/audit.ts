@@ -22,12 +22,12 @@ import { archivePaths, checkoutPins, flakeEvalInputs, tracedStorePaths } from ".
 import { INTOTO_PAYLOAD_TYPE, signEnvelope } from "../lib/dsse";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/files";
 import { NAR_SHA256, provenancePredicate, SLSA_PROVENANCE_V1, SLSA_VSA_V1, statement, subjectsOf, verificationPredicate } from "../lib/in-toto";
-import { Backend, checkBackend, runIsolated } from "../lib/isolation";
+import { Backend, checkBackend } from "../lib/isolation";
 import { listNarFile } from "../lib/nar-diff";
 import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion, verifiedStatement } from "../lib/attestation";
-import { checkNixRoot, collectStaged, isolatedTarget, readLines, REBUILD_SCRIPT, rebuildEnv, RebuildResult } from "../lib/offline-build";
+import { checkNixRoot, collectStaged, isolatedTarget, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
 
 const STEP = "audit";
 const STORE_DIR = "/nix/store";
@@ -131,20 +131,16 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     const work = path.join(run, "work");
     fs.mkdirSync(store);
     fs.mkdirSync(work);
-    fs.writeFileSync(path.join(work, "inner.sh"), REBUILD_SCRIPT);
     const buildLog = path.join(out, "audit.log");
     fs.rmSync(buildLog, { force: true });
-    const isolated = (phases: ("import" | "eval" | "build")[]) =>
-      runIsolated({
-        backend: o.isolation,
+    const isolated = (phases: RebuildPhase[]) =>
+      runRebuildScript({
+        env: { closure: staged.file, ...iso.env, drvPath, isolation: o.isolation, phases, dumpGraph: true },
         image: o.image,
-        readOnly: [...new Set([iso.dir, path.dirname(staged.file)])],
-        workDir: work,
+        readOnly: [iso.dir, path.dirname(staged.file)],
+        work,
         nixDir: store,
         systemRoot: o.nixRoot,
-        script: path.join(work, "inner.sh"),
-        args: [work],
-        env: rebuildEnv({ closure: staged.file, ...iso.env, drvPath, isolation: o.isolation, phases, dumpGraph: true }),
         logFile: buildLog,
         owner: out,
         label: STEP,

@@ -11,13 +11,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
-import { Backend, checkBackend, runIsolated } from "../lib/isolation";
+import { Backend, checkBackend } from "../lib/isolation";
 import { Derivation, isFixedOutput, urlsOf } from "../lib/derivation";
 import { describeTarget, loadDerivationGraph, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 // Part of what runners without the CLI use (docs/rebuild-verify.md).
 export { graphOfDrv } from "../lib/nix";
 import { checkClosure, describeFailure, stageClosure } from "../lib/closure-check";
-import { checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, REBUILD_SCRIPT, rebuildEnv, rebuildRefused, RebuildResult, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
+import { checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 export type { RebuildResult, RebuiltPath } from "../lib/offline-build";
 const STEP = "rebuild";
 export type OfflineBuildOptions = NixTarget & {
@@ -68,23 +68,19 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
   const runId = crypto.randomBytes(8).toString("hex");
   const work = path.join(out, `.staging-${runId}`);
   fs.mkdirSync(work);
-  fs.writeFileSync(path.join(work, "inner.sh"), REBUILD_SCRIPT);
   const stagedLog = path.join(work, "build.log");
   const finalLog = path.join(out, "build.log");
 
   log(STEP, `offline rebuild of ${drvPath} with ${o.isolation}${o.image ? ` (${o.image})` : ""}${nixRoot ? ` on the Nix of ${nixRoot}` : ""}: ${expected.length} outputs to build`);
-  const res = await runIsolated({
-    backend: o.isolation,
+  const res = await runRebuildScript({
+    env: { closure, ...iso.env, drvPath, isolation: o.isolation },
     image: o.image,
-    readOnly: [...new Set([iso.dir, closure])],
-    workDir: work,
-    script: path.join(work, "inner.sh"),
-    args: [work],
-    env: rebuildEnv({ closure, ...iso.env, drvPath, isolation: o.isolation }),
+    readOnly: [iso.dir, closure],
+    work,
+    systemRoot: nixRoot,
     logFile: stagedLog,
     owner: out,
     label: STEP,
-    systemRoot: nixRoot,
   });
   const logText = fs.existsSync(stagedLog) ? fs.readFileSync(stagedLog, "utf8") : "";
   fs.renameSync(stagedLog, finalLog);
