@@ -37,7 +37,7 @@ const chain = new pulumi.StackReference(cfg.publisherStack);
 function auditorOutputs(stack: string): Promise<StackOutputs> {
   return pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", { name: stack }).then(
     (r: any) => ({ ok: true as const, outputs: (r?.outputs ?? {}) as Record<string, unknown> }),
-    (e: any) => ({ ok: false as const, reason: String(e?.message ?? e).trim().split("\n").pop()! }),
+    (e: any) => ({ ok: false as const, reason: String(e?.message ?? e).trim().split("\n").pop() || "the engine gave no reason" }),
   );
 }
 
