@@ -1,11 +1,15 @@
-// The Pulumi program: reads the stack's config (validated up front), declares one SupplyChain,
-// exports its outputs for other stacks (see consumer/: a StackReference reads them).
+// The Pulumi program: reads the stack's config (validated up front) and declares what the stack's
+// role is: a publisher's SupplyChain, or an Audit of a publisher's stack. Exports the outputs other
+// stacks read (consumer/ and audit stacks: through a StackReference).
 import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { ConfigError, parseConfig, PROJECT, SupplyChainConfig } from "./pipeline/components/config";
+import { AuditConfig, ConfigError, parseConfig, PROJECT, StackConfig } from "./pipeline/components/config";
 import { SupplyChain } from "./pipeline/components/supply-chain";
+import { Audit } from "./pipeline/components/audit";
 
-function readConfig(): SupplyChainConfig {
+function readConfig(): StackConfig {
   try {
     return parseConfig(pulumi.runtime.allConfig(), pulumi.getStack());
   } catch (e) {
@@ -16,7 +20,7 @@ function readConfig(): SupplyChainConfig {
 }
 
 const config = readConfig();
-/** The attestation key: a Pulumi secret, refused when set in clear (it would sit in the stack file). */
+/** This stack's signing key: a Pulumi secret, refused when set in clear (it would sit in the stack file). */
 function signingKey(): pulumi.Output<string> | undefined {
   if (!config.attest) return undefined;
   const isSecret = (pulumi.runtime as any).isConfigSecret as ((k: string) => boolean) | undefined;
@@ -25,29 +29,53 @@ function signingKey(): pulumi.Output<string> | undefined {
   }
   return new pulumi.Config(PROJECT).requireSecret("signingKey");
 }
+/** The publisher's key of an audit stack: the auditor's own trust anchor, checked before anything runs. */
+function checkPublisherKey(c: AuditConfig): void {
+  const file = path.resolve(__dirname, c.publisherKey);
+  try {
+    if (crypto.createPublicKey(fs.readFileSync(file)).asymmetricKeyType !== "ed25519") throw new Error("not an Ed25519 key");
+  } catch (e) {
+    throw new pulumi.RunError(`config key '${PROJECT}:publisherKey': ${c.publisherKey} is not a readable Ed25519 public key in SPKI PEM (${(e as Error).message.split("\n")[0]})`);
+  }
+}
 const key = signingKey();
-const chain = new SupplyChain("chain", config, { signingKey: key });
+/** The public half, for others to verify with (public: not a secret). */
+const publicKey = key ? pulumi.unsecret(key.apply((pem) => crypto.createPublicKey(pem).export({ type: "spki", format: "pem" }).toString())) : undefined;
+if (config.role === "audit") checkPublisherKey(config);
+const chain = config.role === "publish" ? new SupplyChain("chain", config, { signingKey: key }) : undefined;
+const audit = config.role === "audit" ? new Audit("audit", config, key) : undefined;
 
-export const imageDrvPath = chain.drvPath;
-export const imageOutPath = chain.build.outPath;
-export const imageNarHash = chain.build.narHash;
-export const imageDigest = chain.build.imageDigest;
-export const closureFile = chain.closure.closureFile;
-export const closureSha256 = chain.closure.closureSha256;
-export const closureSources = chain.closure.sources;
-export const closureReport = chain.closure.report;
+export const role = config.role;
+export const imageDrvPath = chain?.drvPath;
+export const imageOutPath = chain?.build.outPath;
+export const imageNarHash = chain?.build.narHash;
+export const imageDigest = chain?.build.imageDigest;
+export const closureFile = chain?.closure.closureFile;
+export const closureSha256 = chain?.closure.closureSha256;
+export const closureSources = chain?.closure.sources;
+export const closureReport = chain?.closure.report;
 export const rebuildIsolation = config.isolation;
-export const rebuildInterfaces = chain.rebuild.interfaces;
-export const reproducible = chain.verify.reproducible;
-export const reproducibleRatio = chain.verify.reproducibleRatio;
-export const verifyReport = chain.verify.report;
-export const bootTestPassed = chain.bootTest ? chain.bootTest.passed : undefined;
-export const bootTestAccel = chain.bootTest?.accel;
+export const rebuildInterfaces = chain?.rebuild.interfaces;
+export const reproducible = chain?.verify.reproducible;
+export const reproducibleRatio = chain?.verify.reproducibleRatio;
+export const verifyReport = chain?.verify.report;
+export const bootTestPassed = chain?.bootTest?.passed;
+export const bootTestAccel = chain?.bootTest?.accel;
 export const policy = config.policy;
-export const provenance = chain.attest?.provenance;
-export const verification = chain.attest?.verification;
-export const sbom = chain.attest?.sbom;
-export const sbomSha256 = chain.attest?.sbomSha256;
-export const attestationKeyId = chain.attest?.keyId;
-/** The public half, for consumers to verify with (public: not a secret). */
-export const attestationPublicKey = key ? pulumi.unsecret(key.apply((pem) => crypto.createPublicKey(pem).export({ type: "spki", format: "pem" }).toString())) : undefined;
+export const provenance = chain?.attest?.provenance;
+export const verification = chain?.attest?.verification;
+export const sbom = chain?.attest?.sbom;
+export const sbomSha256 = chain?.attest?.sbomSha256;
+export const attestationKeyId = chain?.attest?.keyId;
+export const attestationPublicKey = chain ? publicKey : undefined;
+// role audit: the verdict on the publisher's stack and this auditor's own signed claims.
+export const auditedStack = config.role === "audit" ? config.publisherStack : undefined;
+export const auditReproduced = audit?.reproduced;
+export const auditAttestation = audit?.attestation;
+export const auditVerification = audit?.verification;
+export const auditorKeyId = audit?.result.apply((r) => r.auditor?.keyid ?? null);
+export const auditorPublicKey = audit ? publicKey : undefined;
+export const auditedDrvPath = audit?.result.drvPath;
+export const auditedOutPath = audit?.result.outPath;
+export const publisherKeyId = audit?.result.apply((r) => r.publisher?.keyid ?? null);
+export const auditReport = config.role === "audit" ? audit?.result.apply(() => path.resolve(__dirname, config.workDir, "audit", "audit.json")) : undefined;

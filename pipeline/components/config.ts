@@ -7,7 +7,9 @@ export const PROJECT = "secure-supply-chain";
 export type Isolation = "bwrap" | "docker";
 export type Policy = "fail" | "warn";
 
+/** The publisher's chain (build … attest), or an independent party's audit of a publisher's stack. */
 export interface SupplyChainConfig {
+  role: "publish";
   /** `demo-world`: generate the hermetic demo world; `nix`: a reviewed Nix file of this repo. */
   source: "demo-world" | "nix";
   /** demo-world: directory the demo world is generated into (once; edits there are kept). */
@@ -35,6 +37,25 @@ export interface SupplyChainConfig {
   /** No step may try the network: substituters off for build and closure (demo-world: true). */
   offline: boolean;
 }
+
+/**
+ * role audit: `supply-chain audit` of another stack's signed claims (docs/audit.md), with this
+ * stack's own checkout, store and key. What it needs of the publisher's chain, and nothing else.
+ */
+export interface AuditConfig extends Pick<SupplyChainConfig, "source" | "demoWorldDir" | "file" | "attribute" | "isolation" | "rebuilderImage" | "policy" | "workDir" | "attest" | "builderId"> {
+  role: "audit";
+  /** The publisher's stack (`org/project/stack`), read through a StackReference. */
+  publisherStack: string;
+  /** The publisher's public key (SPKI PEM file, relative to the checkout): the auditor's own trust anchor, never the publisher's outputs. */
+  publisherKey: string;
+}
+
+export type StackConfig = SupplyChainConfig | AuditConfig;
+type ConfigKey = Exclude<keyof SupplyChainConfig | keyof AuditConfig, "role"> | "role";
+
+/** The publisher-only keys: what the audit role does not do (build, boot, explain the closure). */
+const PUBLISH_ONLY = ["probes", "bootTest", "bootTimeout", "bootMemory", "closureTop", "offline"] as const;
+const AUDIT_ONLY = ["publisherStack", "publisherKey"] as const;
 
 /**
  * Keys that are never part of SupplyChainConfig: their value is read as a Pulumi secret by the
@@ -84,7 +105,22 @@ const digestPinned: KeySpec = {
   },
 };
 
-export const KEYS: Record<keyof SupplyChainConfig, KeySpec> = {
+export const KEYS: Record<ConfigKey, KeySpec> = {
+  role: oneOf("publish", "audit"),
+  publisherStack: {
+    allowed: "a stack name, like organization/secure-supply-chain/demo",
+    parse(v) {
+      if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+){0,2}$/.test(v)) throw new Error();
+      return v;
+    },
+  },
+  publisherKey: {
+    allowed: "the path of the publisher's Ed25519 public key (SPKI PEM), like stacks/demo-signing.pub",
+    parse(v) {
+      if (!v.trim() || v.includes("-----BEGIN")) throw new Error();
+      return v;
+    },
+  },
   source: oneOf("demo-world", "nix"),
   demoWorldDir: text,
   file: text,
@@ -129,7 +165,7 @@ export const OTHER_NAMESPACES = ["pulumi", "docker", "command"];
  * JSON). Keys of the providers' namespaces (e.g. `docker:host`) are left alone; any other namespace
  * is a mistyped project name, whose keys would otherwise be silently ignored.
  */
-export function parseConfig(all: Record<string, string>, stack: string): SupplyChainConfig {
+export function parseConfig(all: Record<string, string>, stack: string): StackConfig {
   const raw: Record<string, string> = {};
   const secretsSet = new Set<string>();
   for (const [k, v] of Object.entries(all)) {
@@ -163,17 +199,21 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
   const v: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
     try {
-      v[key] = KEYS[key as keyof SupplyChainConfig].parse(value);
+      v[key] = KEYS[key as ConfigKey].parse(value);
     } catch {
       throw new ConfigError(
-        `config key '${PROJECT}:${key}' has value ${JSON.stringify(value)}; allowed: ${KEYS[key as keyof SupplyChainConfig].allowed}`,
+        `config key '${PROJECT}:${key}' has value ${JSON.stringify(value)}; allowed: ${KEYS[key as ConfigKey].allowed}`,
       );
     }
   }
-  const need = (key: keyof SupplyChainConfig, why: string): never => {
+  const need = (key: ConfigKey, why: string): never => {
     throw new ConfigError(`config key '${PROJECT}:${key}' is required${why ? ` ${why}` : ""}; allowed: ${KEYS[key].allowed}`);
   };
 
+  const role = (v.role as StackConfig["role"] | undefined) ?? "publish";
+  for (const k of role === "audit" ? PUBLISH_ONLY : AUDIT_ONLY) {
+    if (k in v) throw new ConfigError(`config key '${PROJECT}:${k}' does not apply to role "${role}"${role === "audit" ? " (an audit rebuilds and compares; booting and explaining the closure are the publisher's)" : ' (set role: "audit")'}`);
+  }
   const source = (v.source as SupplyChainConfig["source"] | undefined) ?? need("source", "");
   const demoWorldDir = (v.demoWorldDir as string | undefined) ?? `.supply-chain/${stack}/demo-world`;
   let file: string, attribute: string, probes: string;
@@ -196,7 +236,7 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
   if (isolation !== "docker" && rebuilderImage) {
     throw new ConfigError(`config key '${PROJECT}:rebuilderImage' only applies to isolation "docker" (isolation is "${isolation}")`);
   }
-  const bootTest = (v.bootTest as boolean | undefined) ?? true;
+  const bootTest = role === "publish" && ((v.bootTest as boolean | undefined) ?? true);
   if (bootTest && !probes) need("probes", "when bootTest is true");
   const attest = (v.attest as boolean | undefined) ?? true;
   if (attest && !secretsSet.has("signingKey")) {
@@ -205,7 +245,28 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
     );
   }
   if (!attest && "builderId" in v) throw new ConfigError(`config key '${PROJECT}:builderId' only applies when attest is true`);
+  const policy = (v.policy as Policy | undefined) ?? "fail";
+  const workDir = (v.workDir as string | undefined) ?? `.supply-chain/${stack}`;
+  const builderId = v.builderId ? { builderId: v.builderId as string } : {};
+  if (role === "audit") {
+    return {
+      role,
+      source,
+      demoWorldDir,
+      file,
+      attribute,
+      isolation,
+      ...(rebuilderImage ? { rebuilderImage } : {}),
+      policy,
+      workDir,
+      attest,
+      ...builderId,
+      publisherStack: (v.publisherStack as string | undefined) ?? need("publisherStack", 'with role "audit"'),
+      publisherKey: (v.publisherKey as string | undefined) ?? need("publisherKey", 'with role "audit"'),
+    };
+  }
   return {
+    role,
     source,
     demoWorldDir,
     file,
@@ -213,14 +274,14 @@ export function parseConfig(all: Record<string, string>, stack: string): SupplyC
     probes,
     isolation,
     ...(rebuilderImage ? { rebuilderImage } : {}),
-    policy: (v.policy as Policy | undefined) ?? "fail",
+    policy,
     bootTest,
     bootTimeout: (v.bootTimeout as number | undefined) ?? 600,
     bootMemory: (v.bootMemory as number | undefined) ?? 1024,
-    workDir: (v.workDir as string | undefined) ?? `.supply-chain/${stack}`,
+    workDir,
     closureTop: (v.closureTop as number | undefined) ?? 10,
     attest,
-    ...(v.builderId ? { builderId: v.builderId as string } : {}),
+    ...builderId,
     // The demo world needs nothing from outside; a real image fetches what it lacks.
     offline: (v.offline as boolean | undefined) ?? source === "demo-world",
   };

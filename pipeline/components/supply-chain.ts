@@ -21,9 +21,12 @@ export function instantiateShell(c: Pick<SupplyChainConfig, "source" | "demoWorl
   // A GC root keeps the .drv alive between preview and up; nix-instantiate then prints the root, not the path.
   const root = shellQuote(`${c.workDir}/target.drv`);
   const inst = `mkdir -p ${shellQuote(c.workDir)} && nix-instantiate ${shellQuote(c.file)} -A ${shellQuote(c.attribute)} --add-root ${root} >/dev/null && readlink ${root}`;
-  if (c.source !== "demo-world") return inst;
-  // Generated only when absent: edits to the generated sources are what a preview should show.
-  return `{ [ -f ${shellQuote(c.file)} ] || ${stepShell("demo-world", [c.demoWorldDir])} >/dev/null; } && ${inst}`;
+  return c.source === "demo-world" ? `${demoWorldShell(c)} && ${inst}` : inst;
+}
+
+/** Generates the demo world only when absent: edits to the generated sources are what a preview should show. */
+export function demoWorldShell(c: Pick<SupplyChainConfig, "demoWorldDir" | "file">): string {
+  return `{ [ -f ${shellQuote(c.file)} ] || ${stepShell("demo-world", [c.demoWorldDir])} >/dev/null; }`;
 }
 
 export function lastLine(s: string): string {

@@ -71,3 +71,25 @@ export function writeFileExclusive(target: string, data: string | Buffer, mode: 
     fs.rmSync(tmp, { force: true });
   }
 }
+
+/**
+ * A content address of a directory tree: every entry's relative path, kind, executable bit and
+ * content (a symlink's target, not followed), in sorted order. Changes with any edit below `dir`.
+ */
+export function treeDigest(dir: string): string {
+  const hash = crypto.createHash("sha256");
+  const walk = (rel: string): void => {
+    const abs = path.join(dir, rel);
+    const st = fs.lstatSync(abs);
+    if (st.isSymbolicLink()) hash.update(`l ${rel} ${fs.readlinkSync(abs)}\0`);
+    else if (st.isDirectory()) {
+      hash.update(`d ${rel}\0`);
+      for (const e of fs.readdirSync(abs).sort()) walk(rel ? `${rel}/${e}` : e);
+    } else {
+      const content = crypto.createHash("sha256").update(fs.readFileSync(abs)).digest("hex");
+      hash.update(`f ${rel} ${st.mode & 0o111 ? "x" : "-"} ${content}\0`);
+    }
+  };
+  walk("");
+  return hash.digest("hex");
+}

@@ -1,7 +1,19 @@
 // Config validation is plain code: tested directly, every rule with a case built to fail.
 import test from "ava";
-import { parseConfig, ConfigError } from "../../pipeline/components/config";
+import { parseConfig as parseAny, ConfigError, SupplyChainConfig, AuditConfig } from "../../pipeline/components/config";
 import { TEST_SIGNING_KEY } from "./harness";
+
+/** A publisher's config (role publish, the default): the fields of the chain. */
+function parseConfig(all: Record<string, string>, stack: string): SupplyChainConfig {
+  const c = parseAny(all, stack);
+  if (c.role !== "publish") throw new Error(`role ${c.role}, expected publish`);
+  return c;
+}
+function parseAudit(all: Record<string, string>, stack: string): AuditConfig {
+  const c = parseAny(all, stack);
+  if (c.role !== "audit") throw new Error(`role ${c.role}, expected audit`);
+  return c;
+}
 
 const P = "secure-supply-chain";
 const demo = { [`${P}:source`]: "demo-world", [`${P}:isolation`]: "bwrap", [`${P}:signingKey`]: TEST_SIGNING_KEY };
@@ -38,7 +50,29 @@ test("keys of other namespaces (providers) are left alone", (t) => {
   t.notThrows(() => parseConfig({ ...demo, "docker:host": "unix:///x" }, "s"));
 });
 
+const without = (c: Record<string, string>, key: string) => Object.fromEntries(Object.entries(c).filter(([k]) => k !== `${P}:${key}`));
+const auditor = { ...demo, [`${P}:role`]: "audit", [`${P}:publisherStack`]: "organization/secure-supply-chain/demo", [`${P}:publisherKey`]: "stacks/demo-signing.pub" };
+
+test("role audit: the publisher's stack and key, this stack's own demo world, work dir and key", (t) => {
+  const c = parseAudit(auditor, "demo-audit");
+  t.is(c.publisherStack, "organization/secure-supply-chain/demo");
+  t.is(c.publisherKey, "stacks/demo-signing.pub");
+  t.is(c.file, ".supply-chain/demo-audit/demo-world/default.nix");
+  t.is(c.workDir, ".supply-chain/demo-audit");
+  t.true(c.attest);
+  t.false("bootTest" in c, "an audit boots nothing");
+  t.is(parseConfig(demo, "demo").role, "publish", "publish is the default role");
+});
+
 const bad: [string, Record<string, string>, RegExp][] = [
+  ["unknown role", { ...demo, [`${P}:role`]: "rebuild" }, /'secure-supply-chain:role' has value "rebuild"; allowed: one of "publish", "audit"/],
+  ["audit without the publisher's stack", without(auditor, "publisherStack"), /'secure-supply-chain:publisherStack' is required with role "audit"/],
+  ["audit without the publisher's key", without(auditor, "publisherKey"), /'secure-supply-chain:publisherKey' is required with role "audit"/],
+  ["publisher key given as PEM text", { ...auditor, [`${P}:publisherKey`]: "-----BEGIN PUBLIC KEY-----\nMCow\n-----END PUBLIC KEY-----" }, /'secure-supply-chain:publisherKey' has value .*allowed: the path of the publisher's Ed25519 public key/],
+  ["a stack name that is not one", { ...auditor, [`${P}:publisherStack`]: "org/proj/demo/extra" }, /'secure-supply-chain:publisherStack' has value "org\/proj\/demo\/extra"; allowed: a stack name/],
+  ["audit with a boot test", { ...auditor, [`${P}:bootTest`]: "true" }, /'secure-supply-chain:bootTest' does not apply to role "audit"/],
+  ["publisher with an audited stack", { ...demo, [`${P}:publisherStack`]: "org/p/s" }, /'secure-supply-chain:publisherStack' does not apply to role "publish" \(set role: "audit"\)/],
+
   ["unknown key", { ...demo, [`${P}:polcy`]: "warn" }, /'secure-supply-chain:polcy' is not known \(allowed keys: .*secure-supply-chain:policy/],
   ["mistyped namespace", { ...demo, "supply-chain:policy": "warn" }, /'supply-chain:policy' is not known: its namespace 'supply-chain' is neither this project's \('secure-supply-chain'\)/],
   ["inherited property name as key", { ...demo, [`${P}:constructor`]: "x" }, /'secure-supply-chain:constructor' is not known \(allowed keys:/],
@@ -69,7 +103,7 @@ test("the committed stacks parse", (t) => {
   const path = require("node:path") as typeof import("node:path");
   const YAML = require("yaml");
   const dir = path.join(__dirname, "..", "..", "stacks");
-  const stacks = fs.readdirSync(dir).filter((f) => /^Pulumi\.[a-z]+\.yaml$/.test(f));
+  const stacks = fs.readdirSync(dir).filter((f) => /^Pulumi\.[a-z-]+\.yaml$/.test(f));
   t.true(stacks.length >= 3, stacks.join(", "));
   for (const f of stacks) {
     const cfg = YAML.parse(fs.readFileSync(path.join(dir, f), "utf8")).config as Record<string, unknown>;
@@ -77,6 +111,6 @@ test("the committed stacks parse", (t) => {
     // (`pulumi config set --secret`) must parse once it is set.
     const flat = Object.fromEntries(Object.entries(cfg).map(([k, v]) => [k, typeof v === "object" ? TEST_SIGNING_KEY : String(v)]));
     if (flat[`${P}:attest`] !== "false") flat[`${P}:signingKey`] ??= TEST_SIGNING_KEY;
-    t.notThrows(() => parseConfig(flat, f.split(".")[1]), f);
+    t.notThrows(() => parseAny(flat, f.split(".")[1]), f);
   }
 });

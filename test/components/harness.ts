@@ -28,6 +28,7 @@ export interface StepOutputs {
   "boot-test": Record<string, unknown>;
   collect: Record<string, unknown>;
   attest: Record<string, unknown>;
+  audit: Record<string, unknown>;
 }
 
 /** A throwaway Ed25519 key for the mocked programs' signingKey (never a real one). */
@@ -42,6 +43,7 @@ export function defaultOutputs(drv = DRV): StepOutputs {
     collect: { isolation: "docker", network: { interfaces: ["lo"] }, outPath: out, narHash: "sha256:1build", paths: [], log: "-", runId: "run2" },
     verify: { reproducible: true, checked: 4, matched: 4, mismatched: [], report: "/w/rebuild/verify.md" },
     "boot-test": { passed: true, accel: "tcg", bootSeconds: 5, probes: [{ name: "p", ok: true, ms: 10, detail: "ok" }], serialLog: "/w/serial.log" },
+    audit: { reproduced: true, checked: 3, matched: 3, mismatched: [], notRebuilt: [], attestation: "/w/audit/audit.provenance.intoto.jsonl", verification: "/w/audit/audit.verification.intoto.jsonl", drvPath: drv, outPath: out, publisher: { keyid: "p1", provenance: "/p/provenance.intoto.jsonl", builderId: null }, auditor: { keyid: "a1", builderId: "https://b/1" } },
     attest: { provenance: "/w/attest/provenance.intoto.jsonl", verification: "/w/attest/verification.intoto.jsonl", sbom: "/w/attest/sbom.cdx.json", sbomSha256: "5b0m", keyid: "k1", subjects: [] },
   };
 }
@@ -59,7 +61,8 @@ let running = false;
 
 /** Imports index.ts afresh with this config; resolves every export (rejects if one fails). */
 /** `secretKeys`: config keys set as secrets (default: the signing key, when the config has one). */
-export async function runProgram(opts: { config: Record<string, string>; secretKeys?: string[]; stack?: string; steps?: Partial<StepOutputs>; drv?: string }): Promise<ProgramRun> {
+/** `stackOutputs`: what a StackReference (role audit: the publisher's stack) reads. */
+export async function runProgram(opts: { config: Record<string, string>; secretKeys?: string[]; stack?: string; steps?: Partial<StepOutputs>; drv?: string; stackOutputs?: Record<string, unknown> }): Promise<ProgramRun> {
   if (running) throw new Error("runProgram is not re-entrant: use test.serial");
   running = true;
   try {
@@ -101,6 +104,7 @@ export async function runProgram(opts: { config: Record<string, string>; secretK
             state.stderr = "";
           }
           if (args.type === "docker:index/remoteImage:RemoteImage") state.repoDigest = args.inputs.name;
+          if (args.type === "pulumi:pulumi:StackReference") state.outputs = opts.stackOutputs ?? {};
           if (args.type === "docker:index/container:Container") {
             state.exitCode = (opts.steps as any)?.containerExitCode ?? 0;
             state.containerLogs = "rebuild log";

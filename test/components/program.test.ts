@@ -4,7 +4,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { TEST_SIGNING_KEY, DRV, runProgram, Registered, ProgramRun } from "./harness";
+import { TEST_SIGNING_KEY, DRV, runProgram, Registered, ProgramRun, defaultOutputs } from "./harness";
 
 const P = "secure-supply-chain";
 // Pulumi's wire encoding of a secret value (sdk/nodejs/runtime/rpc.ts: specialSigKey, specialSecretSig).
@@ -198,4 +198,61 @@ test.serial("(mocked: no engine in unit tests) a wrong config key or value is on
   t.is(err!.constructor.name, "RunError", "ends the program without a stack trace");
   err = await t.throwsAsync(runProgram({ config: demoConfig(dir, { [`${P}:isolation`]: "docker" }) }));
   t.regex(err!.message, /'secure-supply-chain:rebuilderImage' is required with isolation "docker"; allowed: an image pinned by digest/);
+});
+
+function auditConfig(dir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { ...demoConfig(dir), [`${P}:role`]: "audit", [`${P}:publisherStack`]: "organization/secure-supply-chain/demo", [`${P}:publisherKey`]: "stacks/demo-signing.pub", ...extra };
+}
+const PUBLISHER = { closureFile: "/p/closure/source-export.closure", closureSha256: "c1osure", provenance: "/p/attest/provenance.intoto.jsonl" };
+
+test.serial("(mocked: no engine or nix in unit tests) role audit: the publisher's stack by StackReference, one audit step, nothing of the chain", async (t) => {
+  const run = await runProgram({ config: auditConfig(demoWorld(t)), stackOutputs: PUBLISHER });
+  t.deepEqual(stepCommands(run).map(stepOf), ["audit"]);
+  // The closure and provenance paths in the command come from the StackReference's outputs (a read
+  // resource: the mock monitor records no registration for it).
+  const cmd = stepCommands(run)[0];
+  const create = String(cmd.inputs.create);
+  for (const arg of ["--closure /p/closure/source-export.closure", "--attestation /p/attest/provenance.intoto.jsonl", "--public-key stacks/demo-signing.pub", "--isolation bwrap", "--key-env SC_SIGNING_KEY"]) t.true(create.includes(arg), arg);
+  t.false(create.includes("PRIVATE KEY"), "the auditor's key travels in the environment only");
+  t.is(cmd.wire.environment?.[SECRET_SIG_KEY], SECRET_SIG, "and that environment is a secret");
+  t.is(run.outputs.auditReproduced, true);
+  t.is(run.outputs.auditAttestation, "/w/audit/audit.provenance.intoto.jsonl");
+  t.is(run.outputs.auditorKeyId, "a1");
+  t.is(run.outputs.auditedStack, "organization/secure-supply-chain/demo");
+  t.regex(String(run.outputs.auditorPublicKey), /^-----BEGIN PUBLIC KEY-----/);
+  t.is(run.outputs.imageDrvPath, undefined, "an audit stack claims no image of its own");
+  t.is(run.outputs.provenance, undefined);
+});
+
+test.serial("(mocked: no engine or nix in unit tests) role audit: a changed provenance re-runs the audit (a trigger), an unchanged one does not", async (t) => {
+  const dir = demoWorld(t);
+  const prov = path.join(dir, "provenance.intoto.jsonl");
+  fs.writeFileSync(prov, "{}\n");
+  const triggers = async () => {
+    const run = await runProgram({ config: auditConfig(dir), stackOutputs: { ...PUBLISHER, provenance: prov } });
+    return JSON.stringify(stepCommands(run)[0].inputs.triggers);
+  };
+  const first = await triggers();
+  t.is(await triggers(), first);
+  fs.writeFileSync(prov, "{\"changed\":1}\n");
+  t.not(await triggers(), first);
+  fs.appendFileSync(path.join(dir, "probes.json"), " ");
+  const afterWorld = await triggers();
+  fs.appendFileSync(path.join(dir, "probes.json"), " ");
+  t.not(await triggers(), afterWorld, "an edit of the reviewed files re-runs it too");
+});
+
+test.serial("(mocked: no engine or nix in unit tests) role audit: not reproduced fails the update under policy fail, naming the path", async (t) => {
+  const steps = { audit: { ...defaultOutputs().audit, reproduced: false, reason: "not reproduced: /nix/store/x-dep rebuilt with NAR sha256 aa, the publisher attests bb" } };
+  await t.throwsAsync(runProgram({ config: auditConfig(demoWorld(t)), stackOutputs: PUBLISHER, steps }), { message: /audit of organization\/secure-supply-chain\/demo: not reproduced: \/nix\/store\/x-dep/ });
+  const warned = await runProgram({ config: auditConfig(demoWorld(t), { [`${P}:policy`]: "warn" }), stackOutputs: PUBLISHER, steps });
+  t.is(warned.outputs.auditReproduced, false);
+});
+
+test.serial("(mocked: no engine or nix in unit tests) role audit: a publisher stack without provenance is one error naming the output", async (t) => {
+  await t.throwsAsync(runProgram({ config: auditConfig(demoWorld(t)), stackOutputs: { closureFile: "/p/c" } }), { message: /stack organization\/secure-supply-chain\/demo has no output 'provenance'/ });
+});
+
+test.serial("(mocked: no engine or nix in unit tests) role audit: a publisherKey that is not an Ed25519 public key is refused before anything is declared", async (t) => {
+  await t.throwsAsync(runProgram({ config: auditConfig(demoWorld(t), { [`${P}:publisherKey`]: "README.md" }), stackOutputs: PUBLISHER }), { message: /config key 'secure-supply-chain:publisherKey': README.md is not a readable Ed25519 public key/ });
 });

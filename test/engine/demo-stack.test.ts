@@ -36,7 +36,7 @@ test.before(() => {
 test.after.always(async () => {
   if (!ctx.dir) return;
   // A failed step may have left resources: destroy them (their delete runs nothing) before removing.
-  for (const [stack, cwd] of [["dev", path.join(ctx.dir, "consumer")], ["gate", path.join(ctx.dir, "consumer")], ["demo", ctx.dir], ["broken", ctx.dir]] as const) {
+  for (const [stack, cwd] of [["dev", path.join(ctx.dir, "consumer")], ["gate", path.join(ctx.dir, "consumer")], ["demo-audit", ctx.dir], ["demo", ctx.dir], ["broken", ctx.dir]] as const) {
     await pulumi(["destroy", "--yes", "--stack", stack], { cwd, allowFailure: true });
   }
   fs.rmSync(ctx.dir, { recursive: true, force: true });
@@ -93,6 +93,33 @@ test.serial("(real engine) a second pulumi up changes nothing and runs no step",
   t.deepEqual(await outputs("demo"), ctx.outputs);
 });
 
+const AUDIT_PUB = path.join(ROOT, "stacks", "demo-audit-signing.pub");
+
+test.serial("(real engine) the demo-audit stack (role audit) reads the demo stack by StackReference, rebuilds in its own empty store and signs: reproduced", async (t) => {
+  await pulumi(["stack", "init", "demo-audit"]);
+  const up = await pulumi(["up", "--yes", "--stack", "demo-audit"]);
+  t.log(up.stdout.split("\n").filter((l) => /created|Resources:|Duration/.test(l)).join("\n"));
+  const o = await outputs("demo-audit");
+  t.is(o.role, "audit");
+  t.is(o.auditedStack, `organization/${PROJECT}/demo`);
+  t.is(o.auditReproduced, true);
+  t.is(o.auditedDrvPath, ctx.outputs!.imageDrvPath, "the reviewed demo world evaluates, inside the audit, to the attested drv");
+  t.is(o.auditedOutPath, ctx.outputs!.imageOutPath);
+  t.is(o.publisherKeyId, ctx.outputs!.attestationKeyId);
+  t.is(o.auditorPublicKey, fs.readFileSync(AUDIT_PUB, "utf8"));
+  t.not(o.auditorKeyId, ctx.outputs!.attestationKeyId, "the auditor signs with its own key");
+  t.true(o.auditAttestation.startsWith(path.join(ctx.dir, ".supply-chain", "demo-audit")), o.auditAttestation);
+  const v = cliJson(["verify-attestation", "--attestation", o.auditAttestation, "--public-key", AUDIT_PUB, "--predicate-type", "https://slsa.dev/provenance/v1", "--store-path", ctx.outputs!.imageOutPath]);
+  t.true(v.verified);
+  t.is(v.keyid, o.auditorKeyId);
+  const report = JSON.parse(fs.readFileSync(o.auditReport, "utf8"));
+  t.deepEqual(report.interfaces, ["lo"]);
+  t.true(report.checked > 0 && report.matched === report.checked, JSON.stringify({ checked: report.checked, matched: report.matched }));
+
+  await pulumi(["up", "--yes", "--stack", "demo-audit"]);
+  t.deepEqual(Object.keys(await lastChanges("demo-audit")), ["same"], "an unchanged publisher and checkout re-run nothing");
+});
+
 test.serial("(real engine) a second project reads the outputs through a StackReference", async (t) => {
   const cwd = path.join(ctx.dir, "consumer");
   await pulumi(["stack", "init", "dev"], { cwd });
@@ -128,6 +155,40 @@ test.serial("(real engine) a second project reads the outputs through a StackRef
   } finally {
     fs.writeFileSync(file, original);
   }
+  await pulumi(["up", "--yes", "--stack", "dev"], { cwd });
+
+  // N of M: the demo-audit stack's signed provenance must agree with the publisher's.
+  const cset = (...a: string[]) => pulumi(["config", "set", "--stack", "dev", ...a], { cwd });
+  const auditorKey = fs.readFileSync(AUDIT_PUB, "utf8");
+  await cset("--path", "auditors[0].stack", `organization/${PROJECT}/demo-audit`);
+  await cset("--path", "auditors[0].publicKey", "--", auditorKey);
+  await cset("requiredAgreeing", "1");
+  await pulumi(["up", "--yes", "--stack", "dev"], { cwd });
+  const auditorKeyId = (await outputs("demo-audit")).auditorKeyId;
+  t.deepEqual((await outputs("dev", cwd)).approvedBy, [
+    { stack: `organization/${PROJECT}/demo`, keyid: ctx.outputs!.attestationKeyId },
+    { stack: `organization/${PROJECT}/demo-audit`, keyid: auditorKeyId },
+  ]);
+
+  // Two required, one of them a stack that does not exist: refused, naming it.
+  const spare = fs.mkdtempSync(path.join(os.tmpdir(), "sc-spare-key-"));
+  cliJson(["keygen", "--out", spare]);
+  await cset("--path", "auditors[1].stack", `organization/${PROJECT}/no-such-audit`);
+  await cset("--path", "auditors[1].publicKey", "--", fs.readFileSync(path.join(spare, "signing.pub"), "utf8"));
+  await cset("requiredAgreeing", "2");
+  const missing = await pulumi(["up", "--yes", "--stack", "dev"], { cwd, allowFailure: true });
+  t.not(missing.code, 0);
+  t.regex(missing.stdout + missing.stderr, /1 of the 2 required independent agreeing attestations; agreeing: organization\/secure-supply-chain\/demo-audit .*missing: organization\/secure-supply-chain\/no-such-audit/);
+
+  // The real auditor's stack, but the consumer trusts another key for it: its claims are not believed.
+  await cset("--path", "auditors[0].publicKey", "--", fs.readFileSync(path.join(spare, "signing.pub"), "utf8"));
+  await cset("requiredAgreeing", "1");
+  await pulumi(["config", "rm", "--path", "auditors[1]", "--stack", "dev"], { cwd });
+  const wrongAuditorKey = await pulumi(["up", "--yes", "--stack", "dev"], { cwd, allowFailure: true });
+  t.not(wrongAuditorKey.code, 0);
+  t.regex(wrongAuditorKey.stdout + wrongAuditorKey.stderr, /0 of the 1 required .*not verified: organization\/secure-supply-chain\/demo-audit/);
+  fs.rmSync(spare, { recursive: true, force: true });
+  await cset("--path", "auditors[0].publicKey", "--", auditorKey);
   await pulumi(["up", "--yes", "--stack", "dev"], { cwd });
 });
 
@@ -185,6 +246,7 @@ test.serial("(real engine) a non-reproducible target fails pulumi up; policy war
 
 test.serial("(real engine) pulumi destroy leaves no resources", async (t) => {
   await pulumi(["destroy", "--yes", "--stack", "dev"], { cwd: path.join(ctx.dir, "consumer") });
+  await pulumi(["destroy", "--yes", "--stack", "demo-audit"]);
   await pulumi(["destroy", "--yes", "--stack", "demo"]);
   const exported = JSON.parse((await pulumi(["stack", "export", "--stack", "demo"])).stdout);
   t.deepEqual(exported.deployment.resources ?? [], []);
