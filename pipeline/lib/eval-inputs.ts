@@ -299,5 +299,10 @@ export function checkoutPins(t: NixTarget, extra: string[] = []): Pin[] {
     const lock = flakeLockOf(t.flake);
     return lock ? readFlakeLock(lock) : [];
   }
-  return [...new Set([...findPinsFiles(t.file), ...extra.map((f) => path.resolve(f))])].flatMap(readPins);
+  return pinsFilesOf(t.file, extra).flatMap(readPins);
+}
+
+/** The pins files of a non-flake target: those found next to its file, and `extra` (--pins), absolute, once each. */
+export function pinsFilesOf(file: string, extra: string[] = []): string[] {
+  return [...new Set([...findPinsFiles(file), ...extra.map((f) => path.resolve(f))])];
 }

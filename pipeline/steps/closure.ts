@@ -15,7 +15,7 @@ import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode } from "../lib/storepath";
 import { narSizeOf } from "../lib/nar";
-import { findPinsFiles, localFlakeDir, PinnedInput, resolveFlakeInputs, resolvePinnedInputs } from "../lib/eval-inputs";
+import { localFlakeDir, pinsFilesOf, PinnedInput, resolveFlakeInputs, resolvePinnedInputs } from "../lib/eval-inputs";
 
 export interface ClosureResult {
   closureFile: string | null;
@@ -265,7 +265,7 @@ export const step: StepDefinition<ClosureResult> = {
     let pinsFiles: string[] = [];
     if (t.flake === undefined) {
       const checkout = checkoutOf(t.file);
-      pinsFiles = [...new Set([...findPinsFiles(t.file), ...(values.pins ?? []).map((f: string) => path.resolve(f))])];
+      pinsFiles = pinsFilesOf(t.file, values.pins ?? []);
       pinned = await resolvePinnedInputs({ file: path.resolve(t.file), attribute: t.attribute, pinsFiles, storeDir: graph.storeDir, known: new Set(want.keys()), checkout, nixArgs });
       pinsFiles = pinsFiles.map((f) => relativeTo(checkout, f));
     } else {
