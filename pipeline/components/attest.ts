@@ -18,8 +18,9 @@ export interface AttestArgs {
   closureSha256: pulumi.Input<string>;
   verify: pulumi.Input<VerifyJson>;
   /** The rebuild's rebuild.json: interfaces seen inside, the rebuilder image. */
-  rebuilt: pulumi.Input<string>;
-  rebuildDigest: pulumi.Input<string>;
+  rebuildResultFile: pulumi.Input<string>;
+  /** A trigger: a new rebuild run is new evidence to sign (Rebuild.runId). */
+  rebuildRunId: pulumi.Input<string>;
   bootTest?: pulumi.Input<BootTestJson>;
   signingKey: pulumi.Input<string>;
   builderId?: string;
@@ -47,7 +48,7 @@ export class Attest extends pulumi.ComponentResource {
       [path.join(dir, "verify.json")]: JSON.stringify(verdictOnly(verify)),
       ...(boot ? { [path.join(dir, "boot-test.json")]: JSON.stringify(boot) } : {}),
     }));
-    const cmdArgs = pulumi.all([inputs, args.closureDir, args.rebuilt, args.outDir, args.bootTest]).apply(([dir, closure, rebuilt, out, boot]) => [
+    const cmdArgs = pulumi.all([inputs, args.closureDir, args.rebuildResultFile, args.outDir, args.bootTest]).apply(([dir, closure, rebuild, out, boot]) => [
       "--build",
       path.join(dir, "build.json"),
       "--closure",
@@ -56,7 +57,7 @@ export class Attest extends pulumi.ComponentResource {
       path.join(dir, "verify.json"),
       ...(boot ? ["--boot-test", path.join(dir, "boot-test.json")] : []),
       "--rebuild",
-      rebuilt,
+      rebuild,
       "--key-env",
       SIGNING_KEY_ENV,
       "--out",
@@ -71,7 +72,7 @@ export class Attest extends pulumi.ComponentResource {
         args: cmdArgs,
         inputFiles: files,
         secretEnvironment: { [SIGNING_KEY_ENV]: args.signingKey },
-        triggers: [build.narHash, args.closureSha256, args.rebuildDigest, pulumi.output(args.bootTest).apply((b) => b?.passed ?? null)],
+        triggers: [build.narHash, args.closureSha256, args.rebuildRunId, pulumi.output(args.bootTest).apply((b) => b?.passed ?? null)],
       },
       { parent: this },
     );

@@ -56,11 +56,15 @@ export function containerSpec(s: ContainerSpecInput): ContainerSpec {
 export class Rebuild extends pulumi.ComponentResource {
   readonly outPath: pulumi.Output<string>;
   readonly narHash: pulumi.Output<string>;
-  /** The rebuild's result file (`<out>/rebuild.json`), what verify reads. */
-  readonly rebuilt: pulumi.Output<string>;
+  /** The rebuild's result file (`<out>/rebuild.json`), what verify and attest read. */
+  readonly resultFile: pulumi.Output<string>;
   readonly interfaces: pulumi.Output<string[]>;
-  /** Content address of this rebuild's result (changes with every re-run). */
-  readonly digest: pulumi.Output<string>;
+  /**
+   * The rebuild run's id: random, NOT a content address (two runs of the same inputs differ). It is
+   * still the right trigger for what reads the result file: it changes exactly when the rebuild ran
+   * again, and a new run must re-run verify and attest (verify refuses a result file of another run).
+   */
+  readonly runId: pulumi.Output<string>;
   readonly container?: docker.Container;
 
   constructor(name: string, args: RebuildArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -138,9 +142,9 @@ export class Rebuild extends pulumi.ComponentResource {
     const r = parseStepJson<RebuildJson>("rebuild", stdout);
     this.outPath = r.outPath;
     this.narHash = r.narHash;
-    this.rebuilt = outDir.apply((o) => path.join(o, "rebuild.json"));
+    this.resultFile = outDir.apply((o) => path.join(o, "rebuild.json"));
     this.interfaces = r.apply((j) => j.network.interfaces);
-    this.digest = r.apply((j) => j.runId ?? j.narHash);
-    this.registerOutputs({ outPath: this.outPath, narHash: this.narHash, rebuilt: this.rebuilt, interfaces: this.interfaces, digest: this.digest });
+    this.runId = r.apply((j) => j.runId ?? j.narHash);
+    this.registerOutputs({ outPath: this.outPath, narHash: this.narHash, resultFile: this.resultFile, interfaces: this.interfaces, runId: this.runId });
   }
 }

@@ -1,7 +1,8 @@
 // Runs one `supply-chain <step>` as a @pulumi/command local.Command and parses its JSON.
 // The command string holds only relative paths and the step's options, so a second `pulumi up`
 // with the same inputs sees no change and runs nothing; `triggers` carry the content addresses
-// (drv path, closure digest, image digest) whose change replaces the resource, i.e. re-runs the step.
+// (drv path, closure digest, image digest) whose change replaces the resource, i.e. re-runs the step,
+// and the rebuild's run id (Rebuild.runId: what reads a rebuild's result re-runs with every new run).
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";

@@ -9,11 +9,11 @@ export interface VerifyArgs {
   file: pulumi.Input<string>;
   attribute: pulumi.Input<string>;
   drvPath: pulumi.Input<string>;
-  /** The rebuild step's result file. */
-  rebuilt: pulumi.Input<string>;
-  /** Content addresses of both sides: the original's NAR hash and the rebuild's result digest. */
+  /** The rebuild step's result file (`--rebuilt`). */
+  rebuildResultFile: pulumi.Input<string>;
+  /** The triggers: the original's NAR hash (a content address) and the rebuild's run id (Rebuild.runId). */
   buildDigest: pulumi.Input<string>;
-  rebuildDigest: pulumi.Input<string>;
+  rebuildRunId: pulumi.Input<string>;
   policy: Policy;
 }
 
@@ -33,8 +33,8 @@ export class Verify extends pulumi.ComponentResource {
       `${name}-verify`,
       {
         step: "verify",
-        args: ["--file", args.file, "--attribute", args.attribute, "--rebuilt", args.rebuilt],
-        triggers: [args.drvPath, args.buildDigest, args.rebuildDigest],
+        args: ["--file", args.file, "--attribute", args.attribute, "--rebuilt", args.rebuildResultFile],
+        triggers: [args.drvPath, args.buildDigest, args.rebuildRunId],
         allowCheckFailure: args.policy === "warn",
       },
       { parent: this },
