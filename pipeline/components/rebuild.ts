@@ -12,7 +12,7 @@ import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
 import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
 import { RebuildJson } from "./types";
-import { REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
+import { REBUILD_RESULT, REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 import { ContainerSpec, containerSpec as isolationContainerSpec } from "../lib/isolation";
 
 export interface RebuildArgs {
@@ -97,7 +97,7 @@ export class Rebuild extends pulumi.ComponentResource {
             .all([args.file, args.attribute, args.closureFile, args.closureSha256, stageDir, work, outDir])
             .apply(
               ([f, a, c, sha, stage, w, o]) =>
-                `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c, "--stage", stage, "--closure-sha256", sha])} >&2 && rm -f ${shellQuote(path.join(o, "rebuild.json"))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
+                `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c, "--stage", stage, "--closure-sha256", sha])} >&2 && rm -f ${shellQuote(path.join(o, REBUILD_RESULT))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
             ),
           dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256],
@@ -142,9 +142,9 @@ export class Rebuild extends pulumi.ComponentResource {
     const r = parseStepJson<RebuildJson>("rebuild", stdout);
     this.outPath = r.outPath;
     this.narHash = r.narHash;
-    this.resultFile = outDir.apply((o) => path.join(o, "rebuild.json"));
+    this.resultFile = outDir.apply((o) => path.join(o, REBUILD_RESULT));
     this.interfaces = r.apply((j) => j.network.interfaces);
-    this.runId = r.apply((j) => j.runId ?? j.narHash);
+    this.runId = r.runId;
     this.registerOutputs({ outPath: this.outPath, narHash: this.narHash, resultFile: this.resultFile, interfaces: this.interfaces, runId: this.runId });
   }
 }

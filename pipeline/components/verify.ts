@@ -51,8 +51,8 @@ export class Verify extends pulumi.ComponentResource {
     );
     this.reproducible = applyPolicy(args.policy, ok, why, this);
     this.checked = r.checked;
-    this.matched = r.apply((j) => j.matched ?? j.checked - j.mismatched.length);
-    this.reproducibleRatio = r.apply((j) => (j.checked ? (j.matched ?? j.checked - j.mismatched.length) / j.checked : 0));
+    this.matched = r.matched;
+    this.reproducibleRatio = r.apply((j) => (j.checked ? j.matched / j.checked : 0));
     this.mismatched = r.mismatched;
     this.report = r.report;
     this.registerOutputs({
