@@ -10,8 +10,9 @@ import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
+import { declareOutputs, OutputsOf } from "./outputs";
 import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
-import { RebuildJson } from "./types";
+import type { RebuildResult } from "../steps/rebuild";
 import { REBUILD_RESULT, REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 import { ContainerSpec, containerSpec as isolationContainerSpec } from "../lib/isolation";
 
@@ -53,18 +54,23 @@ export function containerSpec(s: ContainerSpecInput): ContainerSpec {
   });
 }
 
-export class Rebuild extends pulumi.ComponentResource {
-  readonly outPath: pulumi.Output<string>;
-  readonly narHash: pulumi.Output<string>;
-  /** The rebuild's result file (`<out>/rebuild.json`), what verify and attest read. */
+/** The step's JSON and the network interfaces the rebuild saw inside its isolation. */
+function withInterfaces(j: RebuildResult) {
+  return { ...j, interfaces: j.network.interfaces };
+}
+
+const OUTPUTS = ["outPath", "narHash", "interfaces", "runId"] as const;
+
+/**
+ * `runId`: the rebuild run's id, random, NOT a content address (two runs of the same inputs differ).
+ * It is still the right trigger for what reads the result file: it changes exactly when the rebuild
+ * ran again, and a new run must re-run verify and attest (verify refuses a result file of another run).
+ */
+export interface Rebuild extends OutputsOf<ReturnType<typeof withInterfaces>, (typeof OUTPUTS)[number]> {
+  /** The rebuild's result file (`<out>/rebuild.json`), what verify and attest read: known before it runs. */
   readonly resultFile: pulumi.Output<string>;
-  readonly interfaces: pulumi.Output<string[]>;
-  /**
-   * The rebuild run's id: random, NOT a content address (two runs of the same inputs differ). It is
-   * still the right trigger for what reads the result file: it changes exactly when the rebuild ran
-   * again, and a new run must re-run verify and attest (verify refuses a result file of another run).
-   */
-  readonly runId: pulumi.Output<string>;
+}
+export class Rebuild extends pulumi.ComponentResource {
   readonly container?: docker.Container;
 
   constructor(name: string, args: RebuildArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -139,12 +145,7 @@ export class Rebuild extends pulumi.ComponentResource {
       );
       stdout = collect.stdout;
     }
-    const r = parseStepJson<RebuildJson>("rebuild", stdout);
-    this.outPath = r.outPath;
-    this.narHash = r.narHash;
-    this.resultFile = outDir.apply((o) => path.join(o, REBUILD_RESULT));
-    this.interfaces = r.apply((j) => j.network.interfaces);
-    this.runId = r.runId;
-    this.registerOutputs({ outPath: this.outPath, narHash: this.narHash, resultFile: this.resultFile, interfaces: this.interfaces, runId: this.runId });
+    const r = parseStepJson<RebuildResult>("rebuild", stdout).apply(withInterfaces);
+    declareOutputs(this, r, OUTPUTS, { resultFile: outDir.apply((o) => path.join(o, REBUILD_RESULT)) });
   }
 }
