@@ -247,41 +247,35 @@ export function parseConfig(all: Record<string, string>, stack: string): StackCo
   if (!attest && "builderId" in v) throw new ConfigError(`config key '${PROJECT}:builderId' only applies when attest is true`);
   const policy = (v.policy as Policy | undefined) ?? "fail";
   const workDir = (v.workDir as string | undefined) ?? `.supply-chain/${stack}`;
-  const builderId = v.builderId ? { builderId: v.builderId as string } : {};
+  // What both roles have (AuditConfig picks these of SupplyChainConfig).
+  const shared = {
+    source,
+    demoWorldDir,
+    file,
+    attribute,
+    isolation,
+    ...(rebuilderImage ? { rebuilderImage } : {}),
+    policy,
+    workDir,
+    attest,
+    ...(v.builderId ? { builderId: v.builderId as string } : {}),
+  };
   if (role === "audit") {
     return {
       role,
-      source,
-      demoWorldDir,
-      file,
-      attribute,
-      isolation,
-      ...(rebuilderImage ? { rebuilderImage } : {}),
-      policy,
-      workDir,
-      attest,
-      ...builderId,
+      ...shared,
       publisherStack: (v.publisherStack as string | undefined) ?? need("publisherStack", 'with role "audit"'),
       publisherKey: (v.publisherKey as string | undefined) ?? need("publisherKey", 'with role "audit"'),
     };
   }
   return {
     role,
-    source,
-    demoWorldDir,
-    file,
-    attribute,
+    ...shared,
     probes,
-    isolation,
-    ...(rebuilderImage ? { rebuilderImage } : {}),
-    policy,
     bootTest,
     bootTimeout: (v.bootTimeout as number | undefined) ?? 600,
     bootMemory: (v.bootMemory as number | undefined) ?? 1024,
-    workDir,
     closureTop: (v.closureTop as number | undefined) ?? 10,
-    attest,
-    ...builderId,
     // The demo world needs nothing from outside; a real image fetches what it lacks.
     offline: (v.offline as boolean | undefined) ?? source === "demo-world",
   };
