@@ -1,14 +1,10 @@
 // Build: `supply-chain build`, re-run only when the target's .drv path changes.
 import * as pulumi from "@pulumi/pulumi";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, stepCommand } from "./step-command";
+import { parseStepJson, stepCommand, TargetArgs } from "./step-command";
 import type { BuildResult } from "../steps/build";
 
-export interface BuildArgs {
-  file: pulumi.Input<string>;
-  attribute: pulumi.Input<string>;
-  /** The target's .drv path, known at preview (nix-instantiate through the `local.run` invoke). */
-  drvPath: pulumi.Input<string>;
+export interface BuildArgs extends TargetArgs {
   /** Substituters off (`--offline`): an offline stack's build must not try the network. */
   offline?: boolean;
 }

@@ -1,14 +1,11 @@
 // Closure: `supply-chain closure`, the exported source closure of the target.
 import * as pulumi from "@pulumi/pulumi";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, stepCommand } from "./step-command";
+import { parseStepJson, stepCommand, TargetArgs } from "./step-command";
 import type { ClosureResult } from "../steps/closure";
 
-export interface ClosureArgs {
-  file: pulumi.Input<string>;
-  attribute: pulumi.Input<string>;
-  /** The closure is a function of the derivation graph: its .drv path is the trigger. */
-  drvPath: pulumi.Input<string>;
+/** The closure is a function of the derivation graph: its .drv path is the trigger. */
+export interface ClosureArgs extends TargetArgs {
   outDir: pulumi.Input<string>;
   top?: pulumi.Input<number>;
   /** Substituters off (`--offline`) for the realisation of the sources. */

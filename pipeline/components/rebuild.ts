@@ -11,15 +11,12 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
+import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell, TargetArgs } from "./step-command";
 import type { RebuildResult } from "../steps/rebuild";
 import { REBUILD_RESULT, REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 import { ContainerSpec, containerSpec as isolationContainerSpec } from "../lib/isolation";
 
-export interface RebuildArgs {
-  file: pulumi.Input<string>;
-  attribute: pulumi.Input<string>;
-  drvPath: pulumi.Input<string>;
+export interface RebuildArgs extends TargetArgs {
   closureFile: pulumi.Input<string>;
   closureSha256: pulumi.Input<string>;
   isolation: Isolation;

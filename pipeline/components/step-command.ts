@@ -30,6 +30,16 @@ export function tolerateVerdict(cmd: string): string {
   return `out=$(${cmd}); rc=$?; printf '%s\\n' "$out"; [ $rc -eq 0 ] || { [ $rc -eq 1 ] && [ "\${out#\\{}" != "$out" ]; }`;
 }
 
+/**
+ * The target a step evaluates (`--file`, `--attribute`) and its .drv path, known at preview
+ * (nix-instantiate through the `local.run` invoke): the trigger of every step that is a function of it.
+ */
+export interface TargetArgs {
+  file: pulumi.Input<string>;
+  attribute: pulumi.Input<string>;
+  drvPath: pulumi.Input<string>;
+}
+
 export interface StepCommandArgs {
   step: string;
   args: pulumi.Input<pulumi.Input<string>[]>;

@@ -3,13 +3,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { Policy } from "./config";
 import { applyPolicy } from "./policy";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, stepCommand } from "./step-command";
+import { parseStepJson, stepCommand, TargetArgs } from "./step-command";
 import type { VerifyResult } from "../steps/verify";
 
-export interface VerifyArgs {
-  file: pulumi.Input<string>;
-  attribute: pulumi.Input<string>;
-  drvPath: pulumi.Input<string>;
+export interface VerifyArgs extends TargetArgs {
   /** The rebuild step's result file (`--rebuilt`). */
   rebuildResultFile: pulumi.Input<string>;
   /** The triggers: the original's NAR hash (a content address) and the rebuild's run id (Rebuild.runId). */
