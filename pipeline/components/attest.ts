@@ -4,41 +4,46 @@
 // (`--key-env`), marked secret in the state, never on the command line or in a file.
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
+import { declareOutputs, OutputsOf } from "./outputs";
 import { parseStepJson, REPO_ROOT, stepCommand } from "./step-command";
-import { BootTestJson, BuildJson, VerifyJson } from "./types";
 import type { AttestResult } from "../steps/attest";
+import type { BootTestResult } from "../steps/boot-test";
+import type { BuildResult } from "../steps/build";
+import type { VerifyResult } from "../steps/verify";
 
 /** The environment variable the key travels in (`attest --key-env`). */
 export const SIGNING_KEY_ENV = "SC_SIGNING_KEY";
 
 export interface AttestArgs {
-  build: pulumi.Input<BuildJson>;
+  build: pulumi.Input<BuildResult>;
   /** The closure step's --out directory (manifest.json, the closure file). */
   closureDir: pulumi.Input<string>;
   closureSha256: pulumi.Input<string>;
-  verify: pulumi.Input<VerifyJson>;
+  verify: pulumi.Input<VerifyResult>;
   /** The rebuild's rebuild.json: interfaces seen inside, the rebuilder image. */
-  rebuilt: pulumi.Input<string>;
-  rebuildDigest: pulumi.Input<string>;
-  bootTest?: pulumi.Input<BootTestJson>;
+  rebuildResultFile: pulumi.Input<string>;
+  /** A trigger: a new rebuild run is new evidence to sign (Rebuild.runId). */
+  rebuildRunId: pulumi.Input<string>;
+  bootTest?: pulumi.Input<BootTestResult>;
   signingKey: pulumi.Input<string>;
   builderId?: string;
   outDir: pulumi.Input<string>;
 }
 
 /** What of verify's JSON the summary records: the verdict and the paths that differ, not the file lists. */
-function verdictOnly(v: VerifyJson) {
+function verdictOnly(v: VerifyResult) {
   return { ...v, mismatched: v.mismatched.map((m) => ({ path: m.path })) };
 }
 
-export class Attest extends pulumi.ComponentResource {
-  readonly provenance: pulumi.Output<string>;
-  readonly verification: pulumi.Output<string>;
-  readonly sbom: pulumi.Output<string>;
-  readonly sbomSha256: pulumi.Output<string>;
-  readonly keyId: pulumi.Output<string>;
-  readonly subjects: pulumi.Output<AttestResult["subjects"]>;
+/** The step's JSON, with its key's id under the name the component has always given it (`keyId`). */
+function withKeyId(j: AttestResult) {
+  return { ...j, keyId: j.keyid };
+}
 
+const OUTPUTS = ["provenance", "verification", "sbom", "sbomSha256", "keyId", "subjects"] as const;
+
+export interface Attest extends OutputsOf<ReturnType<typeof withKeyId>, (typeof OUTPUTS)[number]> {}
+export class Attest extends pulumi.ComponentResource {
   constructor(name: string, args: AttestArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:Attest", name, {}, opts);
     const inputs = pulumi.output(args.outDir).apply((o) => path.resolve(REPO_ROOT, o, "inputs"));
@@ -47,7 +52,7 @@ export class Attest extends pulumi.ComponentResource {
       [path.join(dir, "verify.json")]: JSON.stringify(verdictOnly(verify)),
       ...(boot ? { [path.join(dir, "boot-test.json")]: JSON.stringify(boot) } : {}),
     }));
-    const cmdArgs = pulumi.all([inputs, args.closureDir, args.rebuilt, args.outDir, args.bootTest]).apply(([dir, closure, rebuilt, out, boot]) => [
+    const cmdArgs = pulumi.all([inputs, args.closureDir, args.rebuildResultFile, args.outDir, args.bootTest]).apply(([dir, closure, rebuild, out, boot]) => [
       "--build",
       path.join(dir, "build.json"),
       "--closure",
@@ -56,7 +61,7 @@ export class Attest extends pulumi.ComponentResource {
       path.join(dir, "verify.json"),
       ...(boot ? ["--boot-test", path.join(dir, "boot-test.json")] : []),
       "--rebuild",
-      rebuilt,
+      rebuild,
       "--key-env",
       SIGNING_KEY_ENV,
       "--out",
@@ -71,17 +76,10 @@ export class Attest extends pulumi.ComponentResource {
         args: cmdArgs,
         inputFiles: files,
         secretEnvironment: { [SIGNING_KEY_ENV]: args.signingKey },
-        triggers: [build.narHash, args.closureSha256, args.rebuildDigest, pulumi.output(args.bootTest).apply((b) => b?.passed ?? null)],
+        triggers: [build.narHash, args.closureSha256, args.rebuildRunId, pulumi.output(args.bootTest).apply((b) => b?.passed ?? null)],
       },
       { parent: this },
     );
-    const r = parseStepJson<AttestResult>("attest", cmd.stdout);
-    this.provenance = r.provenance;
-    this.verification = r.verification;
-    this.sbom = r.sbom;
-    this.sbomSha256 = r.sbomSha256;
-    this.keyId = r.keyid;
-    this.subjects = r.subjects;
-    this.registerOutputs({ provenance: this.provenance, verification: this.verification, sbom: this.sbom, sbomSha256: this.sbomSha256, keyId: this.keyId, subjects: this.subjects });
+    declareOutputs(this, parseStepJson<AttestResult>("attest", cmd.stdout).apply(withKeyId), OUTPUTS);
   }
 }

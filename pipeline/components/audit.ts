@@ -10,6 +10,7 @@ import * as command from "@pulumi/command";
 import { AuditConfig } from "./config";
 import { applyPolicy } from "./policy";
 import { SIGNING_KEY_ENV } from "./attest";
+import { declareOutputs, OutputsOf } from "./outputs";
 import { parseStepJson, REPO_ROOT, stepCommand } from "./step-command";
 import { demoWorldShell } from "./supply-chain";
 import { treeDigest } from "../lib/files";
@@ -18,11 +19,12 @@ import type { AuditResult } from "../steps/audit";
 /** The publisher's outputs the audit reads (index.ts exports them under these names). */
 const PUBLISHER_OUTPUTS = ["closureFile", "provenance"] as const;
 
+const OUTPUTS = ["reproduced", "attestation", "verification"] as const;
+
+/** `reproduced`: the verdict after the policy (docs/pulumi.md). */
+export interface Audit extends OutputsOf<AuditResult, (typeof OUTPUTS)[number]> {}
 export class Audit extends pulumi.ComponentResource {
   readonly result: pulumi.Output<AuditResult>;
-  readonly reproduced: pulumi.Output<boolean>;
-  readonly attestation: pulumi.Output<string | null>;
-  readonly verification: pulumi.Output<string | null>;
 
   /** `signingKey`: the auditor's own key (a Pulumi secret); unset with attest false (a verdict, nothing signed). */
   constructor(name: string, c: AuditConfig, signingKey: pulumi.Input<string> | undefined, opts?: pulumi.ComponentResourceOptions) {
@@ -66,9 +68,9 @@ export class Audit extends pulumi.ComponentResource {
     );
     const r = parseStepJson<AuditResult & { reason?: string }>("audit", cmd.stdout);
     this.result = r;
-    this.reproduced = applyPolicy(c.policy, r.apply((j) => j.reproduced === true), r.apply((j) => `audit of ${c.publisherStack}: ${j.reason ?? "not reproduced"}`), this);
-    this.attestation = r.apply((j) => j.attestation ?? null);
-    this.verification = r.apply((j) => j.verification ?? null);
-    this.registerOutputs({ reproduced: this.reproduced, attestation: this.attestation, verification: this.verification });
+    const reproduced = applyPolicy(c.policy, r.apply((j) => j.reproduced === true), r.apply((j) => `audit of ${c.publisherStack}: ${j.reason ?? "not reproduced"}`), this);
+    // A refusal's verdict (exit 1, tolerated under policy warn) is {reproduced, refused, reason}: nothing signed.
+    const view = pulumi.all([r, reproduced]).apply(([j, v]) => ({ ...j, reproduced: v, attestation: j.attestation ?? null, verification: j.verification ?? null }));
+    declareOutputs(this, view, OUTPUTS);
   }
 }

@@ -2,8 +2,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { Policy } from "./config";
 import { applyPolicy } from "./policy";
+import { declareOutputs, OutputsOf } from "./outputs";
 import { parseStepJson, stepCommand } from "./step-command";
-import { BootTestJson } from "./types";
+import type { BootTestResult } from "../steps/boot-test";
 
 export interface BootTestArgs {
   image: pulumi.Input<string>;
@@ -18,15 +19,13 @@ export interface BootTestArgs {
   outDir: pulumi.Input<string>;
 }
 
+const OUTPUTS = ["passed", "accel", "bootSeconds", "probes", "serialLog"] as const;
+
+/** `passed`: the verdict after the policy (docs/pulumi.md). */
+export interface BootTest extends OutputsOf<BootTestResult, (typeof OUTPUTS)[number]> {}
 export class BootTest extends pulumi.ComponentResource {
   /** The step's whole JSON (docs/contracts.md): what Attest signs facts from. */
-  readonly result: pulumi.Output<BootTestJson>;
-  readonly passed: pulumi.Output<boolean>;
-  readonly accel: pulumi.Output<string>;
-  /** Seconds from QEMU's start to the first passing probe; null when none passed. */
-  readonly bootSeconds: pulumi.Output<number | null>;
-  readonly probes: pulumi.Output<BootTestJson["probes"]>;
-  readonly serialLog: pulumi.Output<string>;
+  readonly result: pulumi.Output<BootTestResult>;
 
   constructor(name: string, args: BootTestArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:BootTest", name, {}, opts);
@@ -40,17 +39,13 @@ export class BootTest extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    const r = parseStepJson<BootTestJson>("boot-test", cmd.stdout);
+    const r = parseStepJson<BootTestResult>("boot-test", cmd.stdout);
     this.result = r;
     const why = r.apply((j) => {
       const failed = j.probes.filter((p) => !p.ok);
       return `boot test failed: ${failed.map((p) => `${p.name} (${p.detail})`).join("; ") || "the image did not boot"}; serial log ${j.serialLog}`;
     });
-    this.passed = applyPolicy(args.policy, r.apply((j) => j.passed === true), why, this);
-    this.accel = r.accel;
-    this.bootSeconds = r.bootSeconds;
-    this.probes = r.probes;
-    this.serialLog = r.serialLog;
-    this.registerOutputs({ passed: this.passed, accel: this.accel, bootSeconds: this.bootSeconds, probes: this.probes, serialLog: this.serialLog });
+    const passed = applyPolicy(args.policy, r.apply((j) => j.passed === true), why, this);
+    declareOutputs(this, pulumi.all([r, passed]).apply(([j, v]) => ({ ...j, passed: v })), OUTPUTS);
   }
 }

@@ -10,15 +10,13 @@ import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
-import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell } from "./step-command";
-import { RebuildJson } from "./types";
-import { REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
+import { declareOutputs, OutputsOf } from "./outputs";
+import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell, TargetArgs } from "./step-command";
+import type { RebuildResult } from "../steps/rebuild";
+import { REBUILD_RESULT, REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 import { ContainerSpec, containerSpec as isolationContainerSpec } from "../lib/isolation";
 
-export interface RebuildArgs {
-  file: pulumi.Input<string>;
-  attribute: pulumi.Input<string>;
-  drvPath: pulumi.Input<string>;
+export interface RebuildArgs extends TargetArgs {
   closureFile: pulumi.Input<string>;
   closureSha256: pulumi.Input<string>;
   isolation: Isolation;
@@ -53,14 +51,23 @@ export function containerSpec(s: ContainerSpecInput): ContainerSpec {
   });
 }
 
+/** The step's JSON and the network interfaces the rebuild saw inside its isolation. */
+function withInterfaces(j: RebuildResult) {
+  return { ...j, interfaces: j.network.interfaces };
+}
+
+const OUTPUTS = ["outPath", "narHash", "interfaces", "runId"] as const;
+
+/**
+ * `runId`: the rebuild run's id, random, NOT a content address (two runs of the same inputs differ).
+ * It is still the right trigger for what reads the result file: it changes exactly when the rebuild
+ * ran again, and a new run must re-run verify and attest (verify refuses a result file of another run).
+ */
+export interface Rebuild extends OutputsOf<ReturnType<typeof withInterfaces>, (typeof OUTPUTS)[number]> {
+  /** The rebuild's result file (`<out>/rebuild.json`), what verify and attest read: known before it runs. */
+  readonly resultFile: pulumi.Output<string>;
+}
 export class Rebuild extends pulumi.ComponentResource {
-  readonly outPath: pulumi.Output<string>;
-  readonly narHash: pulumi.Output<string>;
-  /** The rebuild's result file (`<out>/rebuild.json`), what verify reads. */
-  readonly rebuilt: pulumi.Output<string>;
-  readonly interfaces: pulumi.Output<string[]>;
-  /** Content address of this rebuild's result (changes with every re-run). */
-  readonly digest: pulumi.Output<string>;
   readonly container?: docker.Container;
 
   constructor(name: string, args: RebuildArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -93,7 +100,7 @@ export class Rebuild extends pulumi.ComponentResource {
             .all([args.file, args.attribute, args.closureFile, args.closureSha256, stageDir, work, outDir])
             .apply(
               ([f, a, c, sha, stage, w, o]) =>
-                `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c, "--stage", stage, "--closure-sha256", sha])} >&2 && rm -f ${shellQuote(path.join(o, "rebuild.json"))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
+                `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c, "--stage", stage, "--closure-sha256", sha])} >&2 && rm -f ${shellQuote(path.join(o, REBUILD_RESULT))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
             ),
           dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256],
@@ -135,12 +142,7 @@ export class Rebuild extends pulumi.ComponentResource {
       );
       stdout = collect.stdout;
     }
-    const r = parseStepJson<RebuildJson>("rebuild", stdout);
-    this.outPath = r.outPath;
-    this.narHash = r.narHash;
-    this.rebuilt = outDir.apply((o) => path.join(o, "rebuild.json"));
-    this.interfaces = r.apply((j) => j.network.interfaces);
-    this.digest = r.apply((j) => j.runId ?? j.narHash);
-    this.registerOutputs({ outPath: this.outPath, narHash: this.narHash, rebuilt: this.rebuilt, interfaces: this.interfaces, digest: this.digest });
+    const r = parseStepJson<RebuildResult>("rebuild", stdout).apply(withInterfaces);
+    declareOutputs(this, r, OUTPUTS, { resultFile: outDir.apply((o) => path.join(o, REBUILD_RESULT)) });
   }
 }

@@ -1,7 +1,8 @@
 // Runs one `supply-chain <step>` as a @pulumi/command local.Command and parses its JSON.
 // The command string holds only relative paths and the step's options, so a second `pulumi up`
 // with the same inputs sees no change and runs nothing; `triggers` carry the content addresses
-// (drv path, closure digest, image digest) whose change replaces the resource, i.e. re-runs the step.
+// (drv path, closure digest, image digest) whose change replaces the resource, i.e. re-runs the step,
+// and the rebuild's run id (Rebuild.runId: what reads a rebuild's result re-runs with every new run).
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
@@ -27,6 +28,16 @@ export function stepShell(step: string, args: string[], allowCheckFailure = fals
 /** `cmd` succeeds, or exits 1 having printed a JSON object (a verdict): its stdout is passed on. */
 export function tolerateVerdict(cmd: string): string {
   return `out=$(${cmd}); rc=$?; printf '%s\\n' "$out"; [ $rc -eq 0 ] || { [ $rc -eq 1 ] && [ "\${out#\\{}" != "$out" ]; }`;
+}
+
+/**
+ * The target a step evaluates (`--file`, `--attribute`) and its .drv path, known at preview
+ * (nix-instantiate through the `local.run` invoke): the trigger of every step that is a function of it.
+ */
+export interface TargetArgs {
+  file: pulumi.Input<string>;
+  attribute: pulumi.Input<string>;
+  drvPath: pulumi.Input<string>;
 }
 
 export interface StepCommandArgs {

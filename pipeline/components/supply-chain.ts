@@ -71,7 +71,7 @@ export class SupplyChain extends pulumi.ComponentResource {
     );
     this.verify = new Verify(
       `${name}-verify`,
-      { ...target, rebuilt: this.rebuild.rebuilt, buildDigest: this.build.narHash, rebuildDigest: this.rebuild.digest, policy: c.policy },
+      { ...target, rebuildResultFile: this.rebuild.resultFile, buildDigest: this.build.narHash, rebuildRunId: this.rebuild.runId, policy: c.policy },
       { parent: this, dependsOn: [this.build, this.rebuild] },
     );
     if (c.bootTest) {
@@ -105,8 +105,8 @@ export class SupplyChain extends pulumi.ComponentResource {
           closureDir: `${c.workDir}/closure`,
           closureSha256: this.closure.closureSha256,
           verify: this.verify.result,
-          rebuilt: this.rebuild.rebuilt,
-          rebuildDigest: this.rebuild.digest,
+          rebuildResultFile: this.rebuild.resultFile,
+          rebuildRunId: this.rebuild.runId,
           ...(this.bootTest ? { bootTest: this.bootTest.result } : {}),
           signingKey: secrets.signingKey,
           builderId: c.builderId,

@@ -2,30 +2,31 @@
 import * as pulumi from "@pulumi/pulumi";
 import { Policy } from "./config";
 import { applyPolicy } from "./policy";
-import { parseStepJson, stepCommand } from "./step-command";
-import { VerifyJson } from "./types";
+import { declareOutputs, OutputsOf } from "./outputs";
+import { parseStepJson, stepCommand, TargetArgs } from "./step-command";
+import type { VerifyResult } from "../steps/verify";
 
-export interface VerifyArgs {
-  file: pulumi.Input<string>;
-  attribute: pulumi.Input<string>;
-  drvPath: pulumi.Input<string>;
-  /** The rebuild step's result file. */
-  rebuilt: pulumi.Input<string>;
-  /** Content addresses of both sides: the original's NAR hash and the rebuild's result digest. */
+export interface VerifyArgs extends TargetArgs {
+  /** The rebuild step's result file (`--rebuilt`). */
+  rebuildResultFile: pulumi.Input<string>;
+  /** The triggers: the original's NAR hash (a content address) and the rebuild's run id (Rebuild.runId). */
   buildDigest: pulumi.Input<string>;
-  rebuildDigest: pulumi.Input<string>;
+  rebuildRunId: pulumi.Input<string>;
   policy: Policy;
 }
 
+/** The step's JSON and the share of the store paths that were reproduced. */
+function withRatio(j: VerifyResult) {
+  return { ...j, reproducibleRatio: j.checked ? j.matched / j.checked : 0 };
+}
+
+const OUTPUTS = ["reproducible", "checked", "matched", "reproducibleRatio", "mismatched", "report"] as const;
+
+/** `reproducible`: the verdict after the policy (docs/pulumi.md). */
+export interface Verify extends OutputsOf<ReturnType<typeof withRatio>, (typeof OUTPUTS)[number]> {}
 export class Verify extends pulumi.ComponentResource {
   /** The step's whole JSON (docs/contracts.md): what Attest signs facts from. */
-  readonly result: pulumi.Output<VerifyJson>;
-  readonly reproducible: pulumi.Output<boolean>;
-  readonly checked: pulumi.Output<number>;
-  readonly matched: pulumi.Output<number>;
-  readonly reproducibleRatio: pulumi.Output<number>;
-  readonly mismatched: pulumi.Output<VerifyJson["mismatched"]>;
-  readonly report: pulumi.Output<string>;
+  readonly result: pulumi.Output<VerifyResult>;
 
   constructor(name: string, args: VerifyArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:Verify", name, {}, opts);
@@ -33,13 +34,13 @@ export class Verify extends pulumi.ComponentResource {
       `${name}-verify`,
       {
         step: "verify",
-        args: ["--file", args.file, "--attribute", args.attribute, "--rebuilt", args.rebuilt],
-        triggers: [args.drvPath, args.buildDigest, args.rebuildDigest],
+        args: ["--file", args.file, "--attribute", args.attribute, "--rebuilt", args.rebuildResultFile],
+        triggers: [args.drvPath, args.buildDigest, args.rebuildRunId],
         allowCheckFailure: args.policy === "warn",
       },
       { parent: this },
     );
-    const r = parseStepJson<VerifyJson>("verify", cmd.stdout);
+    const r = parseStepJson<VerifyResult>("verify", cmd.stdout);
     this.result = r;
     const ok = r.apply((j) => j.reproducible === true);
     const why = r.apply(
@@ -49,19 +50,7 @@ export class Verify extends pulumi.ComponentResource {
           .map((m) => m.path)
           .join(", ")}); report ${j.report}`,
     );
-    this.reproducible = applyPolicy(args.policy, ok, why, this);
-    this.checked = r.checked;
-    this.matched = r.apply((j) => j.matched ?? j.checked - j.mismatched.length);
-    this.reproducibleRatio = r.apply((j) => (j.checked ? (j.matched ?? j.checked - j.mismatched.length) / j.checked : 0));
-    this.mismatched = r.mismatched;
-    this.report = r.report;
-    this.registerOutputs({
-      reproducible: this.reproducible,
-      checked: this.checked,
-      matched: this.matched,
-      reproducibleRatio: this.reproducibleRatio,
-      mismatched: this.mismatched,
-      report: this.report,
-    });
+    const reproducible = applyPolicy(args.policy, ok, why, this);
+    declareOutputs(this, pulumi.all([r, reproducible]).apply(([j, v]) => withRatio({ ...j, reproducible: v })), OUTPUTS);
   }
 }
