@@ -1,8 +1,14 @@
-// Closure: `supply-chain closure`, the exported source closure of the target.
+// Closure: `supply-chain closure`, the exported source closure of the target; and, when the target's
+// .drv is not the one the last closure was exported for, what the change does to its sources
+// (`supply-chain diff` against that closure's manifest), printed under this resource in a preview.
+import * as fs from "node:fs";
+import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, stepCommand, TargetArgs } from "./step-command";
+import { parseStepJson, REPO_ROOT, stepCommand, stepShell, TargetArgs } from "./step-command";
 import type { ClosureResult } from "../steps/closure";
+import type { DiffResult } from "../steps/diff";
 
 /** The closure is a function of the derivation graph: its .drv path is the trigger. */
 export interface ClosureArgs extends TargetArgs {
@@ -23,7 +29,10 @@ function exported(j: ClosureResult) {
 
 const OUTPUTS = ["closureFile", "closureSha256", "sources", "evalPaths", "bytes", "manifest", "report"] as const;
 
-export interface Closure extends OutputsOf<ReturnType<typeof exported>, (typeof OUTPUTS)[number]> {}
+export interface Closure extends OutputsOf<ReturnType<typeof exported>, (typeof OUTPUTS)[number]> {
+  /** What the change does to the sources against the last exported closure (null: nothing to compare). */
+  readonly sourceDiff: pulumi.Output<DiffResult | null>;
+}
 export class Closure extends pulumi.ComponentResource {
   constructor(name: string, args: ClosureArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:Closure", name, {}, opts);
@@ -31,6 +40,32 @@ export class Closure extends pulumi.ComponentResource {
       .all([args.file, args.attribute, args.outDir, args.top])
       .apply(([f, a, o, t]) => ["--file", f, "--attribute", a, "--out", o, ...(t !== undefined ? ["--top", String(t)] : []), ...(args.offline ? ["--offline"] : [])]);
     const cmd = stepCommand(`${name}-closure`, { step: "closure", args: cmdArgs, triggers: [args.drvPath] }, { parent: this });
-    declareOutputs(this, parseStepJson<ClosureResult>("closure", cmd.stdout).apply(exported), OUTPUTS);
+    const sourceDiff = sourceDiffOf(this, name, args);
+    declareOutputs(this, parseStepJson<ClosureResult>("closure", cmd.stdout).apply(exported), OUTPUTS, { sourceDiff });
   }
+}
+
+/**
+ * null when there is no earlier closure (the first `up`) or it was exported for this very .drv
+ * (same graph, same sources); else the diff, its lines logged on the Closure resource. The head's
+ * sources come from `closure --no-export`: an evaluation, nothing fetched or exported.
+ */
+function sourceDiffOf(closure: Closure, name: string, args: ClosureArgs): pulumi.Output<DiffResult | null> {
+  return pulumi.all([args.file, args.attribute, args.outDir, args.drvPath]).apply(([f, a, o, drv]): pulumi.Output<DiffResult | null> => {
+    const base = path.join(o, "manifest.json");
+    let baseDrv: unknown;
+    try {
+      baseDrv = JSON.parse(fs.readFileSync(path.resolve(REPO_ROOT, base), "utf8")).target?.drvPath;
+    } catch {
+      return pulumi.output(null);
+    }
+    if (baseDrv === drv) return pulumi.output(null);
+    const head = `${o}.preview`;
+    const analyse = stepShell("closure", ["--file", f, "--attribute", a, "--out", head, "--no-export", ...(args.offline ? ["--offline"] : [])]);
+    const run = command.local.runOutput({ command: `${analyse} >/dev/null && ${stepShell("diff", ["--base", base, "--head", head])}`, dir: REPO_ROOT }, { parent: closure });
+    return parseStepJson<DiffResult>("diff", run.stdout).apply((d): DiffResult | null => {
+      for (const line of d.lines) pulumi.log.info(`${name}: ${line}`, closure);
+      return d;
+    });
+  });
 }

@@ -43,6 +43,8 @@ export interface DiffResult extends KindDiff {
   /** head's bytes minus base's (every exported path; unrealised ones count as 0). */
   bytesDelta: number;
   markdown: string | null;
+  /** One line per added, removed or changed source or pin, and the evaluation-time path counts: what a preview prints. */
+  lines: string[];
 }
 
 /** A manifest.json, or a closure output directory holding one. */
@@ -100,7 +102,7 @@ export function diffEntries(base: SourceEntry[], head: SourceEntry[]): KindDiff 
   return out;
 }
 
-export function diffManifests(base: Manifest, head: Manifest): Omit<DiffResult, "base" | "head" | "markdown"> {
+export function diffManifests(base: Manifest, head: Manifest): Omit<DiffResult, "base" | "head" | "markdown" | "lines"> {
   const sources = diffEntries(base.sources.map(sourceEntry), head.sources.map(sourceEntry));
   const pinnedInputs = diffEntries((base.pinnedInputs ?? []).map(pinnedEntry), (head.pinnedInputs ?? []).map(pinnedEntry));
   const basePaths = new Set(base.evalPaths.map((e) => e.path));
@@ -130,8 +132,22 @@ const storeName = (p: string) => path.basename(p).replace(/^[0-9a-z]{32}-/, "");
 /** The chain as a reviewer reads it: the target first, store hashes dropped. */
 const why = (e: SourceEntry) => e.chain.slice(0, -1).map(storeName).join(" → ") || "-";
 
+/** One line per difference, as a preview prints them under the Closure resource. */
+export function diffLines(d: Omit<DiffResult, "markdown" | "lines">): string[] {
+  const lines: string[] = [];
+  for (const [kind, k] of [["source", d], ["pinned input", d.pinnedInputs]] as const) {
+    for (const e of k.added) lines.push(`${kind} added: ${e.name} ${e.hash} (${size(e.size)}) from ${e.urls.join(" ") || "no URL"}`);
+    for (const c of k.changed) lines.push(`${kind} changed: ${c.name} ${c.what.map((w) => (w === "hash" ? `${c.base.hash} → ${c.head.hash}` : `${c.base.urls.join(" ")} → ${c.head.urls.join(" ")}`)).join(", ")}`);
+    for (const e of k.removed) lines.push(`${kind} removed: ${e.name} ${e.hash}`);
+  }
+  if (d.evalPaths.added.length || d.evalPaths.removed.length) {
+    lines.push(`evaluation-time paths: ${d.evalPaths.added.length} added (${d.evalPaths.added.map(storeName).join(", ") || "-"}), ${d.evalPaths.removed.length} removed`);
+  }
+  return lines;
+}
+
 /** What a reviewer pastes into a pull request: counts, then one table, biggest first. */
-export function toMarkdown(d: Omit<DiffResult, "markdown">): string {
+export function toMarkdown(d: Omit<DiffResult, "markdown" | "lines">): string {
   const rows: string[] = [];
   const row = (mark: string, kind: string, e: SourceEntry, detail: string, reason: string) =>
     rows.push(`| ${mark} | ${cell(e.name)} | ${kind} | ${size(e.size)} | ${cell(detail)} | ${cell(reason)} |`);
@@ -168,6 +184,6 @@ export const step: StepDefinition<DiffResult> = {
     const summary = (x: typeof base) => ({ manifest: x.file, drvPath: x.manifest.target.drvPath, sources: x.manifest.sources.length, bytes: x.manifest.bytes });
     const d = { base: summary(base), head: summary(head), ...diffManifests(base.manifest, head.manifest) };
     if (values.markdown) writeFileAtomic(path.resolve(values.markdown), toMarkdown(d));
-    return { ...d, markdown: values.markdown ? path.resolve(values.markdown) : null };
+    return { ...d, markdown: values.markdown ? path.resolve(values.markdown) : null, lines: diffLines(d) };
   },
 };

@@ -83,6 +83,7 @@ test.serial("a re-pinned source, a re-pinned library and an edited script are na
   t.regex(d.evalPaths.added[0], /-writer\.sh$/);
   t.not(d.base.drvPath, d.head.drvPath);
 
+  t.deepEqual(d.lines.map((l) => l.split(" ").slice(0, 4).join(" ")), ["source changed: busybox-static sha256:" + oldBusybox.hash.value, "pinned input changed: demo-lib", "evaluation-time paths: 1 added"]);
   const md = fs.readFileSync(markdown, "utf8");
   t.is(d.markdown, markdown);
   t.regex(md, /Sources: 0 added, 1 changed, 0 removed\. Pinned inputs: 0 added, 1 changed, 0 removed\. Evaluation-time paths: 1 added, 1 removed\./);
