@@ -208,8 +208,11 @@ const PUBLISHER = { closureFile: "/p/closure/source-export.closure", closureSha2
 test.serial("(mocked: no engine or nix in unit tests) role audit: the publisher's stack by StackReference, one audit step, nothing of the chain", async (t) => {
   const run = await runProgram({ config: auditConfig(demoWorld(t)), stackOutputs: PUBLISHER });
   t.deepEqual(stepCommands(run).map(stepOf), ["audit"]);
-  // The closure and provenance paths in the command come from the StackReference's outputs (a read
-  // resource: the mock monitor records no registration for it).
+  // The publisher's stack is read (not declared): one StackReference of the configured stack, in the Audit.
+  const refs = run.resources.filter((r) => r.type === "pulumi:pulumi:StackReference");
+  t.deepEqual(refs.map((r) => [r.kind, r.id, r.inputs.name]), [["read", "organization/secure-supply-chain/demo", "organization/secure-supply-chain/demo"]]);
+  t.is(refs[0].parent, run.resources.find((r) => r.type === `${P}:components:Audit`)!.urn);
+  // The closure and provenance paths in the command come from that StackReference's outputs.
   const cmd = stepCommands(run)[0];
   const create = String(cmd.inputs.create);
   for (const arg of ["--closure /p/closure/source-export.closure", "--attestation /p/attest/provenance.intoto.jsonl", "--public-key stacks/demo-signing.pub", "--isolation bwrap", "--key-env SC_SIGNING_KEY"]) t.true(create.includes(arg), arg);
