@@ -4,7 +4,7 @@
 // (`--key-env`), marked secret in the state, never on the command line or in a file.
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { parseStepJson, REPO_ROOT, stepCommand } from "./step-command";
+import { parseStepJson, stepCommand } from "./step-command";
 import { BootTestJson, BuildJson, VerifyJson } from "./types";
 import type { AttestResult } from "../steps/attest";
 
@@ -41,7 +41,8 @@ export class Attest extends pulumi.ComponentResource {
 
   constructor(name: string, args: AttestArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:Attest", name, {}, opts);
-    const inputs = pulumi.output(args.outDir).apply((o) => path.resolve(REPO_ROOT, o, "inputs"));
+    // Relative to the project (where the step runs), like outDir: the command names no checkout path.
+    const inputs = pulumi.output(args.outDir).apply((o) => path.join(o, "inputs"));
     const files = pulumi.all([inputs, args.build, args.verify, args.bootTest]).apply(([dir, build, verify, boot]) => ({
       [path.join(dir, "build.json")]: JSON.stringify(build),
       [path.join(dir, "verify.json")]: JSON.stringify(verdictOnly(verify)),

@@ -36,7 +36,7 @@ export class Audit extends pulumi.ComponentResource {
     );
     // The reviewed files, by content: the demo world is generated first (this checkout's own copy).
     const reviewed = command.local
-      .runOutput({ command: c.source === "demo-world" ? `${demoWorldShell(c)} && echo ok` : "echo ok", dir: REPO_ROOT }, { parent: this })
+      .runOutput({ command: c.source === "demo-world" ? `${demoWorldShell(c)} && echo ok` : "echo ok" }, { parent: this })
       .stdout.apply(() => treeDigest(path.dirname(path.resolve(REPO_ROOT, c.file))));
     // Triggers only: the step reads and verifies the files itself, whatever they hold then.
     const provenanceDigest = provenance.apply((f) => (fs.existsSync(f) ? crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex") : "absent"));

@@ -118,6 +118,25 @@ test.serial("(mocked: no engine or nix in unit tests) triggers are content addre
   t.deepEqual(stepCommands(changed).find((r) => stepOf(r) === "build")!.inputs.triggers, [other]);
 });
 
+test.serial("(mocked: no engine or nix in unit tests) no command names the checkout's path: no dir, paths relative to the project (a moved checkout changes no input)", async (t) => {
+  const root = path.resolve(__dirname, "..", "..");
+  // The demo world where a stack has it, in the checkout's work dir, named relative to the project.
+  fs.mkdirSync(path.join(root, ".supply-chain"), { recursive: true });
+  const world = fs.mkdtempSync(path.join(root, ".supply-chain", "components-test-"));
+  t.teardown(() => fs.rmSync(world, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(world, "probes.json"), JSON.stringify({ probes: [{ name: "reader", http: { port: 8000, path: "/healthz" } }] }));
+  const rel = path.relative(root, world);
+  for (const run of [await runProgram({ config: demoConfig(rel) }), await runProgram({ config: auditConfig(rel), stackOutputs: PUBLISHER })]) {
+    const commands = stepCommands(run);
+    t.true(commands.length > 0);
+    for (const c of commands) {
+      t.false(JSON.stringify(c.wire).includes(root), `${c.name} names ${root}: ${JSON.stringify(c.wire).slice(0, 300)}`);
+      t.is(c.inputs.dir, undefined, `${c.name} runs in the provider's working directory, the project's`);
+    }
+    for (const i of run.invokes) t.false(JSON.stringify(i.inputs).includes(root), JSON.stringify(i.inputs));
+  }
+});
+
 test.serial("(mocked: no engine or nix in unit tests) offline: the demo stack's build and closure run with --offline; a nix stack's do not unless set", async (t) => {
   const has = (run: ProgramRun, s: string) => / --offline( |$)/.test(String(stepCommands(run).find((r) => stepOf(r) === s)!.inputs.create));
   const demo = await runProgram({ config: demoConfig(demoWorld(t)) });
