@@ -118,7 +118,7 @@ test.serial("(mocked: no engine or nix in unit tests) triggers are content addre
   t.deepEqual(stepCommands(changed).find((r) => stepOf(r) === "build")!.inputs.triggers, [other]);
 });
 
-test.serial("(mocked: no engine or nix in unit tests) no command names the checkout's path: no dir, paths relative to the project (a moved checkout changes no input)", async (t) => {
+test.serial("(mocked: no engine or nix in unit tests) no command names the checkout's path: no dir, paths relative to the project (a moved checkout changes no input); file outputs name this checkout's files", async (t) => {
   const root = path.resolve(__dirname, "..", "..");
   // The demo world where a stack has it, in the checkout's work dir, named relative to the project.
   fs.mkdirSync(path.join(root, ".supply-chain"), { recursive: true });
@@ -135,6 +135,17 @@ test.serial("(mocked: no engine or nix in unit tests) no command names the check
     }
     for (const i of run.invokes) t.false(JSON.stringify(i.inputs).includes(root), JSON.stringify(i.inputs));
   }
+  // The publisher's files in this checkout (demo-audit of demo): named relative to the project too.
+  const inCheckout = { ...PUBLISHER, closureFile: path.join(root, ".supply-chain/demo/closure/source-export.closure"), provenance: path.join(root, ".supply-chain/demo/attest/provenance.intoto.jsonl") };
+  const create = String(stepCommands(await runProgram({ config: auditConfig(rel), stackOutputs: inCheckout }))[0].inputs.create);
+  t.true(create.includes(" --closure .supply-chain/demo/closure/source-export.closure --attestation .supply-chain/demo/attest/provenance.intoto.jsonl "), create);
+  // A step's JSON in the state names the checkout where it last ran: the outputs name this one's files.
+  const moved = (f: string) => `/elsewhere/checkout/.supply-chain/test/attest/${f}`;
+  const attest = { ...defaultOutputs().attest, provenance: moved("provenance.intoto.jsonl"), sbom: moved("sbom.cdx.json") };
+  const run = await runProgram({ config: demoConfig(rel), steps: { attest } });
+  t.is(run.outputs.provenance, path.join(root, ".supply-chain/test/attest/provenance.intoto.jsonl"));
+  t.is(run.outputs.sbom, path.join(root, ".supply-chain/test/attest/sbom.cdx.json"));
+  t.is(run.outputs.verification, "/w/attest/verification.intoto.jsonl", "a file outside the work dir stays where it is");
 });
 
 test.serial("(mocked: no engine or nix in unit tests) offline: the demo stack's build and closure run with --offline; a nix stack's do not unless set", async (t) => {

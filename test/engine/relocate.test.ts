@@ -45,7 +45,14 @@ test.serial("(real engine) the demo stack's state, copied with the project to an
   const preview = await engine.pulumi(moved, ["preview", "--diff", "--expect-no-changes", "--stack", "demo"], { allowFailure: true });
   t.is(preview.code, 0, `preview from ${dir} sees changes:\n${preview.stdout.slice(-6000)}\n${preview.stderr.slice(-2000)}`);
 
-  // And `up` there runs nothing.
+  // And `up` there runs nothing; the outputs name the files where they are now, and they verify.
   await engine.pulumi(moved, ["up", "--yes", "--stack", "demo"]);
   t.deepEqual(Object.keys(await engine.lastChanges(moved, "demo")), ["same"]);
+  const after = await engine.outputs(moved, "demo");
+  for (const k of ["closureFile", "closureReport", "verifyReport", "provenance", "verification", "sbom"]) {
+    t.is(after[k], path.join(dir, path.relative(a.dir, before[k])), k);
+    t.true(fs.existsSync(after[k]), after[k]);
+  }
+  t.is(after.imageOutPath, before.imageOutPath);
+  t.deepEqual(engine.verifyDemoAttestations(after), [true, true]);
 });
