@@ -108,7 +108,10 @@ async function installRecordingMocks(monitor: RecordingMonitor, project: string,
   Object.assign(runtimeStore(), features);
 }
 
-/** The runtime's settings store (runtime/state.js), where setMocks writes its feature flags. */
+/**
+ * The runtime's settings store (runtime/state.js), where setMocks writes its feature flags: marked
+ * @internal in the SDK, the one non-public piece here, used only to carry those flags over.
+ */
 function runtimeStore(): Record<string, unknown> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require("@pulumi/pulumi/runtime/state").getStore();
