@@ -38,6 +38,18 @@ function checkPublisherKey(c: AuditConfig): void {
     throw new pulumi.RunError(`config key '${PROJECT}:publisherKey': ${c.publisherKey} is not a readable Ed25519 public key in SPKI PEM (${(e as Error).message.split("\n")[0]})`);
   }
 }
+/**
+ * A file a step named, as it is in this checkout. A step prints absolute paths, and the state keeps
+ * its JSON from its last run, which may have been in another checkout's path (a moved checkout, a CI
+ * workspace): a file under the work dir (relative to the project) is named under this one's.
+ */
+function inThisCheckout(printed: string | null): string | null {
+  if (!printed || path.isAbsolute(config.workDir)) return printed;
+  const marker = `${path.sep}${path.normalize(config.workDir)}${path.sep}`;
+  const i = printed.lastIndexOf(marker);
+  return i < 0 ? printed : path.join(__dirname, printed.slice(i + 1));
+}
+const here = (o: pulumi.Output<string | null> | undefined) => o?.apply(inThisCheckout);
 const key = signingKey();
 /** The public half, for others to verify with (public: not a secret). */
 const publicKey = key ? pulumi.unsecret(key.apply((pem) => crypto.createPublicKey(pem).export({ type: "spki", format: "pem" }).toString())) : undefined;
@@ -50,29 +62,29 @@ export const imageDrvPath = chain?.drvPath;
 export const imageOutPath = chain?.build.outPath;
 export const imageNarHash = chain?.build.narHash;
 export const imageDigest = chain?.build.imageDigest;
-export const closureFile = chain?.closure.closureFile;
+export const closureFile = here(chain?.closure.closureFile);
 export const closureSha256 = chain?.closure.closureSha256;
 export const closureSources = chain?.closure.sources;
-export const closureReport = chain?.closure.report;
+export const closureReport = here(chain?.closure.report);
 export const rebuildIsolation = config.isolation;
 export const rebuildInterfaces = chain?.rebuild.interfaces;
 export const reproducible = chain?.verify.reproducible;
 export const reproducibleRatio = chain?.verify.reproducibleRatio;
-export const verifyReport = chain?.verify.report;
+export const verifyReport = here(chain?.verify.report);
 export const bootTestPassed = chain?.bootTest?.passed;
 export const bootTestAccel = chain?.bootTest?.accel;
 export const policy = config.policy;
-export const provenance = chain?.attest?.provenance;
-export const verification = chain?.attest?.verification;
-export const sbom = chain?.attest?.sbom;
+export const provenance = here(chain?.attest?.provenance);
+export const verification = here(chain?.attest?.verification);
+export const sbom = here(chain?.attest?.sbom);
 export const sbomSha256 = chain?.attest?.sbomSha256;
 export const attestationKeyId = chain?.attest?.keyId;
 export const attestationPublicKey = chain ? publicKey : undefined;
 // role audit: the verdict on the publisher's stack and this auditor's own signed claims.
 export const auditedStack = config.role === "audit" ? config.publisherStack : undefined;
 export const auditReproduced = audit?.reproduced;
-export const auditAttestation = audit?.attestation;
-export const auditVerification = audit?.verification;
+export const auditAttestation = here(audit?.attestation);
+export const auditVerification = here(audit?.verification);
 export const auditorKeyId = audit?.result.apply((r) => r.auditor?.keyid ?? null);
 export const auditorPublicKey = audit ? publicKey : undefined;
 export const auditedDrvPath = audit?.result.drvPath;

@@ -5,7 +5,7 @@
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, REPO_ROOT, stepCommand } from "./step-command";
+import { parseStepJson, stepCommand } from "./step-command";
 import type { AttestResult } from "../steps/attest";
 import type { BootTestResult } from "../steps/boot-test";
 import type { BuildResult } from "../steps/build";
@@ -46,7 +46,8 @@ export interface Attest extends OutputsOf<ReturnType<typeof withKeyId>, (typeof 
 export class Attest extends pulumi.ComponentResource {
   constructor(name: string, args: AttestArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:Attest", name, {}, opts);
-    const inputs = pulumi.output(args.outDir).apply((o) => path.resolve(REPO_ROOT, o, "inputs"));
+    // Relative to the project (where the step runs), like outDir: the command names no checkout path.
+    const inputs = pulumi.output(args.outDir).apply((o) => path.join(o, "inputs"));
     const files = pulumi.all([inputs, args.build, args.verify, args.bootTest]).apply(([dir, build, verify, boot]) => ({
       [path.join(dir, "build.json")]: JSON.stringify(build),
       [path.join(dir, "verify.json")]: JSON.stringify(verdictOnly(verify)),

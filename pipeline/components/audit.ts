@@ -36,9 +36,12 @@ export class Audit extends pulumi.ComponentResource {
         return v;
       }),
     );
+    // A file of the publisher's stack in this checkout (demo-audit of demo) is named relative to the
+    // project, like every path in a command: a moved checkout changes no command.
+    const named = (f: pulumi.Output<string>) => f.apply((p) => (path.isAbsolute(p) && p.startsWith(REPO_ROOT + path.sep) ? path.relative(REPO_ROOT, p) : p));
     // The reviewed files, by content: the demo world is generated first (this checkout's own copy).
     const reviewed = command.local
-      .runOutput({ command: c.source === "demo-world" ? `${demoWorldShell(c)} && echo ok` : "echo ok", dir: REPO_ROOT }, { parent: this })
+      .runOutput({ command: c.source === "demo-world" ? `${demoWorldShell(c)} && echo ok` : "echo ok" }, { parent: this })
       .stdout.apply(() => treeDigest(path.dirname(path.resolve(REPO_ROOT, c.file))));
     // Triggers only: the step reads and verifies the files itself, whatever they hold then.
     const provenanceDigest = provenance.apply((f) => (fs.existsSync(f) ? crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex") : "absent"));
@@ -51,8 +54,8 @@ export class Audit extends pulumi.ComponentResource {
         args: [
           "--file", c.file,
           "--attribute", c.attribute,
-          "--closure", closureFile,
-          "--attestation", provenance,
+          "--closure", named(closureFile),
+          "--attestation", named(provenance),
           "--public-key", c.publisherKey,
           "--isolation", c.isolation,
           ...(c.rebuilderImage ? ["--image", c.rebuilderImage] : []),

@@ -62,7 +62,7 @@ function sourceDiffOf(closure: Closure, name: string, args: ClosureArgs): pulumi
     if (baseDrv === drv) return pulumi.output(null);
     const head = `${o}.preview`;
     const analyse = stepShell("closure", ["--file", f, "--attribute", a, "--out", head, "--no-export", ...(args.offline ? ["--offline"] : [])]);
-    const run = command.local.runOutput({ command: `${analyse} >/dev/null && ${stepShell("diff", ["--base", base, "--head", head])}`, dir: REPO_ROOT }, { parent: closure });
+    const run = command.local.runOutput({ command: `${analyse} >/dev/null && ${stepShell("diff", ["--base", base, "--head", head])}` }, { parent: closure });
     return parseStepJson<DiffResult>("diff", run.stdout).apply((d): DiffResult | null => {
       for (const line of d.lines) pulumi.log.info(`${name}: ${line}`, closure);
       return d;

@@ -72,7 +72,9 @@ export class Rebuild extends pulumi.ComponentResource {
 
   constructor(name: string, args: RebuildArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:Rebuild", name, {}, opts);
-    const outDir = pulumi.output(args.outDir).apply((o) => path.resolve(REPO_ROOT, o));
+    // Relative to the project, as given (commands and outputs name no checkout path); only the
+    // container's mounts are absolute (docker needs host paths), resolved where they are built.
+    const outDir = pulumi.output(args.outDir);
     let stdout: pulumi.Output<string>;
     if (args.isolation === "bwrap") {
       const cmd = stepCommand(
@@ -102,7 +104,6 @@ export class Rebuild extends pulumi.ComponentResource {
               ([f, a, c, sha, stage, w, o]) =>
                 `${stepShell("check-closure", ["--file", f, "--attribute", a, "--closure", c, "--stage", stage, "--closure-sha256", sha])} >&2 && rm -f ${shellQuote(path.join(o, REBUILD_RESULT))} && rm -rf ${shellQuote(w)} && mkdir -p ${shellQuote(w)}`,
             ),
-          dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256],
           logging: "stderr",
         },
@@ -115,7 +116,7 @@ export class Rebuild extends pulumi.ComponentResource {
           // The reviewed files may import paths beside them (nix/ imports ../apps): mount the whole
           // checkout read-only when the file is in it.
           const nixDir = entry.startsWith(REPO_ROOT + path.sep) ? REPO_ROOT : path.dirname(entry);
-          return containerSpec({ image: img, closureFile, nixDir, entry, attribute, drvPath, closureSha256, work: w });
+          return containerSpec({ image: img, closureFile: path.resolve(REPO_ROOT, closureFile), nixDir, entry, attribute, drvPath, closureSha256, work: path.resolve(REPO_ROOT, w) });
         });
       const container = new docker.Container(
         `${name}-container`,
@@ -134,7 +135,6 @@ export class Rebuild extends pulumi.ComponentResource {
           create: pulumi
             .all([work, outDir, args.drvPath, args.closureFile, args.closureSha256, exited])
             .apply(([w, o, d, c, sha]) => stepShell("collect-rebuild", ["--work", w, "--out", o, "--drv-path", d, "--closure", c, "--closure-sha256", sha, "--image", args.image!])),
-          dir: REPO_ROOT,
           triggers: [args.drvPath, args.closureSha256, container.id],
           logging: "stderr",
         },

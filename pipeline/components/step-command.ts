@@ -7,7 +7,14 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 
-/** The repository root: where bin/supply-chain.js lives and where steps run. */
+/**
+ * The repository root: where bin/supply-chain.js lives and where steps run. The program reads files
+ * by it (digests), but no resource input names it. A command has no `dir`: the command provider runs
+ * it in its own working directory, which the engine sets to the project's (the program runs there
+ * too), the official provider as the stand-in; its paths are relative to the project. An absolute
+ * `dir`, or a checkout path in a command, ties the state to the checkout's location: from a moved
+ * checkout or a CI workspace with another path every such command would change and run again.
+ */
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
 
 export function shellQuote(s: string): string {
@@ -73,7 +80,6 @@ export function stepCommand(name: string, a: StepCommandArgs, opts: pulumi.Custo
     name,
     {
       create,
-      dir: REPO_ROOT,
       triggers: a.triggers as pulumi.Input<any[]>,
       logging: "stderr",
       ...(a.secretEnvironment ? { environment: pulumi.secret(a.secretEnvironment) as pulumi.Input<Record<string, pulumi.Input<string>>> } : {}),

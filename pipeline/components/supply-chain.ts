@@ -45,7 +45,7 @@ export class SupplyChain extends pulumi.ComponentResource {
   /** `secrets.signingKey`: the Pulumi secret holding the attestation key (required when c.attest). */
   constructor(name: string, c: SupplyChainConfig, secrets: { signingKey?: pulumi.Input<string> } = {}, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:SupplyChain", name, {}, opts);
-    const inst = command.local.runOutput({ command: instantiateShell(c), dir: REPO_ROOT }, { parent: this });
+    const inst = command.local.runOutput({ command: instantiateShell(c) }, { parent: this });
     this.drvPath = inst.stdout.apply((s) => {
       const drv = lastLine(s);
       if (!/^\/nix\/store\/[0-9a-z]{32}-.+\.drv$/.test(drv)) throw new Error(`nix-instantiate ${c.file} -A ${c.attribute} printed no .drv path: ${s.slice(0, 200)}`);

@@ -1,6 +1,6 @@
 // Runs the Pulumi program (index.ts) under Pulumi's mocks: no engine, no steps. Each step's
-// local.Command "returns" the JSON a test chooses, and every registration is recorded with the
-// dependencies the program declared to the (mock) engine.
+// local.Command "returns" the JSON a test chooses, and every resource the program registers or reads
+// (a StackReference) is recorded with the parent and dependencies it declared to the (mock) engine.
 import * as crypto from "node:crypto";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
@@ -9,10 +9,15 @@ import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
 export const DRV = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-image.drv";
 
 export interface Registered {
+  /** "register": a resource the program declares; "read": one it reads (a StackReference, a `get`). */
+  kind: "register" | "read";
   type: string;
   name: string;
   inputs: Record<string, any>;
+  /** The URN the (mock) engine answered with. */
   urn: string;
+  /** A read resource's id (a StackReference's: the stack's name); "" for a registration. */
+  id: string;
   parent: string;
   dependencies: string[];
   /** The inputs as sent to the engine (secrets still wrapped in Pulumi's secret signature). */
@@ -48,6 +53,70 @@ export function defaultOutputs(drv = DRV): StepOutputs {
   };
 }
 
+/**
+ * Pulumi's MockMonitor (what `setMocks` installs), recording each request before answering it: the
+ * mocks' `newResource` sees neither the parent nor the dependencies nor the wire encoding.
+ */
+class RecordingMonitor extends MockMonitor {
+  constructor(
+    mocks: pulumi.runtime.Mocks,
+    private readonly recorded: Registered[],
+  ) {
+    super(mocks);
+  }
+
+  override async registerResource(req: any, callback: (err: any, resp: any) => void): Promise<void> {
+    return super.registerResource(req, this.record("register", req, "", req.getObject(), callback));
+  }
+
+  override async readResource(req: any, callback: (err: any, resp: any) => void): Promise<void> {
+    return super.readResource(req, this.record("read", req, req.getId(), req.getProperties(), callback));
+  }
+
+  /** Records the request; the returned callback fills in the URN the mock engine answers with. */
+  private record(kind: Registered["kind"], req: any, id: string, object: any, callback: (err: any, resp: any) => void): (err: any, resp: any) => void {
+    const r: Registered = {
+      kind,
+      type: req.getType(),
+      name: req.getName(),
+      inputs: {},
+      urn: "",
+      id,
+      parent: req.getParent(),
+      dependencies: req.getDependenciesList(),
+      wire: object?.toJavaScript() ?? {},
+      additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
+    };
+    this.recorded.push(r);
+    return (err, resp) => {
+      if (resp) r.urn = resp.getUrn();
+      callback(err, resp);
+    };
+  }
+}
+
+/**
+ * What `pulumi.runtime.setMocks` does, with our monitor: `setMockOptions` installs it, and the
+ * runtime's feature flags are the ones setMocks enables (copied from a setMocks call: setMockOptions
+ * resets them, and no public API sets them for another monitor).
+ */
+async function installRecordingMocks(monitor: RecordingMonitor, project: string, stack: string): Promise<void> {
+  await pulumi.runtime.setMocks(monitor.mocks, project, stack, false);
+  const store = runtimeStore();
+  const features = Object.fromEntries(Object.entries(store).filter(([k]) => k.startsWith("supports")));
+  pulumi.runtime.setMockOptions(monitor, project, stack, false);
+  Object.assign(runtimeStore(), features);
+}
+
+/**
+ * The runtime's settings store (runtime/state.js), where setMocks writes its feature flags: marked
+ * @internal in the SDK, the one non-public piece here, used only to carry those flags over.
+ */
+function runtimeStore(): Record<string, unknown> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require("@pulumi/pulumi/runtime/state").getStore();
+}
+
 const STEP_OF = /bin\/supply-chain\.js ([a-z-]+)/;
 
 export interface ProgramRun {
@@ -69,58 +138,35 @@ export async function runProgram(opts: { config: Record<string, string>; secretK
     const steps = { ...defaultOutputs(opts.drv), ...opts.steps };
     const resources: Registered[] = [];
     const invokes: ProgramRun["invokes"] = [];
-    const orig = MockMonitor.prototype.registerResource;
-    // Record what the program tells the engine: type, name, parent and dependency URNs.
-    (MockMonitor.prototype as any).registerResource = function (this: MockMonitor, req: any, cb: any) {
-      const type = req.getType();
-      const name = req.getName();
-      const parent = req.getParent();
-      const urn = (this as any).newUrn(parent, type, name);
-      resources.push({
-        type,
-        name,
-        inputs: {},
-        urn,
-        parent,
-        dependencies: req.getDependenciesList(),
-        wire: req.getObject()?.toJavaScript() ?? {},
-        additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
-      });
-      return orig.call(this, req, cb);
-    };
-    await pulumi.runtime.setMocks(
-      {
-        newResource(args: pulumi.runtime.MockResourceArgs) {
-          const r = resources.filter((x) => x.name === args.name).pop();
-          if (r) r.inputs = args.inputs;
-          const state: Record<string, unknown> = { ...args.inputs };
-          if (args.type === "command:local:Command") {
-            const create = String(args.inputs.create ?? "");
-            const named = STEP_OF.exec(create)?.[1];
-            // The docker route's collector prints a rebuild's JSON, mocked as "collect".
-            const step = named === "collect-rebuild" ? "collect" : named;
-            const json = step && (steps as any)[step];
-            state.stdout = json ? JSON.stringify(json) : "";
-            state.stderr = "";
-          }
-          if (args.type === "docker:index/remoteImage:RemoteImage") state.repoDigest = args.inputs.name;
-          if (args.type === "pulumi:pulumi:StackReference") state.outputs = opts.stackOutputs ?? {};
-          if (args.type === "docker:index/container:Container") {
-            state.exitCode = (opts.steps as any)?.containerExitCode ?? 0;
-            state.containerLogs = "rebuild log";
-          }
-          return { id: `${args.name}-id`, state };
-        },
-        call(args: pulumi.runtime.MockCallArgs) {
-          invokes.push({ token: args.token, inputs: args.inputs });
-          if (args.token === "command:local:run") return { stdout: `${opts.drv ?? DRV}\n`, stderr: "" };
-          throw new Error(`unexpected invoke ${args.token}`);
-        },
+    const mocks: pulumi.runtime.Mocks = {
+      newResource(args: pulumi.runtime.MockResourceArgs) {
+        const r = resources.filter((x) => x.name === args.name).pop();
+        if (r) r.inputs = args.inputs;
+        const state: Record<string, unknown> = { ...args.inputs };
+        if (args.type === "command:local:Command") {
+          const create = String(args.inputs.create ?? "");
+          const named = STEP_OF.exec(create)?.[1];
+          // The docker route's collector prints a rebuild's JSON, mocked as "collect".
+          const step = named === "collect-rebuild" ? "collect" : named;
+          const json = step && (steps as any)[step];
+          state.stdout = json ? JSON.stringify(json) : "";
+          state.stderr = "";
+        }
+        if (args.type === "docker:index/remoteImage:RemoteImage") state.repoDigest = args.inputs.name;
+        if (args.type === "pulumi:pulumi:StackReference") state.outputs = opts.stackOutputs ?? {};
+        if (args.type === "docker:index/container:Container") {
+          state.exitCode = (opts.steps as any)?.containerExitCode ?? 0;
+          state.containerLogs = "rebuild log";
+        }
+        return { id: `${args.name}-id`, state };
       },
-      "secure-supply-chain",
-      opts.stack ?? "test",
-      false,
-    );
+      call(args: pulumi.runtime.MockCallArgs) {
+        invokes.push({ token: args.token, inputs: args.inputs });
+        if (args.token === "command:local:run") return { stdout: `${opts.drv ?? DRV}\n`, stderr: "" };
+        throw new Error(`unexpected invoke ${args.token}`);
+      },
+    };
+    await installRecordingMocks(new RecordingMonitor(mocks, resources), "secure-supply-chain", opts.stack ?? "test");
     pulumi.runtime.setAllConfig(opts.config, opts.secretKeys ?? Object.keys(opts.config).filter((k) => k.endsWith(":signingKey")));
     const root = path.resolve(__dirname, "..", "..");
     for (const k of Object.keys(require.cache)) {
@@ -160,7 +206,6 @@ export async function runProgram(opts: { config: Record<string, string>; secretK
       await new Promise((r) => setTimeout(r, 200));
       process.removeAllListeners("unhandledRejection");
       for (const l of saved) process.on("unhandledRejection", l as (...a: any[]) => void);
-      MockMonitor.prototype.registerResource = orig;
     }
   } finally {
     running = false;

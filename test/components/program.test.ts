@@ -118,6 +118,36 @@ test.serial("(mocked: no engine or nix in unit tests) triggers are content addre
   t.deepEqual(stepCommands(changed).find((r) => stepOf(r) === "build")!.inputs.triggers, [other]);
 });
 
+test.serial("(mocked: no engine or nix in unit tests) no command names the checkout's path: no dir, paths relative to the project (a moved checkout changes no input); file outputs name this checkout's files", async (t) => {
+  const root = path.resolve(__dirname, "..", "..");
+  // The demo world where a stack has it, in the checkout's work dir, named relative to the project.
+  fs.mkdirSync(path.join(root, ".supply-chain"), { recursive: true });
+  const world = fs.mkdtempSync(path.join(root, ".supply-chain", "components-test-"));
+  t.teardown(() => fs.rmSync(world, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(world, "probes.json"), JSON.stringify({ probes: [{ name: "reader", http: { port: 8000, path: "/healthz" } }] }));
+  const rel = path.relative(root, world);
+  for (const run of [await runProgram({ config: demoConfig(rel) }), await runProgram({ config: auditConfig(rel), stackOutputs: PUBLISHER })]) {
+    const commands = stepCommands(run);
+    t.true(commands.length > 0);
+    for (const c of commands) {
+      t.false(JSON.stringify(c.wire).includes(root), `${c.name} names ${root}: ${JSON.stringify(c.wire).slice(0, 300)}`);
+      t.is(c.inputs.dir, undefined, `${c.name} runs in the provider's working directory, the project's`);
+    }
+    for (const i of run.invokes) t.false(JSON.stringify(i.inputs).includes(root), JSON.stringify(i.inputs));
+  }
+  // The publisher's files in this checkout (demo-audit of demo): named relative to the project too.
+  const inCheckout = { ...PUBLISHER, closureFile: path.join(root, ".supply-chain/demo/closure/source-export.closure"), provenance: path.join(root, ".supply-chain/demo/attest/provenance.intoto.jsonl") };
+  const create = String(stepCommands(await runProgram({ config: auditConfig(rel), stackOutputs: inCheckout }))[0].inputs.create);
+  t.true(create.includes(" --closure .supply-chain/demo/closure/source-export.closure --attestation .supply-chain/demo/attest/provenance.intoto.jsonl "), create);
+  // A step's JSON in the state names the checkout where it last ran: the outputs name this one's files.
+  const moved = (f: string) => `/elsewhere/checkout/.supply-chain/test/attest/${f}`;
+  const attest = { ...defaultOutputs().attest, provenance: moved("provenance.intoto.jsonl"), sbom: moved("sbom.cdx.json") };
+  const run = await runProgram({ config: demoConfig(rel), steps: { attest } });
+  t.is(run.outputs.provenance, path.join(root, ".supply-chain/test/attest/provenance.intoto.jsonl"));
+  t.is(run.outputs.sbom, path.join(root, ".supply-chain/test/attest/sbom.cdx.json"));
+  t.is(run.outputs.verification, "/w/attest/verification.intoto.jsonl", "a file outside the work dir stays where it is");
+});
+
 test.serial("(mocked: no engine or nix in unit tests) offline: the demo stack's build and closure run with --offline; a nix stack's do not unless set", async (t) => {
   const has = (run: ProgramRun, s: string) => / --offline( |$)/.test(String(stepCommands(run).find((r) => stepOf(r) === s)!.inputs.create));
   const demo = await runProgram({ config: demoConfig(demoWorld(t)) });
@@ -208,8 +238,11 @@ const PUBLISHER = { closureFile: "/p/closure/source-export.closure", closureSha2
 test.serial("(mocked: no engine or nix in unit tests) role audit: the publisher's stack by StackReference, one audit step, nothing of the chain", async (t) => {
   const run = await runProgram({ config: auditConfig(demoWorld(t)), stackOutputs: PUBLISHER });
   t.deepEqual(stepCommands(run).map(stepOf), ["audit"]);
-  // The closure and provenance paths in the command come from the StackReference's outputs (a read
-  // resource: the mock monitor records no registration for it).
+  // The publisher's stack is read (not declared): one StackReference of the configured stack, in the Audit.
+  const refs = run.resources.filter((r) => r.type === "pulumi:pulumi:StackReference");
+  t.deepEqual(refs.map((r) => [r.kind, r.id, r.inputs.name]), [["read", "organization/secure-supply-chain/demo", "organization/secure-supply-chain/demo"]]);
+  t.is(refs[0].parent, run.resources.find((r) => r.type === `${P}:components:Audit`)!.urn);
+  // The closure and provenance paths in the command come from that StackReference's outputs.
   const cmd = stepCommands(run)[0];
   const create = String(cmd.inputs.create);
   for (const arg of ["--closure /p/closure/source-export.closure", "--attestation /p/attest/provenance.intoto.jsonl", "--public-key stacks/demo-signing.pub", "--isolation bwrap", "--key-env SC_SIGNING_KEY"]) t.true(create.includes(arg), arg);
