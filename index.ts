@@ -53,41 +53,57 @@ const here = (o: pulumi.Output<string | null> | undefined) => o?.apply(inThisChe
 const key = signingKey();
 /** The public half, for others to verify with (public: not a secret). */
 const publicKey = key ? pulumi.unsecret(key.apply((pem) => crypto.createPublicKey(pem).export({ type: "spki", format: "pem" }).toString())) : undefined;
-if (config.role === "audit") checkPublisherKey(config);
-const chain = config.role === "publish" ? new SupplyChain("chain", config, { signingKey: key }) : undefined;
-const audit = config.role === "audit" ? new Audit("audit", config, key) : undefined;
+/** The publisher's outputs: the image by its content addresses, the verdicts, the signed files. */
+function publisherOutputs(chain: SupplyChain) {
+  return {
+    imageDrvPath: chain.drvPath,
+    imageOutPath: chain.build.outPath,
+    imageNarHash: chain.build.narHash,
+    imageDigest: chain.build.imageDigest,
+    closureFile: here(chain.closure.closureFile),
+    closureSha256: chain.closure.closureSha256,
+    closureSources: chain.closure.sources,
+    closureReport: here(chain.closure.report),
+    rebuildIsolation: config.isolation,
+    rebuildInterfaces: chain.rebuild.interfaces,
+    reproducible: chain.verify.reproducible,
+    reproducibleRatio: chain.verify.reproducibleRatio,
+    verifyReport: here(chain.verify.report),
+    bootTestPassed: chain.bootTest?.passed,
+    bootTestAccel: chain.bootTest?.accel,
+    policy: config.policy,
+    provenance: here(chain.attest?.provenance),
+    verification: here(chain.attest?.verification),
+    sbom: here(chain.attest?.sbom),
+    sbomSha256: chain.attest?.sbomSha256,
+    attestationKeyId: chain.attest?.keyId,
+    attestationPublicKey: publicKey,
+  };
+}
 
-export const role = config.role;
-export const imageDrvPath = chain?.drvPath;
-export const imageOutPath = chain?.build.outPath;
-export const imageNarHash = chain?.build.narHash;
-export const imageDigest = chain?.build.imageDigest;
-export const closureFile = here(chain?.closure.closureFile);
-export const closureSha256 = chain?.closure.closureSha256;
-export const closureSources = chain?.closure.sources;
-export const closureReport = here(chain?.closure.report);
-export const rebuildIsolation = config.isolation;
-export const rebuildInterfaces = chain?.rebuild.interfaces;
-export const reproducible = chain?.verify.reproducible;
-export const reproducibleRatio = chain?.verify.reproducibleRatio;
-export const verifyReport = here(chain?.verify.report);
-export const bootTestPassed = chain?.bootTest?.passed;
-export const bootTestAccel = chain?.bootTest?.accel;
-export const policy = config.policy;
-export const provenance = here(chain?.attest?.provenance);
-export const verification = here(chain?.attest?.verification);
-export const sbom = here(chain?.attest?.sbom);
-export const sbomSha256 = chain?.attest?.sbomSha256;
-export const attestationKeyId = chain?.attest?.keyId;
-export const attestationPublicKey = chain ? publicKey : undefined;
-// role audit: the verdict on the publisher's stack and this auditor's own signed claims.
-export const auditedStack = config.role === "audit" ? config.publisherStack : undefined;
-export const auditReproduced = audit?.reproduced;
-export const auditAttestation = here(audit?.attestation);
-export const auditVerification = here(audit?.verification);
-export const auditorKeyId = audit?.result.apply((r) => r.auditor?.keyid ?? null);
-export const auditorPublicKey = audit ? publicKey : undefined;
-export const auditedDrvPath = audit?.result.drvPath;
-export const auditedOutPath = audit?.result.outPath;
-export const publisherKeyId = audit?.result.apply((r) => r.publisher?.keyid ?? null);
-export const auditReport = config.role === "audit" ? audit?.result.apply(() => path.resolve(__dirname, config.workDir, "audit", "audit.json")) : undefined;
+/** An auditor's outputs: the verdict on the publisher's stack and this auditor's own signed claims. */
+function auditOutputs(audit: Audit, c: AuditConfig) {
+  return {
+    auditedStack: c.publisherStack,
+    rebuildIsolation: c.isolation,
+    policy: c.policy,
+    auditReproduced: audit.reproduced,
+    auditAttestation: here(audit.attestation),
+    auditVerification: here(audit.verification),
+    auditorKeyId: audit.result.apply((r) => r.auditor?.keyid ?? null),
+    auditorPublicKey: publicKey,
+    auditedDrvPath: audit.result.drvPath,
+    auditedOutPath: audit.result.outPath,
+    publisherKeyId: audit.result.apply((r) => r.publisher?.keyid ?? null),
+    auditReport: audit.result.apply(() => path.resolve(__dirname, c.workDir, "audit", "audit.json")),
+  };
+}
+
+if (config.role === "audit") checkPublisherKey(config);
+const outputs: Record<string, unknown> = {
+  role: config.role,
+  ...(config.role === "publish" ? publisherOutputs(new SupplyChain("chain", config, { signingKey: key })) : auditOutputs(new Audit("audit", config, key), config)),
+};
+// Only what this stack has: an undefined export (another role's, a boot test or attest turned off)
+// is one engine warning per name at every run.
+export = Object.fromEntries(Object.entries(outputs).filter(([, v]) => v !== undefined));
