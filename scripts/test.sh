@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh
 [ -d node_modules/@pulumi/pulumi ] || npm ci --no-audit --no-fund
-npx tsc --noEmit -p .
+npm run typecheck
 bash scripts/build-apps.sh
 # Reuses the release build above, so the reader's unit tests add seconds, not a debug build.
 cargo test --release --locked --manifest-path apps/db-reader/Cargo.toml

@@ -38,7 +38,7 @@ export function projectCopy(prefix: string): Engine {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const state = path.join(dir, ".state");
   fs.mkdirSync(state);
-  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "package.json", "bin", "pipeline", "stacks", "consumer"]) {
+  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "tsconfig.pulumi.json", "package.json", "bin", "pipeline", "stacks", "consumer"]) {
     fs.cpSync(path.join(ROOT, f), path.join(dir, f), { recursive: true });
   }
   fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
