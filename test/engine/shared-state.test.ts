@@ -158,7 +158,7 @@ test.serial("(real engine) two pulumi up of the demo stack at once, from A and B
 
   const started = Date.now();
   const second = await engine.pulumi(B, ["up", "--yes", "--stack", STACK], { allowFailure: true });
-  t.log(`B's up was refused in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  t.log(`B's up was refused in ${((Date.now() - started) / 1000).toFixed(1)} s:\n${(second.stdout + second.stderr).split("\n").filter((l) => /locked by|created by/.test(l)).join("\n")}`);
   t.not(second.code, 0);
   const port = pg.port;
   t.regex(
@@ -188,4 +188,24 @@ test.serial("(real engine) two pulumi up of the demo stack at once, from A and B
   const cwd = path.join(B.dir, "consumer");
   await up(B, ["--stack", CONSUMER_STACK], cwd);
   t.deepEqual((await engine.outputs(B, CONSUMER_STACK, cwd)).approvedImage, { path: aOutputs.imageOutPath, narHash: aOutputs.imageNarHash });
+});
+
+test.serial("(real engine) `pulumi login postgres://…` alone does not move these projects' state: Pulumi.yaml's backend.url wins over the stored login, PULUMI_BACKEND_URL over both", async (t) => {
+  // A PULUMI_HOME of its own: the login is stored in its credentials.json, not the user's.
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), "sc-shared-home-"));
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "sc-shared-project-"));
+  fs.copyFileSync(path.join(A.dir, "Pulumi.yaml"), path.join(scratch, "Pulumi.yaml"));
+  const { PULUMI_BACKEND_URL: _, ...rest } = A.env;
+  const e: Engine = { dir: scratch, state: "", env: { ...rest, PULUMI_HOME: home } };
+  const backendOf = async (cwd: string, env = e) => /Backend URL: (\S+)/.exec((await engine.pulumi(env, ["whoami", "-v"], { cwd, allowFailure: true })).stdout)?.[1];
+  try {
+    await engine.pulumi(e, ["login", url], { cwd: home });
+    t.is(await backendOf(home), url, "outside a project: the login");
+    const inProject = await engine.pulumi(e, ["whoami", "-v"], { cwd: scratch, allowFailure: true });
+    t.regex(inProject.stdout + inProject.stderr, /file:\/\/\S*\/\.pulumi/, "in the project: its backend.url (file://./.pulumi)");
+    t.is(await backendOf(scratch, { ...e, env: { ...e.env, PULUMI_BACKEND_URL: url } }), url, "PULUMI_BACKEND_URL wins");
+  } finally {
+    fs.rmSync(home, { recursive: true, force: true });
+    fs.rmSync(scratch, { recursive: true, force: true });
+  }
 });
