@@ -39,7 +39,7 @@ export class Audit extends pulumi.ComponentResource {
     // A file of the publisher's stack in this checkout (demo-audit of demo) is named relative to the
     // project, like every path in a command: a moved checkout changes no command.
     const named = (f: pulumi.Output<string>) => f.apply((p) => (path.isAbsolute(p) && p.startsWith(REPO_ROOT + path.sep) ? path.relative(REPO_ROOT, p) : p));
-    // The reviewed files, by content: the demo world is generated first (this checkout's own copy).
+    // The reviewed files, by content (a demo world is generated first when absent).
     const reviewed = command.local
       .runOutput({ command: c.source === "demo-world" ? `${demoWorldShell(c)} && echo ok` : "echo ok" }, { parent: this })
       .stdout.apply(() => treeDigest(path.dirname(path.resolve(REPO_ROOT, c.file))));
