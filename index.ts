@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { AuditConfig, ConfigError, parseConfig, PROJECT, StackConfig } from "./pipeline/components/config";
 import { SupplyChain } from "./pipeline/components/supply-chain";
 import { Audit } from "./pipeline/components/audit";
+import { parsePublicKey } from "./pipeline/lib/dsse";
 
 function readConfig(): StackConfig {
   try {
@@ -33,7 +34,7 @@ function signingKey(): pulumi.Output<string> | undefined {
 function checkPublisherKey(c: AuditConfig): void {
   const file = path.resolve(__dirname, c.publisherKey);
   try {
-    if (crypto.createPublicKey(fs.readFileSync(file)).asymmetricKeyType !== "ed25519") throw new Error("not an Ed25519 key");
+    if (parsePublicKey(fs.readFileSync(file, "utf8"), c.publisherKey).asymmetricKeyType !== "ed25519") throw new Error("not an Ed25519 key");
   } catch (e) {
     throw new pulumi.RunError(`config key '${PROJECT}:publisherKey': ${c.publisherKey} is not a readable Ed25519 public key in SPKI PEM (${(e as Error).message.split("\n")[0]})`);
   }
@@ -47,7 +48,10 @@ function inThisCheckout(printed: string | null): string | null {
   if (!printed || path.isAbsolute(config.workDir)) return printed;
   const marker = `${path.sep}${path.normalize(config.workDir)}${path.sep}`;
   const i = printed.lastIndexOf(marker);
-  return i < 0 ? printed : path.join(__dirname, printed.slice(i + 1));
+  if (i < 0) return printed;
+  // Only a file that is here: a checkout sharing the state that did not run the step keeps the name printed.
+  const here = path.join(__dirname, printed.slice(i + 1));
+  return fs.existsSync(here) ? here : printed;
 }
 const here = (o: pulumi.Output<string | null> | undefined) => o?.apply(inThisCheckout);
 const key = signingKey();
@@ -88,14 +92,20 @@ function auditOutputs(audit: Audit, c: AuditConfig) {
     rebuildIsolation: c.isolation,
     policy: c.policy,
     auditReproduced: audit.reproduced,
-    auditAttestation: here(audit.attestation),
-    auditVerification: here(audit.verification),
-    auditorKeyId: audit.result.apply((r) => r.auditor?.keyid ?? null),
-    auditorPublicKey: publicKey,
+    // attest false: a verdict only, nothing signed.
+    ...(c.attest
+      ? {
+          auditAttestation: here(audit.attestation),
+          auditVerification: here(audit.verification),
+          auditorKeyId: audit.result.apply((r) => r.auditor?.keyid ?? null),
+          auditorPublicKey: publicKey,
+        }
+      : {}),
     auditedDrvPath: audit.result.drvPath,
     auditedOutPath: audit.result.outPath,
     publisherKeyId: audit.result.apply((r) => r.publisher?.keyid ?? null),
-    auditReport: audit.result.apply(() => path.resolve(__dirname, c.workDir, "audit", "audit.json")),
+    // A refusal writes no audit.json: the file there would be an earlier run's.
+    auditReport: audit.result.apply((r) => ((r as { refused?: boolean }).refused ? null : path.resolve(__dirname, c.workDir, "audit", "audit.json"))),
   };
 }
 

@@ -213,6 +213,8 @@ export interface PublisherEvidence {
   /** The private copy of the verified provenance (challenge compares it). */
   provenance: string;
   drvPath: string;
+  /** The image's NAR sha256 (hex) as the signed provenance attests it. */
+  imageNarSha256: string;
 }
 
 /**
@@ -224,7 +226,9 @@ export function publisherProvenance(ev: Evidence, cfg: ApprovalConfig, file: unk
   const c = verifiedCopy(ev, cfg, "provenance", file, keyFile, SLSA_PROVENANCE_V1, storePaths, image);
   const drvPath = c.statement.predicate?.buildDefinition?.internalParameters?.drvPath;
   if (typeof drvPath !== "string") throw new NotApproved(`${cfg.publisherStack}: image ${image} is not approved: the provenance attestation names no drvPath`);
-  return { keyid: cfg.publisherKeyid, keyFile, provenance: c.path, drvPath };
+  const digest = (c.statement.subject ?? []).find((x: any) => x?.name === image)?.digest?.[NAR_SHA256];
+  if (typeof digest !== "string") throw new NotApproved(`${cfg.publisherStack}: image ${image} is not approved: the provenance attests no ${NAR_SHA256} for it`);
+  return { keyid: cfg.publisherKeyid, keyFile, provenance: c.path, drvPath, imageNarSha256: digest.toLowerCase() };
 }
 
 /** The publisher's signed verification summary must say PASSED with both required levels. */

@@ -8,9 +8,10 @@
 //   pulumi -C consumer config set supplyChainStack organization/secure-supply-chain/demo
 //   pulumi -C consumer config set publisherPublicKey -- "$(cat stacks/demo-signing.pub)"
 //   pulumi -C consumer config set --path 'auditors[0].stack' organization/secure-supply-chain/demo-audit
-//   pulumi -C consumer config set --path 'auditors[0].publicKey' -- "$(cat auditor/signing.pub)"
+//   pulumi -C consumer config set --path 'auditors[0].publicKey' -- "$(cat stacks/demo-audit-signing.pub)"
 //   pulumi -C consumer config set requiredAgreeing 1
 import * as pulumi from "@pulumi/pulumi";
+import { narHashHex } from "../pipeline/lib/nix";
 import { ConfigError, Evidence, judgeAuditors, NotApproved, parseApprovalConfig, publisherProvenance, publisherSummary, StackOutputs } from "./approval";
 
 const config = new pulumi.Config();
@@ -48,11 +49,15 @@ const approval = pulumi
     const ev = new Evidence();
     try {
       const pub = publisherProvenance(ev, cfg, provenanceFile, [image], image);
+      // The stack's imageNarHash and imageDrvPath are unsigned: exported only when the signed provenance says the same.
+      if (narHashHex(h as string) !== pub.imageNarSha256) {
+        throw new NotApproved(`${cfg.publisherStack}: image ${image} is not approved: its stack output imageNarHash ${h} is not the ${pub.imageNarSha256} its signed provenance attests`);
+      }
       publisherSummary(ev, cfg, verificationFile, [image], image, pub.keyFile);
       const j = judgeAuditors(ev, cfg, pub, image, reads);
       if (!j.approved) throw new NotApproved(j.line!);
       if (j.line) pulumi.log.warn(j.line);
-      return { image: { path: image, narHash: h as string }, approvedBy: j.approvedBy };
+      return { image: { path: image, narHash: h as string }, drvPath: pub.drvPath, approvedBy: j.approvedBy };
     } catch (e) {
       if (e instanceof NotApproved) throw new pulumi.RunError(e.message);
       throw e;
@@ -65,7 +70,8 @@ const approval = pulumi
 export const approvedImage = approval.image;
 /** Whose signed claims approved it: the publisher first, then each independent agreeing auditor. */
 export const approvedBy = approval.approvedBy;
-export const imageDrvPath = chain.requireOutput("imageDrvPath");
+/** The image's derivation as the signed provenance names it (not the stack's unsigned output). */
+export const imageDrvPath = approval.drvPath;
 export const closureSha256 = chain.requireOutput("closureSha256");
 export const reproducibleRatio = chain.requireOutput("reproducibleRatio");
 export const attestationKeyId = chain.getOutput("attestationKeyId");

@@ -17,9 +17,9 @@ export PULUMI_IGNORE_AMBIENT_PLUGINS=true
 # Pulumi.yaml points the state at ./.pulumi; the file backend needs the directory.
 [ -n "${PULUMI_BACKEND_URL:-}" ] || mkdir -p .pulumi
 stack=${SC_STACK:-demo}
-# stacks/Pulumi.demo.yaml's committed encryptionsalt belongs to the empty passphrase: a passphrase
-# set in the caller's environment would fail there with "incorrect passphrase".
-if [ "$stack" = demo ]; then
+# The committed encryptionsalt of stacks/Pulumi.demo.yaml and Pulumi.demo-audit.yaml belongs to the
+# empty passphrase: a passphrase set in the caller's environment would fail there with "incorrect passphrase".
+if [ "$stack" = demo ] || [ "$stack" = demo-audit ]; then
   export PULUMI_CONFIG_PASSPHRASE=""
 else
   export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"

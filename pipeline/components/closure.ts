@@ -62,8 +62,18 @@ function sourceDiffOf(closure: Closure, name: string, args: ClosureArgs): pulumi
     if (baseDrv === drv) return pulumi.output(null);
     const head = `${o}.preview`;
     const analyse = stepShell("closure", ["--file", f, "--attribute", a, "--out", head, "--no-export", ...(args.offline ? ["--offline"] : [])]);
-    const run = command.local.runOutput({ command: `${analyse} >/dev/null && ${stepShell("diff", ["--base", base, "--head", head])}` }, { parent: closure });
-    return parseStepJson<DiffResult>("diff", run.stdout).apply((d): DiffResult | null => {
+    // It informs a review: a failure (an older manifest, a concurrent preview holding the lock) is a
+    // warning, never a failed preview or update.
+    const run = command.local.runOutput({ command: `{ ${analyse} >/dev/null && ${stepShell("diff", ["--base", base, "--head", head])}; } || echo null` }, { parent: closure });
+    return run.stdout.apply((s): DiffResult | null => {
+      let d: DiffResult | null = null;
+      try {
+        d = JSON.parse(s);
+      } catch {}
+      if (!d) {
+        pulumi.log.warn(`${name}: what the change does to the sources could not be computed (closure --no-export or supply-chain diff against ${base} failed; its messages are above)`, closure);
+        return null;
+      }
       for (const line of d.lines) pulumi.log.info(`${name}: ${line}`, closure);
       return d;
     });

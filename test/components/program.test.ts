@@ -118,7 +118,7 @@ test.serial("(mocked: no engine or nix in unit tests) triggers are content addre
   t.deepEqual(stepCommands(changed).find((r) => stepOf(r) === "build")!.inputs.triggers, [other]);
 });
 
-test.serial("(mocked: no engine or nix in unit tests) no command names the checkout's path: no dir, paths relative to the project (a moved checkout changes no input); file outputs name this checkout's files", async (t) => {
+test.serial("(mocked: no engine or nix in unit tests) no command names the checkout's path: no dir, paths relative to the project (a moved checkout changes no input); file outputs name this checkout's files where they are", async (t) => {
   const root = path.resolve(__dirname, "..", "..");
   // The demo world where a stack has it, in the checkout's work dir, named relative to the project.
   fs.mkdirSync(path.join(root, ".supply-chain"), { recursive: true });
@@ -139,12 +139,19 @@ test.serial("(mocked: no engine or nix in unit tests) no command names the check
   const inCheckout = { ...PUBLISHER, closureFile: path.join(root, ".supply-chain/demo/closure/source-export.closure"), provenance: path.join(root, ".supply-chain/demo/attest/provenance.intoto.jsonl") };
   const create = String(stepCommands(await runProgram({ config: auditConfig(rel), stackOutputs: inCheckout }))[0].inputs.create);
   t.true(create.includes(" --closure .supply-chain/demo/closure/source-export.closure --attestation .supply-chain/demo/attest/provenance.intoto.jsonl "), create);
-  // A step's JSON in the state names the checkout where it last ran: the outputs name this one's files.
+  // A step's JSON in the state names the checkout where it last ran: the outputs name this one's files
+  // where they are here (the provenance), and keep the printed name where they are not (the SBOM: a
+  // checkout sharing the state that did not run the step).
   const moved = (f: string) => `/elsewhere/checkout/.supply-chain/test/attest/${f}`;
+  const here = path.join(root, ".supply-chain/test/attest/provenance.intoto.jsonl");
+  t.false(fs.existsSync(path.join(root, ".supply-chain/test")), "no earlier run's files");
+  fs.mkdirSync(path.dirname(here), { recursive: true });
+  fs.writeFileSync(here, "{}\n");
+  t.teardown(() => fs.rmSync(path.join(root, ".supply-chain/test"), { recursive: true, force: true }));
   const attest = { ...defaultOutputs().attest, provenance: moved("provenance.intoto.jsonl"), sbom: moved("sbom.cdx.json") };
   const run = await runProgram({ config: demoConfig(rel), steps: { attest } });
-  t.is(run.outputs.provenance, path.join(root, ".supply-chain/test/attest/provenance.intoto.jsonl"));
-  t.is(run.outputs.sbom, path.join(root, ".supply-chain/test/attest/sbom.cdx.json"));
+  t.is(run.outputs.provenance, here);
+  t.is(run.outputs.sbom, moved("sbom.cdx.json"));
   t.is(run.outputs.verification, "/w/attest/verification.intoto.jsonl", "a file outside the work dir stays where it is");
 });
 
@@ -286,6 +293,6 @@ test.serial("(mocked: no engine or nix in unit tests) role audit: a publisher st
   await t.throwsAsync(runProgram({ config: auditConfig(demoWorld(t)), stackOutputs: { closureFile: "/p/c" } }), { message: /stack organization\/secure-supply-chain\/demo has no output 'provenance'/ });
 });
 
-test.serial("(mocked: no engine or nix in unit tests) role audit: a publisherKey that is not an Ed25519 public key is refused before anything is declared", async (t) => {
+test.serial("(mocked: no engine or nix in unit tests) role audit: a publisherKey that is not an Ed25519 public key is one config error naming the key and the file", async (t) => {
   await t.throwsAsync(runProgram({ config: auditConfig(demoWorld(t), { [`${P}:publisherKey`]: "README.md" }), stackOutputs: PUBLISHER }), { message: /config key 'secure-supply-chain:publisherKey': README.md is not a readable Ed25519 public key/ });
 });

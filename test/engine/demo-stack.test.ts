@@ -95,7 +95,7 @@ test.serial("(real engine) a second pulumi up changes nothing and runs no step",
 
 const AUDIT_PUB = path.join(ROOT, "stacks", "demo-audit-signing.pub");
 
-test.serial("(real engine) the demo-audit stack (role audit) reads the demo stack by StackReference, rebuilds in its own empty store and signs: reproduced", async (t) => {
+test.serial("(real engine) the demo-audit stack (role audit) reads the demo stack by StackReference, audits it with its own work dir and key and signs: reproduced", async (t) => {
   await pulumi(["stack", "init", "demo-audit"]);
   const up = await pulumi(["up", "--yes", "--stack", "demo-audit"]);
   t.log(up.stdout.split("\n").filter((l) => /created|Resources:|Duration/.test(l)).join("\n"));
