@@ -172,43 +172,50 @@ export async function runProgram(opts: { config: Record<string, string>; secretK
     for (const k of Object.keys(require.cache)) {
       if (k === path.join(root, "index.ts") || k.startsWith(path.join(root, "pipeline", "components"))) delete require.cache[k];
     }
-    // A program that fails (as the engine would see it) leaves rejected promises inside the Pulumi
-    // runtime that nobody awaits; they are this run's failure, not the test process's.
-    const saved = process.listeners("unhandledRejection");
-    process.removeAllListeners("unhandledRejection");
-    let failRun: (e: unknown) => void = () => {};
-    const failed = new Promise<never>((_, reject) => (failRun = reject));
-    failed.catch(() => {});
-    process.on("unhandledRejection", (e) => failRun(e));
-    try {
-      const program = require(path.join(root, "index.ts"));
-      const outputs: Record<string, unknown> = {};
-      const all = (async () => {
-        for (const [k, v] of Object.entries(program)) {
-          outputs[k] = pulumi.Output.isInstance(v) ? await (v as any).promise() : v;
-        }
-        // Let the last registrations (registerOutputs) drain: a rejection there fails the run too.
-        await new Promise((r) => setTimeout(r, 100));
-      })();
-      await Promise.race([all, failed]);
-      return {
-        resources,
-        invokes,
-        outputs,
-        byName(suffix: string) {
-          const found = resources.filter((x) => x.name.endsWith(suffix));
-          if (found.length !== 1) throw new Error(`expected one resource named *${suffix}, found ${found.map((x) => x.name).join(", ") || "none"}`);
-          return found[0];
-        },
-      };
-    } finally {
-      // Leftovers of a failed run settle before the next run's mocks are installed.
-      await new Promise((r) => setTimeout(r, 200));
-      process.removeAllListeners("unhandledRejection");
-      for (const l of saved) process.on("unhandledRejection", l as (...a: any[]) => void);
-    }
+    const outputs = await runProgramFile(path.join(root, "index.ts"));
+    return {
+      resources,
+      invokes,
+      outputs,
+      byName(suffix: string) {
+        const found = resources.filter((x) => x.name.endsWith(suffix));
+        if (found.length !== 1) throw new Error(`expected one resource named *${suffix}, found ${found.map((x) => x.name).join(", ") || "none"}`);
+        return found[0];
+      },
+    };
   } finally {
     running = false;
+  }
+}
+
+/**
+ * Requires a Pulumi program (mocks installed, its module cache cleared by the caller) and resolves
+ * every export; rejects with the program's failure. A program that fails (as the engine would see it)
+ * leaves rejected promises inside the Pulumi runtime that nobody awaits: they are this run's failure,
+ * not the test process's.
+ */
+export async function runProgramFile(file: string): Promise<Record<string, any>> {
+  const saved = process.listeners("unhandledRejection");
+  process.removeAllListeners("unhandledRejection");
+  let failRun: (e: unknown) => void = () => {};
+  const failed = new Promise<never>((_, reject) => (failRun = reject));
+  failed.catch(() => {});
+  process.on("unhandledRejection", (e) => failRun(e));
+  try {
+    const all = (async () => {
+      const program = require(file);
+      const outputs: Record<string, any> = {};
+      for (const [k, v] of Object.entries(program)) outputs[k] = pulumi.Output.isInstance(v) ? await (v as any).promise() : v;
+      // Let the last registrations (registerOutputs) drain: a rejection there fails the run too.
+      await new Promise((r) => setTimeout(r, 100));
+      return outputs;
+    })();
+    return await Promise.race([all, failed]);
+  } finally {
+    // Leftovers of a failed run settle before the next run's mocks are installed.
+    await new Promise((r) => setTimeout(r, 200));
+    process.removeAllListeners("unhandledRejection");
+    for (const l of saved) process.on("unhandledRejection", l as (...a: any[]) => void);
   }
 }
 

@@ -12,6 +12,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { generateKeyPair, INTOTO_PAYLOAD_TYPE, parsePrivateKey, signEnvelope } from "../../pipeline/lib/dsse";
 import { NAR_SHA256, provenancePredicate, SLSA_PROVENANCE_V1, SLSA_VSA_V1, statement, Subject, verificationPredicate } from "../../pipeline/lib/in-toto";
 import { narHashHex } from "../../pipeline/lib/nix";
+import { runProgramFile } from "../components/harness";
 
 const P = "supply-chain-consumer";
 const PUBLISHER = "organization/secure-supply-chain/demo";
@@ -82,25 +83,7 @@ async function runConsumer(config: Record<string, string>): Promise<{ outputs: R
   pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([k, v]) => [`${P}:${k}`, v])), []);
   const file = path.resolve(__dirname, "..", "..", "consumer", "index.ts");
   delete require.cache[file];
-  const saved = process.listeners("unhandledRejection");
-  process.removeAllListeners("unhandledRejection");
-  let failRun: (e: unknown) => void = () => {};
-  const failed = new Promise<never>((_, reject) => (failRun = reject));
-  failed.catch(() => {});
-  process.on("unhandledRejection", (e) => failRun(e));
-  try {
-    const all = (async () => {
-      const program = require(file);
-      const outputs: Record<string, any> = {};
-      for (const [k, v] of Object.entries(program)) outputs[k] = pulumi.Output.isInstance(v) ? await (v as any).promise() : v;
-      return outputs;
-    })();
-    return { outputs: await Promise.race([all, failed]), invokes };
-  } finally {
-    await new Promise((r) => setTimeout(r, 200));
-    process.removeAllListeners("unhandledRejection");
-    for (const l of saved) process.on("unhandledRejection", l as (...a: any[]) => void);
-  }
+  return { outputs: await runProgramFile(file), invokes };
 }
 
 const base = () => ({ supplyChainStack: PUBLISHER, publisherPublicKey: publisher.publicPem });
