@@ -93,3 +93,15 @@ export function treeDigest(dir: string): string {
   walk("");
   return hash.digest("hex");
 }
+
+/** A size for a person to read (reports, reviews): bytes in B, KiB, MiB or GiB, one decimal above bytes. */
+export function humanBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let v = Math.abs(n);
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${n < 0 ? "-" : ""}${u ? v.toFixed(1) : v} ${units[u]}`;
+}

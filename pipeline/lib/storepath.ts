@@ -83,6 +83,11 @@ function compressHash(hash: Buffer, size: number): Buffer {
   return out;
 }
 
+/** A store path's name: its last component without the hash part (`…-busybox-static`, `…-demo-image.drv`). */
+export function storePathName(p: string): string {
+  return p.slice(p.lastIndexOf("/") + 1).replace(/^[0-9a-z]{32}-/, "");
+}
+
 export function splitStorePath(p: string): { storeDir: string; hashPart: string; name: string } {
   const m = /^(.*)\/([0-9a-df-np-sv-z]{32})-([^/]+)$/.exec(p);
   if (!m) throw new Error(`not a store path: '${p}'`);

@@ -9,11 +9,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, urlsOf } from "../lib/derivation";
-import { produceAtomic, sha256File, writeFileAtomic } from "../lib/files";
+import { humanBytes, produceAtomic, sha256File, writeFileAtomic } from "../lib/files";
 import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
-import { nix32Encode } from "../lib/storepath";
+import { nix32Encode, storePathName } from "../lib/storepath";
 import { narSizeOf } from "../lib/nar";
 import { localFlakeDir, pinsFilesOf, PinnedInput, resolveFlakeInputs, resolvePinnedInputs } from "../lib/eval-inputs";
 
@@ -149,19 +149,7 @@ export function manifestJson(m: Manifest): string {
 }
 
 function human(n: number | null): string {
-  if (n === null) return "not realised";
-  const units = ["B", "KiB", "MiB", "GiB"];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u ? v.toFixed(1) : v} ${units[u]}`;
-}
-
-function shortName(p: string): string {
-  return path.basename(p).replace(/^[0-9a-z]{32}-/, "");
+  return n === null ? "not realised" : humanBytes(n);
 }
 
 export function renderReport(m: Manifest, top: number): string {
@@ -183,7 +171,7 @@ export function renderReport(m: Manifest, top: number): string {
     "|---|--------|------|------|--------------------------------------|",
   ];
   all.slice(0, top).forEach((x, i) => {
-    const why = x.chain.map(shortName).join(" → ");
+    const why = x.chain.map(storePathName).join(" → ");
     lines.push(`| ${i + 1} | \`${x.path}\`${x.urls.length ? `<br>${x.urls.join(" ")}` : ""} | ${x.kind} | ${human(x.size)} | ${why} |`);
   });
   lines.push("", "Full list with hashes and chains: `manifest.json`.", "");

@@ -5,7 +5,8 @@
 // what it does to the bytes an auditor must fetch. Informational: exit 0 whatever differs.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { writeFileAtomic } from "../lib/files";
+import { humanBytes, writeFileAtomic } from "../lib/files";
+import { storePathName } from "../lib/storepath";
 import { InputError, StepDefinition } from "../lib/step";
 import type { Manifest, ManifestPinnedInput, ManifestSource } from "./closure";
 
@@ -66,7 +67,7 @@ const sourceEntry = (s: ManifestSource): SourceEntry => ({ name: s.name, path: s
 /** A pinned input's name: the pin's own (`nix/sources.json#demo-lib` → demo-lib), else the store path's name. */
 function pinnedEntry(p: ManifestPinnedInput): SourceEntry {
   const pin = p.pinnedIn[0];
-  const name = pin ? pin.pin.slice(pin.pin.lastIndexOf("#") + 1) : path.basename(p.path).slice(33);
+  const name = pin ? pin.pin.slice(pin.pin.lastIndexOf("#") + 1) : storePathName(p.path);
   return { name, path: p.path, urls: p.pinnedIn.flatMap((x) => (x.url ? [x.url] : [])), hash: `sha256:${pin?.sha256 ?? p.narSha256}`, size: p.size, chain: p.pinnedIn.map((x) => x.pin) };
 }
 
@@ -115,22 +116,11 @@ export function diffManifests(base: Manifest, head: Manifest): Omit<DiffResult, 
   };
 }
 
-function size(n: number | null): string {
-  if (n === null) return "?";
-  const units = ["B", "KiB", "MiB", "GiB"];
-  let v = Math.abs(n);
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${n < 0 ? "-" : ""}${u ? v.toFixed(1) : v} ${units[u]}`;
-}
+const size = (n: number | null) => (n === null ? "?" : humanBytes(n));
 
 const cell = (s: string) => s.replace(/\|/g, "\\|").replace(/\n/g, " ");
-const storeName = (p: string) => path.basename(p).replace(/^[0-9a-z]{32}-/, "");
 /** The chain as a reviewer reads it: the target first, store hashes dropped. */
-const why = (e: SourceEntry) => e.chain.slice(0, -1).map(storeName).join(" → ") || "-";
+const why = (e: SourceEntry) => e.chain.slice(0, -1).map(storePathName).join(" → ") || "-";
 
 /** One line per difference, as a preview prints them under the Closure resource. */
 export function diffLines(d: Omit<DiffResult, "markdown" | "lines">): string[] {
@@ -141,7 +131,7 @@ export function diffLines(d: Omit<DiffResult, "markdown" | "lines">): string[] {
     for (const e of k.removed) lines.push(`${kind} removed: ${e.name} ${e.hash}`);
   }
   if (d.evalPaths.added.length || d.evalPaths.removed.length) {
-    lines.push(`evaluation-time paths: ${d.evalPaths.added.length} added (${d.evalPaths.added.map(storeName).join(", ") || "-"}), ${d.evalPaths.removed.length} removed`);
+    lines.push(`evaluation-time paths: ${d.evalPaths.added.length} added (${d.evalPaths.added.map(storePathName).join(", ") || "-"}), ${d.evalPaths.removed.length} removed`);
   }
   return lines;
 }
@@ -161,7 +151,7 @@ export function toMarkdown(d: Omit<DiffResult, "markdown" | "lines">): string {
   }
   const count = (k: KindDiff) => `${k.added.length} added, ${k.changed.length} changed, ${k.removed.length} removed`;
   return [
-    `### Supply-chain diff: \`${storeName(d.base.drvPath)}\` → \`${storeName(d.head.drvPath)}\``,
+    `### Supply-chain diff: \`${storePathName(d.base.drvPath)}\` → \`${storePathName(d.head.drvPath)}\``,
     "",
     `Sources: ${count(d)}. Pinned inputs: ${count(d.pinnedInputs)}. Evaluation-time paths: ${d.evalPaths.added.length} added, ${d.evalPaths.removed.length} removed. Closure size: ${d.bytesDelta >= 0 ? "+" : ""}${size(d.bytesDelta)}.`,
     "",
