@@ -14,6 +14,9 @@ export interface SupplyChainConfig {
   source: "demo-world" | "nix";
   /** demo-world: directory the demo world is generated into (once; edits there are kept). */
   demoWorldDir: string;
+  /** demo-world: `minimal` (default: busybox stand-ins, seconds to build; attribute `image`) or
+   * `system` (the real apps on PostgreSQL, built from the pinned toolchain; attribute `system`). */
+  demoWorld: "system" | "minimal";
   /** The reviewed Nix file and the attribute that is the image. */
   file: string;
   attribute: string;
@@ -42,7 +45,7 @@ export interface SupplyChainConfig {
  * role audit: `supply-chain audit` of another stack's signed claims (docs/audit.md), with this
  * stack's own checkout, store and key. What it needs of the publisher's chain, and nothing else.
  */
-export interface AuditConfig extends Pick<SupplyChainConfig, "source" | "demoWorldDir" | "file" | "attribute" | "isolation" | "rebuilderImage" | "policy" | "workDir" | "attest" | "builderId"> {
+export interface AuditConfig extends Pick<SupplyChainConfig, "source" | "demoWorldDir" | "demoWorld" | "file" | "attribute" | "isolation" | "rebuilderImage" | "policy" | "workDir" | "attest" | "builderId"> {
   role: "audit";
   /** The publisher's stack (`org/project/stack`), read through a StackReference. */
   publisherStack: string;
@@ -123,6 +126,7 @@ export const KEYS: Record<ConfigKey, KeySpec> = {
   },
   source: oneOf("demo-world", "nix"),
   demoWorldDir: text,
+  demoWorld: oneOf("system", "minimal"),
   file: text,
   attribute: text,
   probes: text,
@@ -217,15 +221,17 @@ export function parseConfig(all: Record<string, string>, stack: string): StackCo
   const source = (v.source as SupplyChainConfig["source"] | undefined) ?? need("source", "");
   const demoWorldDir = (v.demoWorldDir as string | undefined) ?? `.supply-chain/${stack}/demo-world`;
   let file: string, attribute: string, probes: string;
+  const demoWorld = (v.demoWorld as SupplyChainConfig["demoWorld"] | undefined) ?? "minimal";
   if (source === "demo-world") {
     for (const k of ["file", "probes"] as const) {
       if (k in v) throw new ConfigError(`config key '${PROJECT}:${k}' cannot be set with source "demo-world" (the demo world generates it; set demoWorldDir instead)`);
     }
     file = `${demoWorldDir}/default.nix`;
-    attribute = (v.attribute as string | undefined) ?? "image";
-    probes = `${demoWorldDir}/probes.json`;
+    attribute = (v.attribute as string | undefined) ?? (demoWorld === "system" ? "system" : "image");
+    probes = `${demoWorldDir}/${demoWorld === "system" ? "system-probes.json" : "probes.json"}`;
   } else {
-    if ("demoWorldDir" in v) throw new ConfigError(`config key '${PROJECT}:demoWorldDir' only applies to source "demo-world"`);
+    for (const k of ["demoWorldDir", "demoWorld"] as const)
+      if (k in v) throw new ConfigError(`config key '${PROJECT}:${k}' only applies to source "demo-world"`);
     file = (v.file as string | undefined) ?? need("file", 'with source "nix"');
     attribute = (v.attribute as string | undefined) ?? need("attribute", 'with source "nix"');
     probes = (v.probes as string | undefined) ?? "";
@@ -249,6 +255,7 @@ export function parseConfig(all: Record<string, string>, stack: string): StackCo
   const common = {
     source,
     demoWorldDir,
+    demoWorld,
     file,
     attribute,
     isolation,

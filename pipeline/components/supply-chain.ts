@@ -17,16 +17,21 @@ import { Attest } from "./attest";
 import { REPO_ROOT, shellQuote, stepShell } from "./step-command";
 
 /** The shell command whose stdout is the target's .drv path (generating the demo world once). */
-export function instantiateShell(c: Pick<SupplyChainConfig, "source" | "demoWorldDir" | "file" | "attribute" | "workDir">): string {
+export function instantiateShell(c: Pick<SupplyChainConfig, "source" | "demoWorldDir" | "demoWorld" | "file" | "attribute" | "workDir">): string {
   // A GC root keeps the .drv alive between preview and up; nix-instantiate then prints the root, not the path.
   const root = shellQuote(`${c.workDir}/target.drv`);
   const inst = `mkdir -p ${shellQuote(c.workDir)} && nix-instantiate ${shellQuote(c.file)} -A ${shellQuote(c.attribute)} --add-root ${root} >/dev/null && readlink ${root}`;
   return c.source === "demo-world" ? `${demoWorldShell(c)} && ${inst}` : inst;
 }
 
-/** Generates the demo world only when absent: edits to the generated sources are what a preview should show. */
-export function demoWorldShell(c: Pick<SupplyChainConfig, "demoWorldDir" | "file">): string {
-  return `{ [ -f ${shellQuote(c.file)} ] || ${stepShell("demo-world", [c.demoWorldDir])} >/dev/null; }`;
+/**
+ * Generates the demo world only when absent (edits to the generated sources are what a preview
+ * should show); the system world also when the world there was generated without its sources.
+ */
+export function demoWorldShell(c: Pick<SupplyChainConfig, "demoWorldDir" | "demoWorld" | "file">): string {
+  if (c.demoWorld === "minimal") return `{ [ -f ${shellQuote(c.file)} ] || ${stepShell("demo-world", [c.demoWorldDir])} >/dev/null; }`;
+  const probes = `${c.demoWorldDir}/system-probes.json`;
+  return `{ [ -f ${shellQuote(c.file)} ] && [ -f ${shellQuote(probes)} ] || ${stepShell("demo-world", ["--full", c.demoWorldDir])} >/dev/null; }`;
 }
 
 export function lastLine(s: string): string {

@@ -85,6 +85,9 @@ let
     cmdline = demoLib.kernelCmdline;
   };
 
+  # The system image: the real apps on PostgreSQL, built from the Debian toolchain (system.nix).
+  systemWorld = import ./system.nix { inherit lock fetch run tools linux modules demoLib; };
+
   # Deliberately NOT reproducible: the build time and random bytes end up in the output.
   nonReproducible = run "demo-non-reproducible" ./builders/non-reproducible.sh { };
 in
@@ -92,4 +95,7 @@ in
   inherit image nonReproducible;
   # Exposed so the layers can be built and inspected one by one.
   inherit busybox kernelDeb tools linux modules rootfs initrd;
+  inherit (systemWorld) system systemRootfs systemInitrd runtime toolchain rust vendor dbWriter dbReader;
+  # Every fixed-output source of the system image, for `demo-world --full` to fetch.
+  systemSources = builtins.attrValues systemWorld.debs ++ [ systemWorld.rustSource ] ++ builtins.attrValues systemWorld.crates;
 }

@@ -133,8 +133,8 @@ export async function instantiate(t: NixTarget, o: NixOptions = {}): Promise<str
 }
 
 /** Builds (or fetches) a derivation; returns its output paths in the order nix-store prints them. */
-export async function realise(drvPath: string, o: NixOptions = {}, extraArgs: string[] = []): Promise<string[]> {
-  const res = await run("nix-store", ["--realise", drvPath, ...nixOptionArgs(o), ...extraArgs], { label: o.label ?? "nix" });
+export async function realise(drvPath: string | string[], o: NixOptions = {}, extraArgs: string[] = []): Promise<string[]> {
+  const res = await run("nix-store", ["--realise", ...[drvPath].flat(), ...nixOptionArgs(o), ...extraArgs], { label: o.label ?? "nix" });
   const printed = res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
   // With --add-root nix-store prints the roots (symlinks), not the store paths.
   return extraArgs.includes("--add-root") ? printed.map((p) => fs.readlinkSync(p)) : printed;

@@ -8,9 +8,10 @@ import { InputError } from "./step";
 
 export interface TcpCheck {
   port: number;
-  send?: string;
-  /** Substring of the first reply line. */
-  expect?: string;
+  /** A line, or several sent one after another on the same connection. */
+  send?: string | string[];
+  /** Substring of the first reply line; with a list, of the i-th reply line (one per line sent). */
+  expect?: string | string[];
 }
 export interface HttpCheck {
   port: number;
@@ -18,6 +19,8 @@ export interface HttpCheck {
   status: number;
   contains?: string;
   firstLineContains?: string;
+  /** A regular expression the whole first line must match (anchored). */
+  firstLineMatches?: string;
 }
 export type Check = { tcp: TcpCheck } | { http: HttpCheck };
 export type Probe = { name: string } & (Check | { sequence: Check[] });
@@ -105,13 +108,23 @@ function validateCheck(kind: "tcp" | "http", raw: unknown, where: string, fail: 
   if (kind === "tcp") {
     unknownKeys(raw, ["port", "send", "expect"], `${where}: `, fail);
     const check: TcpCheck = { port: port as number };
-    const send = optString("send");
-    const expect = optString("expect");
+    const lines = (field: "send" | "expect") => {
+      const v = raw[field];
+      if (!Array.isArray(v)) return optString(field);
+      if (v.length === 0 || v.some((x) => typeof x !== "string" || x === "")) fail(`${where}.${field}`, " must be a non-empty string or a non-empty list of them");
+      return v as string[];
+    };
+    const send = lines("send");
+    const expect = lines("expect");
+    if (Array.isArray(send) !== Array.isArray(expect) && expect !== undefined)
+      fail(`${where}.expect`, " must be a list exactly when send is (one expected reply per line sent)");
+    if (Array.isArray(send) && Array.isArray(expect) && send.length !== expect.length)
+      fail(`${where}.expect`, ` lists ${expect.length} replies for ${send.length} lines sent`);
     if (send !== undefined) check.send = send;
     if (expect !== undefined) check.expect = expect;
     return { tcp: check };
   }
-  unknownKeys(raw, ["port", "path", "status", "contains", "firstLineContains"], `${where}: `, fail);
+  unknownKeys(raw, ["port", "path", "status", "contains", "firstLineContains", "firstLineMatches"], `${where}: `, fail);
   const p = raw.path ?? "/";
   if (typeof p !== "string" || !p.startsWith("/")) fail(`${where}.path`, ` must be a string starting with / (got ${JSON.stringify(raw.path)})`);
   const status = raw.status ?? 200;
@@ -121,8 +134,17 @@ function validateCheck(kind: "tcp" | "http", raw: unknown, where: string, fail: 
   const check: HttpCheck = { port: port as number, path: p as string, status: status as number };
   const contains = optString("contains");
   const firstLineContains = optString("firstLineContains");
+  const firstLineMatches = optString("firstLineMatches");
   if (contains !== undefined) check.contains = contains;
   if (firstLineContains !== undefined) check.firstLineContains = firstLineContains;
+  if (firstLineMatches !== undefined) {
+    try {
+      new RegExp(firstLineMatches);
+    } catch (e: any) {
+      fail(`${where}.firstLineMatches`, ` is not a regular expression: ${e.message}`);
+    }
+    check.firstLineMatches = firstLineMatches;
+  }
   return { http: check };
 }
 
@@ -291,8 +313,9 @@ async function attempt(probe: Probe, ctx: ProbeContext, budgetMs: number, cancel
   return { ok: true, detail: details.join("; ") };
 }
 
+/** `{{token}}` becomes the run's token; `{{pad:N}}` N "x" characters (an over-long line, say). */
 function subst(s: string, token: string): string {
-  return s.split("{{token}}").join(token);
+  return s.split("{{token}}").join(token).replace(/\{\{pad:(\d{1,7})\}\}/g, (_, n) => "x".repeat(Number(n)));
 }
 
 function hostPort(ctx: ProbeContext, guest: number): number {
@@ -329,34 +352,44 @@ function settleOnce(resolve: (a: Attempt) => void, cancel: AbortSignal, budgetMs
 
 function tcpAttempt(check: TcpCheck, ctx: ProbeContext, budgetMs: number, cancel: AbortSignal): Promise<Attempt> {
   const port = hostPort(ctx, check.port);
-  const send = check.send !== undefined ? subst(check.send, ctx.token) : undefined;
-  const expect = check.expect !== undefined ? subst(check.expect, ctx.token) : undefined;
+  const sends = check.send === undefined ? [] : [check.send].flat().map((l) => subst(l, ctx.token));
+  const expects = check.expect === undefined ? [] : [check.expect].flat().map((l) => subst(l, ctx.token));
+  const replies = Math.max(1, sends.length);
   return new Promise((resolve) => {
     let buf = "";
+    const got: string[] = [];
     const sock = net.connect({ host: "127.0.0.1", port });
     const finish = settleOnce(resolve, cancel, budgetMs, () => sock.destroy(), () => ({
       ok: false,
-      detail: `tcp ${check.port}: no ${buf ? "complete reply line" : "reply"} within ${budgetMs} ms${buf ? `, got ${quote(buf)}` : ""}`,
+      detail: `tcp ${check.port}: no ${buf || got.length ? `reply line ${got.length + 1}` : "reply"} within ${budgetMs} ms${buf ? `, got ${quote(buf)}` : ""}`,
     }));
-    const judge = (line: string) =>
-      expect === undefined || line.includes(expect)
-        ? finish({ ok: true, detail: `tcp ${check.port}: got ${quote(line)}` })
-        : finish({ ok: false, answered: true, detail: `tcp ${check.port}: expected first reply line to contain ${quote(expect)}, got ${quote(line)}` });
+    const which = (i: number) => (replies > 1 ? `reply line ${i + 1}` : "first reply line");
+    // Each reply line is judged as it arrives; the attempt passes with the last expected one.
+    const judge = (line: string) => {
+      const i = got.push(line) - 1;
+      const want = expects[i];
+      if (want !== undefined && !line.includes(want))
+        return finish({ ok: false, answered: true, detail: `tcp ${check.port}: expected ${which(i)} to contain ${quote(want)}, got ${quote(line)}` });
+      if (got.length >= replies) finish({ ok: true, detail: `tcp ${check.port}: got ${got.map((l) => quote(l)).join(", ")}` });
+    };
     sock.setEncoding("utf8");
     // A reply is always required: with user-mode networking the host side accepts every
     // connection whether or not anything listens in the guest.
     sock.on("connect", () => {
-      if (send !== undefined) sock.write(send + "\n");
+      for (const line of sends) sock.write(line + "\n");
     });
     sock.on("data", (d: string) => {
       buf += d;
-      const nl = buf.indexOf("\n");
-      if (nl < 0) return;
-      judge(buf.slice(0, nl).replace(/\r$/, ""));
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const line = buf.slice(0, nl).replace(/\r$/, "");
+        buf = buf.slice(nl + 1);
+        judge(line);
+      }
     });
     sock.on("end", () => {
-      if (buf) judge(buf.replace(/\r?\n?$/, ""));
-      else finish({ ok: false, detail: `tcp ${check.port}: connection closed without a reply (service not up?)` });
+      if (buf) judge(buf.replace(/\r$/, ""));
+      else if (got.length === 0) finish({ ok: false, detail: `tcp ${check.port}: connection closed without a reply (service not up?)` });
+      if (got.length < replies) finish({ ok: false, answered: got.length > 0, detail: `tcp ${check.port}: connection closed after ${got.length} of ${replies} reply lines` });
     });
     sock.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, detail: `tcp ${check.port}: ${e.code ?? e.message}` }));
   });
@@ -385,6 +418,10 @@ function httpAttempt(check: HttpCheck, ctx: ProbeContext, budgetMs: number, canc
         if (check.firstLineContains !== undefined) {
           const want = subst(check.firstLineContains, ctx.token);
           if (!first.includes(want)) return finish({ ok: false, answered: true, detail: `${label}: expected first line to contain ${quote(want)}, got ${quote(first)}` });
+        }
+        if (check.firstLineMatches !== undefined) {
+          const want = subst(check.firstLineMatches, ctx.token);
+          if (!new RegExp(`^(?:${want})$`).test(first)) return finish({ ok: false, answered: true, detail: `${label}: expected first line to match /${want}/, got ${quote(first)}` });
         }
         finish({ ok: true, detail: `${label}: ${res.statusCode}, first line ${quote(first)}` });
       });

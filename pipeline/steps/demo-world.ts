@@ -24,6 +24,9 @@ export interface DemoWorldResult {
   attribute: string;
   nonReproducibleAttribute: string;
   probes: string;
+  /** --full: the system image's attribute and probe spec. */
+  systemAttribute?: string;
+  systemProbes?: string;
   lock: string;
   /** nix/sources.json: the evaluation-time pins (niv layout). */
   pins: string;
@@ -38,13 +41,25 @@ export interface LockedSource {
   unpack?: boolean;
   hash: { algo: "sha256"; mode: "flat" | "recursive"; value: string };
   /** Where the bytes come from on the host (informational; the hash is what is pinned). */
-  origin: { debianPackage: string; version?: string; file: string };
+  origin: { debianPackage?: string; toolchain?: string; version?: string; file: string };
+}
+
+/** `--full`: what the system image (world attribute `system`) is built from. */
+export interface SystemLock {
+  /** One flat source per Debian package of pipeline/demo-world/system/packages.txt, by package name. */
+  debs: Record<string, LockedSource & { role: "runtime" | "toolchain" }>;
+  /** rustc, cargo and the x86_64 standard library of the host's rustup toolchain, as a NAR. */
+  rust: LockedSource;
+  /** Where db-reader's crates are fetched from: cargo's registry cache, as a file:// directory URL.
+   * Their hashes are Cargo.lock's checksums (the world reads Cargo.lock itself). */
+  crates: { url: string };
 }
 
 export interface DemoLock {
   lockVersion: 1;
   kernelVersion: string;
   sources: { busybox: LockedSource; kernel: LockedSource };
+  system?: SystemLock;
 }
 
 /** The probe spec for the demo image (docs/contracts.md "Probe spec" and "Demo-world services"). */
@@ -57,6 +72,36 @@ export const DEMO_PROBES = {
       sequence: [
         { tcp: { port: 1300, send: "e2e {{token}}", expect: "OK" } },
         { http: { port: 8000, path: "/", status: 200, firstLineContains: "e2e {{token}}" } },
+      ],
+    },
+  ],
+};
+
+/** `YYYY-mm-dd HH:MM:SS: ` as db-reader prints each row (docs/db-reader.md). */
+const ROW = String.raw`\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}: `;
+
+/**
+ * The probe spec for the system image (attribute `system`): the real apps end to end, as the VM
+ * test of nix/tests checks them: acknowledged lines, rows newest first in the exact format, an
+ * over-long line refused with the connection still usable, SQL metacharacters stored verbatim.
+ */
+export const SYSTEM_PROBES = {
+  probes: [
+    { name: "writer acknowledges a line", tcp: { port: 1300, send: "hello {{token}}", expect: "OK " } },
+    { name: "reader is healthy", http: { port: 8000, path: "/healthz", status: 200 } },
+    {
+      name: "end to end, newest first, in the reader's format",
+      sequence: [
+        { tcp: { port: 1300, send: ["older {{token}}", "newer {{token}}"], expect: ["OK ", "OK "] } },
+        { http: { port: 8000, path: "/", status: 200, firstLineMatches: `${ROW}newer {{token}}` } },
+      ],
+    },
+    { name: "an over-long line gets ERR and the connection stays usable", tcp: { port: 1300, send: ["{{pad:70000}}", "after {{token}}"], expect: ["ERR", "OK "] } },
+    {
+      name: "SQL metacharacters come back verbatim",
+      sequence: [
+        { tcp: { port: 1300, send: `it's "{{token}}"; DROP TABLE testcounter; --`, expect: "OK " } },
+        { http: { port: 8000, path: "/", status: 200, firstLineMatches: `${ROW}it's "{{token}}"; DROP TABLE testcounter; --` } },
       ],
     },
   ],
@@ -141,21 +186,147 @@ async function busyboxNar(busybox: string, target: string): Promise<void> {
     fs.mkdirSync(path.join(tmp, "bin"));
     fs.copyFileSync(busybox, path.join(tmp, "bin", "busybox"));
     fs.chmodSync(path.join(tmp, "bin", "busybox"), 0o755);
-    await produceAtomic(target, async (out) => {
-      const fd = fs.openSync(out, "w");
-      try {
-        await new Promise<void>((resolve, reject) => {
-          const child = spawn("nix-store", ["--dump", tmp], { stdio: ["ignore", fd, "inherit"] });
-          child.on("error", reject);
-          child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`nix-store --dump ${tmp} failed (exit ${code})`))));
-        });
-      } finally {
-        fs.closeSync(fd);
-      }
-    });
+    await dumpNar(tmp, target);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** `nix-store --dump DIR > target`, written atomically. */
+async function dumpNar(dir: string, target: string): Promise<void> {
+  await produceAtomic(target, async (out) => {
+    const fd = fs.openSync(out, "w");
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const child = spawn("nix-store", ["--dump", dir], { stdio: ["ignore", fd, "inherit"] });
+        child.on("error", reject);
+        child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`nix-store --dump ${dir} failed (exit ${code})`))));
+      });
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+}
+
+/** The apps the system image compiles, copied into the world (what the host's builds read too). */
+const APPS_DIR = path.join(__dirname, "..", "..", "apps");
+const APP_FILES: Record<string, RegExp> = { "db-writer": /^(CMakeLists\.txt|src\/.*)$/, "db-reader": /^(Cargo\.toml|Cargo\.lock|src\/.*)$/ };
+const SYSTEM_PACKAGES = path.join(TEMPLATE_DIR, "system", "packages.txt");
+
+/** The apps' sources as the repository has them: a world always builds the repository's apps. */
+function copyApps(dir: string): void {
+  for (const [app, wanted] of Object.entries(APP_FILES)) {
+    const from = path.join(APPS_DIR, app);
+    const to = path.join(dir, "apps", app);
+    if (!fs.existsSync(from)) throw new InputError(`missing ${from}: the system image builds the repository's apps`);
+    fs.rmSync(to, { recursive: true, force: true });
+    for (const rel of fs.readdirSync(from, { recursive: true }) as string[]) {
+      if (!wanted.test(rel) || !fs.statSync(path.join(from, rel)).isFile()) continue;
+      fs.mkdirSync(path.dirname(path.join(to, rel)), { recursive: true });
+      fs.copyFileSync(path.join(from, rel), path.join(to, rel));
+    }
+  }
+}
+
+/** `<role> <package>` lines of pipeline/demo-world/system/packages.txt. */
+export function systemPackages(): { role: "runtime" | "toolchain"; pkg: string }[] {
+  return fs.readFileSync(SYSTEM_PACKAGES, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")).map((l) => {
+    const [role, pkg] = l.split(/\s+/);
+    if (role !== "runtime" && role !== "toolchain") throw new Error(`${SYSTEM_PACKAGES}: role '${role}' is neither runtime nor toolchain`);
+    return { role, pkg };
+  });
+}
+
+/** A store path name from a file name: Nix allows letters, digits and +-._?= only. */
+const storeName = (file: string) => file.replace(/[^A-Za-z0-9+\-._?=]/g, "_");
+
+/** The newest <pkg>_<version>_<arch>.deb in the cache's debs/ directory. */
+function findDeb(debsDir: string, pkg: string): { file: string; version: string } {
+  const prefix = `${pkg}_`;
+  const found = fs.existsSync(debsDir) ? fs.readdirSync(debsDir).filter((f) => f.startsWith(prefix) && f.endsWith(".deb")) : [];
+  if (found.length === 0)
+    throw new InputError(`missing the Debian package ${pkg} in ${debsDir}: run scripts/fetch-demo-inputs.sh (part of scripts/setup.sh), or apt-get download ${pkg} there`);
+  const version = (f: string) => f.slice(prefix.length).replace(/_[^_]+\.deb$/, "");
+  found.sort((a, b) => compareVersions(version(a), version(b)));
+  const best = found[found.length - 1];
+  return { file: path.join(debsDir, best), version: version(best) };
+}
+
+/**
+ * The host's rustup toolchain as a NAR of what `cargo build` needs (rustc, cargo, their libraries,
+ * the x86_64 standard library (rlib and rmeta: rustc reads the metadata from the .rmeta); no docs, sources, sanitizer runtimes or rust-lld), cached by version.
+ */
+async function rustNar(cacheDir: string): Promise<{ file: string; version: string; sysroot: string }> {
+  const missing = "install Rust with rustup (the stable x86_64-unknown-linux-gnu toolchain builds the system image's db-reader)";
+  const sysroot = (await run("rustc", ["--print", "sysroot"], { streamStderr: false }).catch(() => { throw new InputError(`missing tool 'rustc': ${missing}`); })).stdout.trim();
+  const version = /^rustc (\S+)/.exec((await run(path.join(sysroot, "bin", "rustc"), ["--version"], { streamStderr: false })).stdout)?.[1];
+  if (!version || !fs.existsSync(path.join(sysroot, "bin", "cargo"))) throw new InputError(`no rustc/cargo in ${sysroot}: ${missing}`);
+  const file = path.join(cacheDir, "rust", `rust-${version}-x86_64-unknown-linux-gnu.nar`);
+  if (fs.existsSync(file)) return { file, version, sysroot };
+  log("demo-world", `packing the Rust ${version} toolchain from ${sysroot} into ${file}`);
+  const stage = fs.mkdtempSync(path.join(os.tmpdir(), "demo-rust-"));
+  try {
+    const std = path.join("lib", "rustlib", "x86_64-unknown-linux-gnu", "lib");
+    const wanted = (rel: string) =>
+      rel === "bin/rustc" || rel === "bin/cargo" || /^lib\/lib(rustc_driver-|LLVM)[^/]*$/.test(rel) ||
+      (path.dirname(rel) === std && /\.(rlib|rmeta|so)$/.test(rel));
+    for (const rel of fs.readdirSync(sysroot, { recursive: true }) as string[]) {
+      if (!wanted(rel)) continue;
+      const from = path.join(sysroot, rel);
+      const to = path.join(stage, rel);
+      fs.mkdirSync(path.dirname(to), { recursive: true });
+      const st = fs.lstatSync(from);
+      if (st.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(from), to);
+      else fs.copyFileSync(from, to);
+    }
+    if (!fs.existsSync(path.join(stage, std))) throw new InputError(`${sysroot} has no x86_64-unknown-linux-gnu standard library: rustup target add x86_64-unknown-linux-gnu`);
+    await dumpNar(stage, file);
+  } finally {
+    fs.rmSync(stage, { recursive: true, force: true });
+  }
+  return { file, version, sysroot };
+}
+
+/** cargo's registry cache of crates.io (where `cargo fetch` puts .crate files). */
+function cargoRegistryCache(): string {
+  const base = path.join(process.env.CARGO_HOME ?? path.join(os.homedir(), ".cargo"), "registry", "cache");
+  const dirs = fs.existsSync(base) ? fs.readdirSync(base).filter((d) => d.startsWith("index.crates.io-")) : [];
+  if (dirs.length === 0)
+    throw new InputError(`no crates.io registry cache in ${base}: run cargo fetch --locked --manifest-path apps/db-reader/Cargo.toml (scripts/fetch-demo-inputs.sh does)`);
+  return path.join(base, dirs.sort()[0]);
+}
+
+/** Pins the system image's Debian packages, Rust toolchain and crate directory (`--full`). */
+async function lockSystem(cacheDir: string): Promise<SystemLock> {
+  const debsDir = path.join(cacheDir, "debs");
+  const debs: SystemLock["debs"] = {};
+  for (const { role, pkg } of systemPackages()) {
+    const deb = findDeb(debsDir, pkg);
+    debs[pkg] = {
+      name: storeName(path.basename(deb.file)),
+      url: pathToFileURL(deb.file).href,
+      hash: { algo: "sha256", mode: "flat", value: await sha256File(deb.file) },
+      origin: { debianPackage: pkg, version: deb.version, file: deb.file },
+      role,
+    };
+  }
+  const rust = await rustNar(cacheDir);
+  return {
+    debs,
+    rust: {
+      name: storeName(`rust-${rust.version}`),
+      url: pathToFileURL(rust.file).href,
+      unpack: true,
+      hash: { algo: "sha256", mode: "recursive", value: await sha256File(rust.file) },
+      origin: { toolchain: "rustup x86_64-unknown-linux-gnu", version: rust.version, file: rust.sysroot },
+    },
+    crates: { url: pathToFileURL(cargoRegistryCache()).href + "/" },
+  };
+}
+
+/** Every source a lock pins, by a name for messages: the two bootstrap tools, then the system's. */
+function lockedSources(lock: DemoLock): [string, LockedSource][] {
+  return [...Object.entries(lock.sources), ...Object.entries(lock.system?.debs ?? {}), ...(lock.system ? [["rust", lock.system.rust] as [string, LockedSource]] : [])];
 }
 
 /**
@@ -191,7 +362,7 @@ async function writeFlake(dir: string, demoLibUrl: string): Promise<string> {
 
 /** Re-hashes each locally available source and fails if it no longer matches the lock. */
 async function verifyLock(lock: DemoLock, lockFile: string): Promise<void> {
-  for (const [key, src] of Object.entries(lock.sources)) {
+  for (const [key, src] of lockedSources(lock)) {
     if (!src.url.startsWith("file://")) continue;
     const file = fileURLToPath(src.url);
     if (!fs.existsSync(file))
@@ -212,6 +383,8 @@ export interface DemoWorldOptions {
   reset?: boolean;
   /** Realise the two bootstrap sources now (default true). */
   fetch?: boolean;
+  /** Also pin (and fetch) what the system image is built from: Debian packages, Rust, crates. */
+  full?: boolean;
 }
 
 export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
@@ -255,6 +428,11 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
       await verifyLock(lock, lockFile);
       writeJsonAtomic(lockFile, lock);
     } else await verifyLock(lock, lockFile);
+    if (o.full && !lock.system) {
+      log("demo-world", "pinning the system image's sources (--full)");
+      lock.system = await lockSystem(cacheDir);
+      writeJsonAtomic(lockFile, lock);
+    }
   } else {
     const deb = findKernelDeb(cacheDir, o.kernelDeb);
     log("demo-world", `pinning ${busybox} and ${deb.file}`);
@@ -276,11 +454,15 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
           origin: { debianPackage: `linux-image-${deb.kernelVersion}`, version: deb.version, file: deb.file },
         },
       },
+      ...(o.full ? { system: await lockSystem(cacheDir) } : {}),
     };
     writeJsonAtomic(lockFile, lock);
   }
+  copyApps(dir);
   const probes = path.join(dir, "probes.json");
   writeJsonAtomic(probes, DEMO_PROBES);
+  const systemProbes = path.join(dir, "system-probes.json");
+  if (lock.system) writeJsonAtomic(systemProbes, SYSTEM_PROBES);
   const pins = path.join(dir, "nix", "sources.json");
   const demoLib = await packPinned("demo-lib", dir);
   writeJsonAtomic(pins, { "demo-lib": demoLib });
@@ -292,15 +474,16 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     // an extra sandbox path. Fetching here (rather than `nix-store --add-fixed`) runs the real
     // fetcher and its hash check; later builds, and an offline rebuild from a closure, find the
     // sources already valid in the store.
-    const dirs = [...new Set(Object.values(lock.sources).filter((s) => s.url.startsWith("file://")).map((s) => path.dirname(fileURLToPath(s.url))))];
-    for (const attribute of ["busybox", "kernelDeb"]) {
-      const drv = await instantiate({ file, attribute });
-      log("demo-world", `fetching ${attribute} (${drv})`);
+    const dirs = [...new Set(lockedSources(lock).map(([, s]) => s.url).filter((u) => u.startsWith("file://")).map((u) => path.dirname(fileURLToPath(u))))];
+    if (lock.system) dirs.push(fileURLToPath(lock.system.crates.url).replace(/\/$/, ""));
+    for (const attribute of ["busybox", "kernelDeb", ...(lock.system ? ["systemSources"] : [])]) {
+      const drvs = attribute === "systemSources" ? await instantiateAll(file, attribute) : [await instantiate({ file, attribute })];
+      log("demo-world", `fetching ${attribute} (${drvs.length === 1 ? drvs[0] : `${drvs.length} sources`})`);
       try {
         // A GC root per source: once collected, a source could only come back through this command.
         const root = path.join(dir, "gcroots", attribute);
         fs.mkdirSync(path.dirname(root), { recursive: true });
-        await realise(drv, { sandbox: true, offline: true, options: { "extra-sandbox-paths": dirs.join(" ") }, label: attribute }, ["--add-root", root]);
+        await realise(drvs, { sandbox: true, offline: true, options: { "extra-sandbox-paths": dirs.join(" ") }, label: attribute }, ["--add-root", root]);
       } catch (e: any) {
         const mismatch = /hash mismatch[^\n]*/.exec(e.stderr ?? "");
         if (mismatch) throw new InputError(`source '${attribute}' does not match ${lockFile}: ${mismatch[0]} (rerun with --update-lock to re-pin)`);
@@ -309,7 +492,17 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     }
   }
   log("demo-world", `ready: nix-build ${file} -A image --option sandbox true`);
-  return { file, attribute: "image", nonReproducibleAttribute: "nonReproducible", probes, lock: lockFile, pins, flake, kernelVersion: lock.kernelVersion };
+  return {
+    file, attribute: "image", nonReproducibleAttribute: "nonReproducible", probes,
+    ...(lock.system ? { systemAttribute: "system", systemProbes } : {}),
+    lock: lockFile, pins, flake, kernelVersion: lock.kernelVersion,
+  };
+}
+
+/** The .drv of every derivation a list- or set-valued attribute holds. */
+async function instantiateAll(file: string, attribute: string): Promise<string[]> {
+  const res = await run("nix-instantiate", [file, "-A", attribute], { streamStderr: false });
+  return res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
 }
 
 export const step: StepDefinition<DemoWorldResult> = {
@@ -323,6 +516,7 @@ export const step: StepDefinition<DemoWorldResult> = {
     "update-lock": { type: "boolean", description: "re-pin the sources even if <dir>/lock.json exists" },
     reset: { type: "boolean", description: "overwrite edited world files (default.nix, builders/, rootfs/) with the template" },
     "no-fetch": { type: "boolean", description: "don't realise the two bootstrap sources into the Nix store now" },
+    full: { type: "boolean", description: "also pin and fetch the system image's sources (attribute `system`: Debian toolchain and runtime, Rust, crates)" },
   },
   async run({ values, positionals }) {
     return demoWorld({
@@ -333,6 +527,7 @@ export const step: StepDefinition<DemoWorldResult> = {
       updateLock: !!values["update-lock"],
       reset: !!values.reset,
       fetch: !values["no-fetch"],
+      full: !!values.full,
     });
   },
 };

@@ -19,9 +19,10 @@ const P = "secure-supply-chain";
 const demo = { [`${P}:source`]: "demo-world", [`${P}:isolation`]: "bwrap", [`${P}:signingKey`]: TEST_SIGNING_KEY };
 const unsigned = { [`${P}:source`]: "demo-world", [`${P}:isolation`]: "bwrap" };
 
-test("demo defaults: generated world, bwrap, fail policy, boot test on", (t) => {
+test("demo defaults: generated world, its minimal image, bwrap, fail policy, boot test on", (t) => {
   const c = parseConfig(demo, "demo");
   t.is(c.file, ".supply-chain/demo/demo-world/default.nix");
+  t.is(c.source === "demo-world" && c.demoWorld, "minimal");
   t.is(c.attribute, "image");
   t.is(c.probes, ".supply-chain/demo/demo-world/probes.json");
   t.is(c.policy, "fail");
@@ -29,6 +30,16 @@ test("demo defaults: generated world, bwrap, fail policy, boot test on", (t) => 
   t.is(c.workDir, ".supply-chain/demo");
   t.true(c.attest);
   t.false(JSON.stringify(c).includes("PRIVATE KEY"), "the key's value is not part of the parsed config: the program reads it as a secret");
+});
+
+test("demoWorld system: the system image and its probes; a nix source refuses the key", (t) => {
+  const c = parseConfig({ ...demo, [`${P}:demoWorld`]: "system" }, "demo");
+  t.is(c.attribute, "system");
+  t.is(c.probes, ".supply-chain/demo/demo-world/system-probes.json");
+  const wrong = t.throws(() => parseConfig({ ...demo, [`${P}:demoWorld`]: "full" }, "demo"));
+  t.regex(wrong!.message, /config key 'secure-supply-chain:demoWorld' has value "full"; allowed: .*system.*minimal/);
+  const nix = t.throws(() => parseConfig({ [`${P}:source`]: "nix", [`${P}:file`]: "f.nix", [`${P}:attribute`]: "a", [`${P}:demoWorld`]: "system" }, "dev"));
+  t.regex(nix!.message, /config key 'secure-supply-chain:demoWorld' only applies to source "demo-world"/);
 });
 
 test("a signing key that is not a PKCS#8 PEM is refused without quoting it", (t) => {

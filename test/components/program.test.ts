@@ -19,7 +19,7 @@ function demoWorld(t: { teardown(fn: () => void): void }): string {
 }
 
 function demoConfig(dir: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { [`${P}:source`]: "demo-world", [`${P}:demoWorldDir`]: dir, [`${P}:isolation`]: "bwrap", [`${P}:signingKey`]: TEST_SIGNING_KEY, ...extra };
+  return { [`${P}:source`]: "demo-world", [`${P}:demoWorldDir`]: dir, [`${P}:demoWorld`]: "minimal", [`${P}:isolation`]: "bwrap", [`${P}:signingKey`]: TEST_SIGNING_KEY, ...extra };
 }
 
 const stepCommands = (run: ProgramRun) => run.resources.filter((r) => r.type === "command:local:Command");

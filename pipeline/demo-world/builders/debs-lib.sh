@@ -1,0 +1,19 @@
+# Sourced by the system layers: unpack_debs DEST DEB... unpacks Debian packages (data.tar.xz) into
+# DEST as dpkg would, then points their absolute symlinks (into the host's root) into DEST.
+unpack_debs() {
+  dest=$1; shift
+  mkdir -p "$dest"
+  for deb in "$@"; do
+    member=$(ar t "$deb" | grep '^data\.tar')
+    case "$member" in
+      data.tar.xz) ar p "$deb" "$member" | unxz | tar -x -f - -C "$dest" ;;
+      data.tar.gz) ar p "$deb" "$member" | gunzip | tar -x -f - -C "$dest" ;;
+      *) echo "unpack_debs: $deb has $member, which busybox cannot unpack" >&2; exit 1 ;;
+    esac
+  done
+  find "$dest" -type l | while IFS= read -r link; do
+    target=$(readlink "$link")
+    case "$target" in /*) ln -sfn "$dest$target" "$link" ;; esac
+  done
+  rm -rf "$dest/usr/share/doc" "$dest/usr/share/man" "$dest/usr/share/info" "$dest/usr/share/lintian" "$dest/usr/share/locale" "$dest/usr/share/bug"
+}
