@@ -458,7 +458,8 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     };
     writeJsonAtomic(lockFile, lock);
   }
-  copyApps(dir);
+  // Only the system image compiles the apps: a minimal world has no use for their sources.
+  if (lock.system) copyApps(dir);
   const probes = path.join(dir, "probes.json");
   writeJsonAtomic(probes, DEMO_PROBES);
   const systemProbes = path.join(dir, "system-probes.json");
