@@ -64,6 +64,10 @@ const bad: [string, unknown, string][] = [
   ["relative path", { probes: [{ name: "a", http: { port: 1, path: "healthz" } }] }, `probe 1 "a": http.path must be a string starting with / (got "healthz")`],
   ["send not a string", { probes: [{ name: "a", tcp: { port: 1, send: 5 } }] }, `probe 1 "a": tcp.send must be a string (got 5)`],
   ["empty sequence", { probes: [{ name: "a", sequence: [] }] }, `probe 1 "a": sequence must be a non-empty list of tcp/http steps`],
+  ["expect a list, send one line", { probes: [{ name: "a", tcp: { port: 1, send: "x", expect: ["OK", "OK"] } }] }, `probe 1 "a": tcp.expect must be a list exactly when send is (one expected reply per line sent)`],
+  ["fewer replies than lines", { probes: [{ name: "a", tcp: { port: 1, send: ["x", "y"], expect: ["OK"] } }] }, `probe 1 "a": tcp.expect lists 1 replies for 2 lines sent`],
+  ["an empty line in a list", { probes: [{ name: "a", tcp: { port: 1, send: ["x", ""] } }] }, `probe 1 "a": tcp.send must be a non-empty string or a non-empty list of them`],
+  ["a regex that does not compile", { probes: [{ name: "a", http: { port: 1, firstLineMatches: "(" } }] }, `probe 1 "a": http.firstLineMatches is not a regular expression: Invalid regular expression: /(/: Unterminated group`],
   [
     "bad step in a sequence",
     { probes: [{ name: "e2e", sequence: [{ tcp: { port: 1 } }, { http: { port: 2, firstLineContains: 7 } }] }] },
@@ -229,4 +233,33 @@ test("past the deadline a probe still gets exactly one attempt", async (t) => {
   const down = await runProbe({ name: "gone", tcp: { port: 1300 } }, ctx(new Map([[1300, 1]]), -1000));
   t.false(down.ok);
   t.regex(down.detail, /\(boot deadline reached after 1 attempt\)$/);
+});
+
+test("tcp lists: several lines on one connection, the i-th reply judged against the i-th expectation", async (t) => {
+  const { rows, portMap } = await services(t, (n) => (n % 3 === 2 ? `ERR ${n}` : `OK ${n}`));
+  const probe = (expect: string[]): Probe => ({ name: "l", tcp: { port: 1300, send: ["one {{token}}", "two", "three"], expect } });
+  const ok = await runProbe(probe(["OK 1", "ERR", "OK 3"]), ctx(portMap, 2000));
+  t.true(ok.ok, ok.detail);
+  t.deepEqual(rows.slice(0, 3).map((r) => r.split(": ")[1]), ["three", "two", "one tok123"], "one connection, in order");
+  const bad = await runProbe(probe(["OK", "OK", "OK"]), ctx(portMap, 300));
+  t.false(bad.ok);
+  t.regex(bad.detail, /^tcp 1300: expected reply line 2 to contain "OK", got "ERR \d+"/);
+});
+
+test("{{pad:N}} sends N characters: an over-long line arrives whole", async (t) => {
+  const { rows, portMap } = await services(t);
+  const r = await runProbe({ name: "p", tcp: { port: 1300, send: "{{pad:70000}}", expect: "OK" } }, ctx(portMap, 2000));
+  t.true(r.ok, r.detail);
+  t.is(rows[0], `2026-01-01 00:00:00: ${"x".repeat(70000)}`);
+});
+
+test("http firstLineMatches is anchored: the whole first line must match, a match inside it is a failure", async (t) => {
+  const { portMap } = await services(t);
+  const write = { tcp: { port: 1300, send: "m {{token}}", expect: "OK" } };
+  const seq = (firstLineMatches: string): Probe => ({ name: "m", sequence: [write, { http: { port: 8000, path: "/", status: 200, firstLineMatches } }] });
+  const ok = await runProbe(seq("\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}: m {{token}}"), ctx(portMap, 2000));
+  t.true(ok.ok, ok.detail);
+  const inside = await runProbe(seq("m {{token}}"), ctx(portMap, 300));
+  t.false(inside.ok);
+  t.regex(inside.detail, /expected first line to match \/m tok123\/, got "2026-01-01 00:00:00: m tok123"/);
 });
