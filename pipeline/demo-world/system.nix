@@ -34,7 +34,7 @@ let
   # Stage 2': rustc and cargo (only what a build needs, packed by demo-world) on the toolchain's loader.
   rustSource = fetch sys.rust;
   rust = run "system-rust" ./builders/rust.sh {
-    inherit toolchain tools;
+    inherit debsLib toolchain tools;
     src = rustSource;
   };
 
@@ -70,6 +70,7 @@ let
   systemRootfs = run "system-rootfs" ./builders/system-rootfs.sh {
     inherit tools modules runtime dbWriter dbReader;
     init = ./rootfs/system-init;
+    bootLib = ./rootfs/boot.sh;
     dhcp = ./rootfs/udhcpc.script;
   };
   systemInitrd = run "system-initrd.cpio.gz" ./builders/initrd.sh {

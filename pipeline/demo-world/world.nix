@@ -67,6 +67,7 @@ let
   rootfs = run "demo-rootfs" ./builders/rootfs.sh {
     inherit tools modules;
     init = ./rootfs/init;
+    bootLib = ./rootfs/boot.sh;
     writer = ./rootfs/writer.sh;
     reader = ./rootfs/index.cgi;
     dhcp = ./rootfs/udhcpc.script;

@@ -3,6 +3,7 @@ mkdir -p $out/bin $out/lib/modules $out/etc $out/srv $out/www/cgi-bin
 cp $tools/bin/busybox $out/bin/busybox
 cp $modules/*.ko $modules/load-order $out/lib/modules/
 cp $init $out/init
+cp $bootLib $out/lib/boot.sh
 cp $writer $out/srv/writer.sh
 cp $reader $out/www/cgi-bin/index.cgi
 cp $dhcp $out/etc/udhcpc.script

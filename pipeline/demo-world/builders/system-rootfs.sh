@@ -18,6 +18,7 @@ ln -s / $out$runtime
 cp $dbWriter/bin/db-writer $out/usr/bin/db-writer
 cp $dbReader/bin/db_reader $out/usr/bin/db_reader
 cp $init $out/init
+cp $bootLib $out/lib/boot.sh
 cp $dhcp $out/etc/udhcpc.script
 cat > $out/etc/passwd <<PASSWD
 root:x:0:0:root:/root:/bin/sh

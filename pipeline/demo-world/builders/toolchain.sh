@@ -1,21 +1,17 @@
-# The compilers, runnable in the sandbox. Debian's binaries ask for /lib64/ld-linux-x86-64.so.2,
-# which no sandbox has: each is moved aside and replaced by a script that runs it on this tree's own
-# loader and libraries (--argv0 keeps gcc's relocation working). bin/cc and bin/c++ compile against
+# The compilers, runnable in the sandbox: each binary is moved aside and replaced by a script that
+# runs it on this tree's own loader and libraries (wrap_on_loader). bin/cc and bin/c++ compile against
 # this tree (--sysroot) and link for `runtime` (its loader, its libraries as the rpath), the way
 # nixpkgs' cc-wrapper links for its glibc (DT_RPATH, not RUNPATH: libstdc++ finds libm through it too).
 . $debsLib
 unpack_debs $out $debs
 sh=$tools/bin/sh
-loader=$out/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
-libs=$out/lib/x86_64-linux-gnu:$out/usr/lib/x86_64-linux-gnu
 for f in $out/usr/bin/* $out/usr/lib/gcc/x86_64-linux-gnu/12/*; do
   [ -f "$f" ] && [ ! -L "$f" ] && [ -x "$f" ] || continue
   case "$f" in *.so | *.so.*) continue ;; esac
   [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
   real=$(dirname "$f")/.$(basename "$f").real
   mv "$f" "$real"
-  printf '#!%s\nexec %s --library-path %s --argv0 "$0" %s "$@"\n' "$sh" "$loader" "$libs" "$real" > "$f"
-  chmod 555 "$f"
+  wrap_on_loader "$f" $out "$real"
 done
 mkdir -p $out/bin
 ln -s ../usr/bin/x86_64-linux-gnu-as $out/bin/as
