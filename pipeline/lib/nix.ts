@@ -115,8 +115,12 @@ function installable(t: NixTarget): { features: string[]; target: string[] } {
     : { features: ["--extra-experimental-features", "nix-command"], target: ["--file", path.resolve(t.file), t.attribute] };
 }
 
-function exactlyOneDrv(t: NixTarget, stdout: string): string {
-  const drvs = stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+/** Non-empty lines of a command's output, trimmed (store paths, one per line). */
+function lines(stdout: string): string[] {
+  return stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+function exactlyOneDrv(t: NixTarget, drvs: string[]): string {
   if (drvs.length !== 1 || !drvs[0].endsWith(".drv")) throw new InputError(`${describeTarget(t)} must be exactly one derivation (got ${drvs.length ? drvs.join(", ") : "none"})`);
   return drvs[0];
 }
@@ -125,11 +129,17 @@ function exactlyOneDrv(t: NixTarget, stdout: string): string {
 export async function instantiate(t: NixTarget, o: NixOptions = {}): Promise<string> {
   t = validateTarget(t);
   const opts = nixOptionArgs({ ...o, sandbox: false });
-  const res = t.flake !== undefined
-    ? await run("nix", [...EXPERIMENTAL, "eval", "--raw", `${t.flake}.drvPath`, ...opts], { allowFailure: true, streamStderr: false })
-    : await run("nix-instantiate", [path.resolve(t.file), "-A", t.attribute, ...opts], { allowFailure: true, streamStderr: false });
+  if (t.file !== undefined) return exactlyOneDrv(t, await instantiateMany(t, o));
+  const res = await run("nix", [...EXPERIMENTAL, "eval", "--raw", `${t.flake}.drvPath`, ...opts], { allowFailure: true, streamStderr: false });
   if (res.code !== 0) throw evaluationError(t, res.stderr, res.code);
-  return exactlyOneDrv(t, res.stdout);
+  return exactlyOneDrv(t, lines(res.stdout));
+}
+
+/** The store derivation of every derivation a file's attribute holds (one, or a list or set of them). */
+export async function instantiateMany(t: { file: string; attribute: string }, o: NixOptions = {}): Promise<string[]> {
+  const res = await run("nix-instantiate", [path.resolve(t.file), "-A", t.attribute, ...nixOptionArgs({ ...o, sandbox: false })], { allowFailure: true, streamStderr: false });
+  if (res.code !== 0) throw evaluationError(t, res.stderr, res.code);
+  return lines(res.stdout);
 }
 
 /** Builds (or fetches) a derivation; returns its output paths in the order nix-store prints them. */
@@ -347,7 +357,7 @@ export async function loadDerivationGraph(t: NixTarget, label: string): Promise<
     }
     throw evaluationError(t, r.stderr, r.code);
   }
-  const root = exactlyOneDrv(t, r.stdout);
+  const root = exactlyOneDrv(t, lines(r.stdout));
   log(label, `evaluated to ${root}; reading its derivation graph from the store`);
   let graph: DerivationGraph;
   try {

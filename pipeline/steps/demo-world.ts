@@ -9,7 +9,7 @@ import { pathToFileURL, fileURLToPath } from "node:url";
 import { InputError, log, StepDefinition } from "../lib/step";
 import { run } from "../lib/proc";
 import { produceAtomic, sha256File, writeFileAtomic, writeJsonAtomic } from "../lib/files";
-import { instantiate, realise } from "../lib/nix";
+import { instantiateMany, realise } from "../lib/nix";
 
 export const TEMPLATE_DIR = path.join(__dirname, "..", "demo-world");
 export const DEFAULT_CACHE_DIR = "/var/cache/secure-supply-chain";
@@ -478,7 +478,7 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     const dirs = [...new Set(lockedSources(lock).map(([, s]) => s.url).filter((u) => u.startsWith("file://")).map((u) => path.dirname(fileURLToPath(u))))];
     if (lock.system) dirs.push(fileURLToPath(lock.system.crates.url).replace(/\/$/, ""));
     for (const attribute of ["busybox", "kernelDeb", ...(lock.system ? ["systemSources"] : [])]) {
-      const drvs = attribute === "systemSources" ? await instantiateAll(file, attribute) : [await instantiate({ file, attribute })];
+      const drvs = await instantiateMany({ file, attribute });
       log("demo-world", `fetching ${attribute} (${drvs.length === 1 ? drvs[0] : `${drvs.length} sources`})`);
       try {
         // A GC root per source: once collected, a source could only come back through this command.
@@ -498,12 +498,6 @@ export async function demoWorld(o: DemoWorldOptions): Promise<DemoWorldResult> {
     ...(lock.system ? { systemAttribute: "system", systemProbes } : {}),
     lock: lockFile, pins, flake, kernelVersion: lock.kernelVersion,
   };
-}
-
-/** The .drv of every derivation a list- or set-valued attribute holds. */
-async function instantiateAll(file: string, attribute: string): Promise<string[]> {
-  const res = await run("nix-instantiate", [file, "-A", attribute], { streamStderr: false });
-  return res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
 }
 
 export const step: StepDefinition<DemoWorldResult> = {
