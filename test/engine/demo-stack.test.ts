@@ -193,9 +193,10 @@ test.serial("(real engine) a second project reads the outputs through a StackRef
 });
 
 test.serial("(real engine) after changing demo-world sources, preview --diff names the changed sources and shows the drv change and the replacements down the chain", async (t) => {
-  const writer = path.join(ctx.dir, ".supply-chain", "demo", "demo-world", "rootfs", "writer.sh");
-  t.true(fs.existsSync(writer), writer);
-  fs.appendFileSync(writer, "\n# reviewed change\n");
+  // The demo stack runs the system image: its guest's PID 1 is rootfs/system-init.
+  const init = path.join(ctx.dir, ".supply-chain", "demo", "demo-world", "rootfs", "system-init");
+  t.true(fs.existsSync(init), init);
+  fs.appendFileSync(init, "\n# reviewed change\n");
   // And a re-pinned source (evaluation only: preview realises nothing).
   const lockFile = path.join(ctx.dir, ".supply-chain", "demo", "demo-world", "lock.json");
   const lock = JSON.parse(fs.readFileSync(lockFile, "utf8"));
@@ -207,13 +208,13 @@ test.serial("(real engine) after changing demo-world sources, preview --diff nam
   // The engine prints a program's info diagnostics on stderr.
   const info = preview.stderr;
   t.true(info.includes(`source changed: busybox-static sha256:${busybox} → sha256:${"0".repeat(64)}`), `the preview names the re-pinned source:\n${info.slice(-3000)}`);
-  t.regex(info, /evaluation-time paths: 1 added \(writer\.sh\), 1 removed/);
+  t.regex(info, /evaluation-time paths: 1 added \(system-init\), 1 removed/);
   t.false(info.includes("linux-image"), "the unchanged kernel package is not named");
   lock.sources.busybox.hash.value = busybox;
   fs.writeFileSync(lockFile, JSON.stringify(lock, null, 2));
   const oldDrv = ctx.outputs!.imageDrvPath as string;
   t.true(text.includes(oldDrv), "the old drv path is shown");
-  const newDrv = /\/nix\/store\/[0-9a-z]{32}-demo-image\.drv/g;
+  const newDrv = /\/nix\/store\/[0-9a-z]{32}-system-image\.drv/g;
   const shown = new Set(text.match(newDrv) ?? []);
   shown.delete(oldDrv);
   t.is(shown.size, 1, `one new drv path in the diff:\n${text.slice(0, 4000)}`);

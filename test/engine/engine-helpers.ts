@@ -38,8 +38,10 @@ export function projectCopy(prefix: string): Engine {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const state = path.join(dir, ".state");
   fs.mkdirSync(state);
-  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "tsconfig.pulumi.json", "package.json", "bin", "pipeline", "stacks", "consumer"]) {
-    fs.cpSync(path.join(ROOT, f), path.join(dir, f), { recursive: true });
+  // apps/: the system image (the demo stack's world) compiles them; their host build dirs are not sources.
+  const hostBuild = new Set(["apps/db-writer/build", "apps/db-reader/target"].map((p) => path.join(ROOT, p)));
+  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "tsconfig.pulumi.json", "package.json", "bin", "pipeline", "stacks", "consumer", "apps"]) {
+    fs.cpSync(path.join(ROOT, f), path.join(dir, f), { recursive: true, filter: (src) => !hostBuild.has(src) });
   }
   fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
   const env = {
@@ -62,6 +64,14 @@ export function pulumi(e: Engine, args: string[], opts: { cwd?: string; allowFai
       else resolve({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * The small busybox world for a copy of the demo stack, for tests that exercise the engine rather
+ * than the world: stacks/Pulumi.demo.yaml runs the system image, minutes per cold rebuild.
+ */
+export async function useMinimalWorld(e: Engine, stack: string): Promise<void> {
+  await pulumi(e, ["config", "set", `${PROJECT}:demoWorld`, "minimal", "--stack", stack]);
 }
 
 /** A step run directly (keygen, verify-attestation): its JSON, or a throw naming the failure. */

@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
-import { Engine, outputs, projectCopy, pulumi, ROOT, Run, verifyDemoAttestations } from "./engine-helpers";
+import { Engine, outputs, projectCopy, pulumi, ROOT, Run, useMinimalWorld, verifyDemoAttestations } from "./engine-helpers";
 import { DOC, FAULT_CASES, FaultRow, RESULTS_FILE, renderReliability } from "./reliability";
 import { narHashOfFile } from "../../pipeline/lib/nar-diff";
 
@@ -236,6 +236,7 @@ const KILL_OUTCOME =
 test.before(async () => {
   Object.assign(e, projectCopy("sc-faults-"));
   await pulumi(e, ["stack", "init", STACK]);
+  await useMinimalWorld(e, STACK);
 });
 
 test.after.always(async () => {

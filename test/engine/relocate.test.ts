@@ -26,6 +26,7 @@ test.serial("(real engine) the demo stack's state, copied with the project to an
   first = projectCopy("sc-relocate-a-");
   const a = first;
   await engine.pulumi(a, ["stack", "init", "demo"]);
+  await engine.useMinimalWorld(a, "demo");
   await engine.pulumi(a, ["config", "set", `${PROJECT}:bootTest`, "false", "--stack", "demo"]);
   await engine.pulumi(a, ["up", "--yes", "--stack", "demo"]);
   const before = await engine.outputs(a, "demo");

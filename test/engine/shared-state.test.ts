@@ -56,6 +56,8 @@ test.after.always(async () => {
 
 test.serial("(real engine) two checkouts, one PostgreSQL backend: A's pulumi up on the demo stack is what B sees (outputs, stack list, its secrets with the empty passphrase); no file state anywhere", async (t) => {
   await engine.pulumi(A, ["stack", "init", STACK]);
+  // Stack config lives in each checkout's stack file: both checkouts take the small world.
+  for (const e of [A, B]) await engine.useMinimalWorld(e, STACK);
   const first = await up(A, ["--stack", STACK]);
   t.log(first.stdout.split("\n").filter((l) => /\d+ created|Duration/.test(l)).join("\n"));
   aOutputs = await engine.outputs(A, STACK);
