@@ -18,6 +18,8 @@ import { guestPorts, loadProbeSpec } from "../pipeline/lib/probes";
 
 const ROOT = path.resolve(__dirname, "..");
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+// The demo stack's world by default, the system image (BENCH_WORLD=minimal: the small busybox one).
+const WORLD = process.env.BENCH_WORLD ?? "system";
 
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
   const t0 = performance.now();
@@ -89,9 +91,12 @@ async function bare(image: string, probesFile: string, accel: "kvm" | "tcg", dir
 async function main(): Promise<void> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "bench-boot-"));
   try {
-    const world = await cli(["demo-world", path.join(work, "world")]);
+    if (WORLD !== "system" && WORLD !== "minimal") throw new Error(`BENCH_WORLD must be system or minimal (got '${WORLD}')`);
+    const world = await cli(["demo-world", ...(WORLD === "system" ? ["--full"] : []), path.join(work, "world")]);
     if (world.code !== 0) throw new Error(`demo-world failed: ${world.stderr}`);
-    const { file, attribute, probes } = JSON.parse(world.stdout);
+    const made = JSON.parse(world.stdout);
+    const [attribute, probes] = WORLD === "system" ? [made.systemAttribute, made.systemProbes] : [made.attribute, made.probes];
+    const file = made.file;
     const built = await cli(["build", "--file", file, "--attribute", attribute]);
     if (built.code !== 0) throw new Error(`build failed: ${built.stderr}`);
     const image = JSON.parse(built.stdout).outPath;
@@ -120,7 +125,7 @@ async function main(): Promise<void> {
     const bareSeconds = median(bareRuns);
     console.error(`bench:boot: CLI start-up (boot-test --help): median ${r2(median(startup))} s of ${startup.map(r2).join(", ")}`);
     console.error(`bench:boot: step runs ${step.map(r2).join(", ")}; bare runs ${bareRuns.map(r2).join(", ")}`);
-    console.log(JSON.stringify({ stepSeconds: r2(stepSeconds), bareSeconds: r2(bareSeconds), ratio: r2(stepSeconds / bareSeconds), startupSeconds: r2(median(startup)), accel, runs: RUNS }));
+    console.log(JSON.stringify({ stepSeconds: r2(stepSeconds), bareSeconds: r2(bareSeconds), ratio: r2(stepSeconds / bareSeconds), startupSeconds: r2(median(startup)), accel, world: WORLD, runs: RUNS }));
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

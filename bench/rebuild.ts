@@ -3,6 +3,7 @@
 // plain `nix-build` of the same graph into a fresh, empty store that fetches its sources itself
 // (builtin:fetchurl from the file:// URLs), both in the same bubblewrap (empty /nix, no network,
 // Nix sandbox on), in the same run, alternating which goes first, best of N (BENCH_REPS, default 3). Last line: JSON.
+// On the demo stack's world, the system image (BENCH_WORLD=minimal: the small busybox one).
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -13,6 +14,7 @@ import { collectSources, urlsOf } from "../pipeline/lib/derivation";
 import { dumpDerivations } from "../pipeline/lib/nix";
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
+const WORLD = process.env.BENCH_WORLD ?? "system";
 const BIN = path.join(__dirname, "..", "bin", "supply-chain.js");
 const ENV = { ...process.env, NIX_CONFIG: `${process.env.NIX_CONFIG ?? ""}\nsubstituters =\n` };
 
@@ -65,8 +67,10 @@ async function timed(f: () => Promise<unknown>): Promise<number> {
 async function main(): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bench-rebuild-"));
   try {
-    say("writing the demo world and its closure");
-    const w = step(["demo-world", path.join(tmp, "world")]);
+    say(`writing the demo world (${WORLD}) and its closure`);
+    if (WORLD !== "system" && WORLD !== "minimal") throw new Error(`BENCH_WORLD must be system or minimal (got '${WORLD}')`);
+    const made = step(["demo-world", ...(WORLD === "system" ? ["--full"] : []), path.join(tmp, "world")]);
+    const w = { file: made.file as string, attribute: (WORLD === "system" ? made.systemAttribute : made.attribute) as string };
     const c = step(["closure", "--file", w.file, "--attribute", w.attribute, "--out", path.join(tmp, "closure")]);
     const sourceCheckSeconds = await timed(async () => {
       const r = await checkClosure({ file: w.file, attribute: w.attribute, closure: c.closureFile });
@@ -113,6 +117,7 @@ async function main(): Promise<void> {
         sourceCheckSeconds: +sourceCheckSeconds.toFixed(3),
         ratioWithoutSourceCheck: +((offlineSeconds - sourceCheckSeconds) / plainSeconds).toFixed(3),
         paths,
+        world: WORLD,
         closureBytes: c.bytes,
         reps: REPS,
       }),
