@@ -11,7 +11,7 @@ import { AuditConfig } from "./config";
 import { applyPolicy } from "./policy";
 import { SIGNING_KEY_ENV } from "./attest";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, REPO_ROOT, stepCommand } from "./step-command";
+import { parseStepJson, PROJECT_DIR, stepCommand } from "./step-command";
 import { demoWorldShell } from "./supply-chain";
 import { treeDigest } from "../lib/files";
 import type { AuditResult } from "../steps/audit";
@@ -38,14 +38,14 @@ export class Audit extends pulumi.ComponentResource {
     );
     // A file of the publisher's stack in this checkout (demo-audit of demo) is named relative to the
     // project, like every path in a command: a moved checkout changes no command.
-    const named = (f: pulumi.Output<string>) => f.apply((p) => (path.isAbsolute(p) && p.startsWith(REPO_ROOT + path.sep) ? path.relative(REPO_ROOT, p) : p));
+    const named = (f: pulumi.Output<string>) => f.apply((p) => (path.isAbsolute(p) && p.startsWith(PROJECT_DIR + path.sep) ? path.relative(PROJECT_DIR, p) : p));
     // The reviewed files, by content (a demo world is generated first when absent).
     const reviewed = command.local
       .runOutput({ command: c.source === "demo-world" ? `${demoWorldShell(c)} && echo ok` : "echo ok" }, { parent: this })
-      .stdout.apply(() => treeDigest(path.dirname(path.resolve(REPO_ROOT, c.file))));
+      .stdout.apply(() => treeDigest(path.dirname(path.resolve(PROJECT_DIR, c.file))));
     // Triggers only: the step reads and verifies the files itself, whatever they hold then.
     const provenanceDigest = provenance.apply((f) => (fs.existsSync(f) ? crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex") : "absent"));
-    const publisherKey = path.resolve(REPO_ROOT, c.publisherKey);
+    const publisherKey = path.resolve(PROJECT_DIR, c.publisherKey);
     const keyDigest = crypto.createHash("sha256").update(fs.readFileSync(publisherKey)).digest("hex");
     const cmd = stepCommand(
       `${name}-audit`,

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, REPO_ROOT, stepCommand, stepShell, TargetArgs } from "./step-command";
+import { parseStepJson, PROJECT_DIR, stepCommand, stepShell, TargetArgs } from "./step-command";
 import type { ClosureResult } from "../steps/closure";
 import type { DiffResult } from "../steps/diff";
 
@@ -55,7 +55,7 @@ function sourceDiffOf(closure: Closure, name: string, args: ClosureArgs): pulumi
     const base = path.join(o, "manifest.json");
     let baseDrv: unknown;
     try {
-      baseDrv = JSON.parse(fs.readFileSync(path.resolve(REPO_ROOT, base), "utf8")).target?.drvPath;
+      baseDrv = JSON.parse(fs.readFileSync(path.resolve(PROJECT_DIR, base), "utf8")).target?.drvPath;
     } catch {
       return pulumi.output(null);
     }

@@ -200,38 +200,56 @@ export function parseConfig(all: Record<string, string>, stack: string): StackCo
     }
     raw[key] = v;
   }
+  return resolve(raw, secretsSet.has("signingKey"), {
+    name: (key) => `config key '${PROJECT}:${key}'`,
+    withSigningKey: `\`pulumi config set --secret ${PROJECT}:signingKey < signing.key\` (a key from \`supply-chain keygen\`), or set ${PROJECT}:attest to false`,
+    workDir: `.supply-chain/${stack}`,
+    demoWorldDir: `.supply-chain/${stack}/demo-world`,
+  });
+}
+
+/** How one source of settings (a stack's config, a chain's args) names a key, and its defaults. */
+interface Naming {
+  /** `config key 'secure-supply-chain:policy'`, `chain 'web': arg 'policy'`. */
+  name(key: string): string;
+  /** How to provide the signing key, for the message when it is missing. */
+  withSigningKey: string;
+  workDir: string;
+  demoWorldDir: string;
+}
+
+/** Values (as strings) checked against KEYS, then the combinations and defaults: one contract for stack config and chain args. */
+function resolve(raw: Record<string, string>, hasSigningKey: boolean, n: Naming): StackConfig {
   const v: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
     try {
       v[key] = KEYS[key as ConfigKey].parse(value);
     } catch {
-      throw new ConfigError(
-        `config key '${PROJECT}:${key}' has value ${JSON.stringify(value)}; allowed: ${KEYS[key as ConfigKey].allowed}`,
-      );
+      throw new ConfigError(`${n.name(key)} has value ${JSON.stringify(value)}; allowed: ${KEYS[key as ConfigKey].allowed}`);
     }
   }
   const need = (key: ConfigKey, why: string): never => {
-    throw new ConfigError(`config key '${PROJECT}:${key}' is required${why ? ` ${why}` : ""}; allowed: ${KEYS[key].allowed}`);
+    throw new ConfigError(`${n.name(key)} is required${why ? ` ${why}` : ""}; allowed: ${KEYS[key].allowed}`);
   };
 
   const role = (v.role as StackConfig["role"] | undefined) ?? "publish";
   for (const k of role === "audit" ? PUBLISH_ONLY : AUDIT_ONLY) {
-    if (k in v) throw new ConfigError(`config key '${PROJECT}:${k}' does not apply to role "${role}"${role === "audit" ? " (an audit rebuilds and compares; booting and explaining the closure are the publisher's)" : ' (set role: "audit")'}`);
+    if (k in v) throw new ConfigError(`${n.name(k)} does not apply to role "${role}"${role === "audit" ? " (an audit rebuilds and compares; booting and explaining the closure are the publisher's)" : ' (set role: "audit")'}`);
   }
   const source = (v.source as SupplyChainConfig["source"] | undefined) ?? need("source", "");
-  const demoWorldDir = (v.demoWorldDir as string | undefined) ?? `.supply-chain/${stack}/demo-world`;
+  const demoWorldDir = (v.demoWorldDir as string | undefined) ?? n.demoWorldDir;
   let file: string, attribute: string, probes: string;
   const demoWorld = (v.demoWorld as SupplyChainConfig["demoWorld"] | undefined) ?? "minimal";
   if (source === "demo-world") {
     for (const k of ["file", "probes"] as const) {
-      if (k in v) throw new ConfigError(`config key '${PROJECT}:${k}' cannot be set with source "demo-world" (the demo world generates it; set demoWorldDir instead)`);
+      if (k in v) throw new ConfigError(`${n.name(k)} cannot be set with source "demo-world" (the demo world generates it; set demoWorldDir instead)`);
     }
     file = `${demoWorldDir}/default.nix`;
     attribute = (v.attribute as string | undefined) ?? (demoWorld === "system" ? "system" : "image");
     probes = `${demoWorldDir}/${demoWorld === "system" ? "system-probes.json" : "probes.json"}`;
   } else {
     for (const k of ["demoWorldDir", "demoWorld"] as const)
-      if (k in v) throw new ConfigError(`config key '${PROJECT}:${k}' only applies to source "demo-world"`);
+      if (k in v) throw new ConfigError(`${n.name(k)} only applies to source "demo-world"`);
     file = (v.file as string | undefined) ?? need("file", 'with source "nix"');
     attribute = (v.attribute as string | undefined) ?? need("attribute", 'with source "nix"');
     probes = (v.probes as string | undefined) ?? "";
@@ -240,17 +258,13 @@ export function parseConfig(all: Record<string, string>, stack: string): StackCo
   const rebuilderImage = v.rebuilderImage as string | undefined;
   if (isolation === "docker" && !rebuilderImage) need("rebuilderImage", 'with isolation "docker"');
   if (isolation !== "docker" && rebuilderImage) {
-    throw new ConfigError(`config key '${PROJECT}:rebuilderImage' only applies to isolation "docker" (isolation is "${isolation}")`);
+    throw new ConfigError(`${n.name("rebuilderImage")} only applies to isolation "docker" (isolation is "${isolation}")`);
   }
   const bootTest = role === "publish" && ((v.bootTest as boolean | undefined) ?? true);
   if (bootTest && !probes) need("probes", "when bootTest is true");
   const attest = (v.attest as boolean | undefined) ?? true;
-  if (attest && !secretsSet.has("signingKey")) {
-    throw new ConfigError(
-      `config key '${PROJECT}:signingKey' is required when attest is true: \`pulumi config set --secret ${PROJECT}:signingKey < signing.key\` (a key from \`supply-chain keygen\`), or set ${PROJECT}:attest to false`,
-    );
-  }
-  if (!attest && "builderId" in v) throw new ConfigError(`config key '${PROJECT}:builderId' only applies when attest is true`);
+  if (attest && !hasSigningKey) throw new ConfigError(`${n.name("signingKey")} is required when attest is true: ${n.withSigningKey}`);
+  if (!attest && "builderId" in v) throw new ConfigError(`${n.name("builderId")} only applies when attest is true`);
   // What both roles share: the reviewed target, the isolation, the verdict's policy, where files go, signing.
   const common = {
     source,
@@ -261,7 +275,7 @@ export function parseConfig(all: Record<string, string>, stack: string): StackCo
     isolation,
     ...(rebuilderImage ? { rebuilderImage } : {}),
     policy: (v.policy as Policy | undefined) ?? "fail",
-    workDir: (v.workDir as string | undefined) ?? `.supply-chain/${stack}`,
+    workDir: (v.workDir as string | undefined) ?? n.workDir,
     attest,
     ...(v.builderId ? { builderId: v.builderId as string } : {}),
   };
@@ -284,4 +298,72 @@ export function parseConfig(all: Record<string, string>, stack: string): StackCo
     // The demo world needs nothing from outside; a real image fetches what it lacks.
     offline: (v.offline as boolean | undefined) ?? source === "demo-world",
   };
+}
+
+/**
+ * A supply chain declared in a user's own program (`new SupplyChain(name, args)`): the stack
+ * config's keys of role publish, typed. Unset keys take the same defaults as a stack's config, except
+ * `source` (`nix`: your own Nix file) and `workDir` (`.supply-chain/<stack>/<chain>`, one per chain).
+ */
+export interface ChainArgs {
+  /** `nix` (default): `file` and `attribute` name the image; `demo-world`: the generated hermetic demo world. */
+  source?: "nix" | "demo-world";
+  /** The reviewed Nix file, relative to the project (nix: required). */
+  file?: string;
+  /** The attribute of `file` that is the image (nix: required). */
+  attribute?: string;
+  /** The probe spec of the boot test (docs/boot-test.md; required unless bootTest is false). */
+  probes?: string;
+  /** demo-world: `minimal` (the busybox world) or `system` (the real apps on PostgreSQL). */
+  demoWorld?: "system" | "minimal";
+  /** demo-world: where it is generated (default `<workDir>/demo-world`). */
+  demoWorldDir?: string;
+  /** How the offline rebuild is isolated (default `bwrap`; `docker` needs rebuilderImage). */
+  isolation?: "bwrap" | "docker";
+  /** docker: the rebuilder image, pinned by digest (`repo@sha256:<64 hex>`). */
+  rebuilderImage?: string;
+  /** What a failed verdict (not reproducible, probe failed) does: `fail` (default) fails the update, `warn` warns. */
+  policy?: "fail" | "warn";
+  /** Boot the image in QEMU and run the probes (default true). */
+  bootTest?: boolean;
+  /** Seconds the boot test may take (default 600). */
+  bootTimeout?: number;
+  /** The VM's memory in MiB (default 1024). */
+  bootMemory?: number;
+  /** Where this chain's steps write their files (default `.supply-chain/<stack>/<chain>`). */
+  workDir?: string;
+  /** How many of the biggest sources the closure report explains (default 10). */
+  closureTop?: number;
+  /** Sign provenance, a verification summary and an SBOM (default true: needs signingKey). */
+  attest?: boolean;
+  /** runDetails.builder.id of the provenance (a URI). */
+  builderId?: string;
+  /** No step may try the network: substituters off for build and closure (default: true for demo-world, false for nix). */
+  offline?: boolean;
+}
+
+const CHAIN_KEYS = Object.keys(KEYS).filter((k) => !["role", ...AUDIT_ONLY].includes(k));
+
+/**
+ * A chain's args checked as a stack's config is (the same KEYS and combinations), every message naming
+ * the chain and the arg. `hasSigningKey`: whether a signing key was passed with them.
+ */
+export function chainConfig(chain: string, args: ChainArgs, stack: string, hasSigningKey: boolean): SupplyChainConfig {
+  const raw: Record<string, string> = {};
+  for (const [key, value] of Object.entries(args ?? {})) {
+    if (value === undefined) continue;
+    if (!CHAIN_KEYS.includes(key)) throw new ConfigError(`chain '${chain}': arg '${key}' is not known (allowed args: ${[...CHAIN_KEYS, "signingKey"].join(", ")})`);
+    if (!["string", "number", "boolean"].includes(typeof value)) {
+      throw new ConfigError(`chain '${chain}': arg '${key}' is a ${Array.isArray(value) ? "list" : typeof value}; allowed: ${KEYS[key as ConfigKey].allowed}`);
+    }
+    raw[key] = String(value);
+  }
+  raw.source ??= "nix";
+  const workDir = raw.workDir ?? `.supply-chain/${stack}/${chain}`;
+  return resolve(raw, hasSigningKey, {
+    name: (key) => `chain '${chain}': arg '${key}'`,
+    withSigningKey: "pass signingKey (a Pulumi secret holding the PEM of `supply-chain keygen`), or set attest to false",
+    workDir,
+    demoWorldDir: `${workDir}/demo-world`,
+  }) as SupplyChainConfig;
 }

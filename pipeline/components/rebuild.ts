@@ -11,7 +11,7 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { REPO_ROOT, parseStepJson, shellQuote, stepCommand, stepShell, TargetArgs } from "./step-command";
+import { PROJECT_DIR, parseStepJson, shellQuote, stepCommand, stepShell, TargetArgs } from "./step-command";
 import type { RebuildResult } from "../steps/rebuild";
 import { REBUILD_RESULT, REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 import { ContainerSpec, containerSpec as isolationContainerSpec } from "../lib/isolation";
@@ -112,11 +112,11 @@ export class Rebuild extends pulumi.ComponentResource {
       const spec = pulumi
         .all([image.repoDigest, stagedClosure, args.file, args.attribute, args.drvPath, args.closureSha256, work])
         .apply(([img, closureFile, file, attribute, drvPath, closureSha256, w]) => {
-          const entry = path.resolve(REPO_ROOT, file);
+          const entry = path.resolve(PROJECT_DIR, file);
           // The reviewed files may import paths beside them (nix/ imports ../apps): mount the whole
           // checkout read-only when the file is in it.
-          const nixDir = entry.startsWith(REPO_ROOT + path.sep) ? REPO_ROOT : path.dirname(entry);
-          return containerSpec({ image: img, closureFile: path.resolve(REPO_ROOT, closureFile), nixDir, entry, attribute, drvPath, closureSha256, work: path.resolve(REPO_ROOT, w) });
+          const nixDir = entry.startsWith(PROJECT_DIR + path.sep) ? PROJECT_DIR : path.dirname(entry);
+          return containerSpec({ image: img, closureFile: path.resolve(PROJECT_DIR, closureFile), nixDir, entry, attribute, drvPath, closureSha256, work: path.resolve(PROJECT_DIR, w) });
         });
       const container = new docker.Container(
         `${name}-container`,

@@ -3,19 +3,35 @@
 // with the same inputs sees no change and runs nothing; `triggers` carry the content addresses
 // (drv path, closure digest, image digest) whose change replaces the resource, i.e. re-runs the step,
 // and the rebuild's run id (Rebuild.runId: what reads a rebuild's result re-runs with every new run).
+import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 
 /**
- * The repository root: where bin/supply-chain.js lives and where steps run. The program reads files
- * by it (digests), but no resource input names it. A command has no `dir`: the command provider runs
- * it in its own working directory, which the engine sets to the project's (the program runs there
- * too), the official provider as the stand-in; its paths are relative to the project. An absolute
- * `dir`, or a checkout path in a command, ties the state to the checkout's location: from a moved
- * checkout or a CI workspace with another path every such command would change and run again.
+ * The project directory: where the Pulumi program and its steps run and relative paths resolve (the
+ * engine sets it as the program's working directory, and the command provider runs each command
+ * there, the official provider as the stand-in). The program reads files by it (digests), but no
+ * resource input names it: a command has no `dir` and only relative paths, since an absolute one ties
+ * the state to the checkout's location: from a moved checkout or a CI workspace with another path
+ * every such command would change and run again.
  */
-export const REPO_ROOT = path.resolve(__dirname, "..", "..");
+export const PROJECT_DIR = process.cwd();
+
+/**
+ * This package's root (where bin/supply-chain.js lives): the repository, or node_modules/secure-supply-chain
+ * in a user's project; found upwards from here, so the same holds for the compiled library in dist/.
+ */
+export const PACKAGE_ROOT = ((): string => {
+  for (let d = __dirname; ; d = path.dirname(d)) {
+    const manifest = path.join(d, "package.json");
+    if (fs.existsSync(manifest) && JSON.parse(fs.readFileSync(manifest, "utf8")).name === "secure-supply-chain") return d;
+    if (path.dirname(d) === d) throw new Error(`no package.json of secure-supply-chain above ${__dirname}`);
+  }
+})();
+
+/** The step CLI as commands name it: relative to the project (`bin/supply-chain.js` in this repository). */
+export const STEP_CLI = path.relative(PROJECT_DIR, path.join(PACKAGE_ROOT, "bin", "supply-chain.js"));
 
 export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_\/.,:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
@@ -28,7 +44,7 @@ export function shellQuote(s: string): string {
  * created with no verdict and the next `pulumi up` runs the step again.
  */
 export function stepShell(step: string, args: string[], allowCheckFailure = false): string {
-  const cmd = ["node", "bin/supply-chain.js", step, ...args].map(shellQuote).join(" ");
+  const cmd = ["node", STEP_CLI, step, ...args].map(shellQuote).join(" ");
   return allowCheckFailure ? tolerateVerdict(cmd) : cmd;
 }
 

@@ -7,14 +7,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
-import { SupplyChainConfig } from "./config";
+import { ChainArgs, chainConfig, ConfigError, SupplyChainConfig } from "./config";
 import { Build } from "./build";
 import { Closure } from "./closure";
 import { Rebuild } from "./rebuild";
 import { Verify } from "./verify";
 import { BootTest } from "./boot-test";
 import { Attest } from "./attest";
-import { REPO_ROOT, shellQuote, stepShell } from "./step-command";
+import { PROJECT_DIR, shellQuote, stepShell } from "./step-command";
 
 /** The shell command whose stdout is the target's .drv path (generating the demo world once). */
 export function instantiateShell(c: Pick<SupplyChainConfig, "source" | "demoWorldDir" | "demoWorld" | "file" | "attribute" | "workDir">): string {
@@ -38,6 +38,27 @@ export function lastLine(s: string): string {
   return s.trim().split("\n").pop()!.trim();
 }
 
+/** What a user's program passes to `new SupplyChain(name, args)`: docs/dsl.md. */
+export interface SupplyChainArgs extends ChainArgs {
+  /** The Ed25519 signing key (PKCS#8 PEM, as `supply-chain keygen` writes it), as a Pulumi secret: required unless attest is false. */
+  signingKey?: pulumi.Input<string>;
+}
+
+/** index.ts passes the stack's parsed config (it has a role); a user's program passes args (no role). */
+function isStackConfig(a: object): a is SupplyChainConfig {
+  return (a as SupplyChainConfig).role === "publish";
+}
+
+/** A wrong arg ends the program with its one line (a RunError: no stack trace), naming the chain and the arg. */
+function resolveChainArgs(chain: string, args: ChainArgs, hasSigningKey: boolean): SupplyChainConfig {
+  try {
+    return chainConfig(chain, args, pulumi.getStack(), hasSigningKey);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
+    throw e;
+  }
+}
+
 export class SupplyChain extends pulumi.ComponentResource {
   readonly drvPath: pulumi.Output<string>;
   readonly build: Build;
@@ -47,9 +68,16 @@ export class SupplyChain extends pulumi.ComponentResource {
   readonly bootTest?: BootTest;
   readonly attest?: Attest;
 
-  /** `secrets.signingKey`: the Pulumi secret holding the attestation key (required when c.attest). */
-  constructor(name: string, c: SupplyChainConfig, secrets: { signingKey?: pulumi.Input<string> } = {}, opts?: pulumi.ComponentResourceOptions) {
+  /**
+   * `args`: a chain's args (a user's program; checked here, a wrong one is an error naming the chain
+   * and the arg, at preview), or a stack's parsed config (index.ts). `signingKey`: the Pulumi secret
+   * holding the attestation key (required when attest is on).
+   */
+  constructor(name: string, args: SupplyChainArgs | (SupplyChainConfig & { signingKey?: pulumi.Input<string> }), opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:SupplyChain", name, {}, opts);
+    const { signingKey, ...rest } = args;
+    const c = isStackConfig(rest) ? rest : resolveChainArgs(name, rest as ChainArgs, signingKey !== undefined);
+    const secrets = { signingKey };
     const inst = command.local.runOutput({ command: instantiateShell(c) }, { parent: this });
     this.drvPath = inst.stdout.apply((s) => {
       const drv = lastLine(s);
@@ -82,7 +110,7 @@ export class SupplyChain extends pulumi.ComponentResource {
     if (c.bootTest) {
       // The probe spec is content-addressed too (read once the source step has produced it).
       const probesDigest = this.drvPath.apply(() => {
-        const p = path.resolve(REPO_ROOT, c.probes);
+        const p = path.resolve(PROJECT_DIR, c.probes);
         if (!fs.existsSync(p)) throw new Error(`probe spec ${c.probes} does not exist (config key secure-supply-chain:probes)`);
         return `sha256:${crypto.createHash("sha256").update(fs.readFileSync(p)).digest("hex")}`;
       });

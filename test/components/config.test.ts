@@ -1,6 +1,6 @@
 // Config validation is plain code: tested directly, every rule with a case built to fail.
 import test from "ava";
-import { parseConfig as parseAny, ConfigError, SupplyChainConfig, AuditConfig } from "../../pipeline/components/config";
+import { parseConfig as parseAny, chainConfig, ChainArgs, ConfigError, SupplyChainConfig, AuditConfig } from "../../pipeline/components/config";
 import { TEST_SIGNING_KEY } from "./harness";
 
 /** A publisher's config (role publish, the default): the fields of the chain. */
@@ -125,3 +125,32 @@ test("the committed stacks parse", (t) => {
     t.notThrows(() => parseAny(flat, f.split(".")[1]), f);
   }
 });
+
+test("a chain's args (a user's program): the stack config's rules and defaults, own work dir per chain, source nix by default", (t) => {
+  const c = chainConfig("web", { file: "images.nix", attribute: "web", probes: "probes/web.yaml", bootTimeout: 900, attest: false }, "dev", false);
+  t.is(c.source, "nix");
+  t.is(c.workDir, ".supply-chain/dev/web");
+  t.is(c.bootTimeout, 900);
+  t.is(c.policy, "fail");
+  t.false(c.offline);
+  const world = chainConfig("w", { source: "demo-world", demoWorld: "system", attest: false }, "dev", false);
+  t.is(world.file, ".supply-chain/dev/w/demo-world/default.nix");
+  t.is(world.attribute, "system");
+});
+
+const chainCases: [string, ChainArgs | Record<string, unknown>, boolean, RegExp][] = [
+  ["bad enum", { file: "f.nix", attribute: "a", probes: "p.yaml", policy: "maybe" as any, attest: false }, false, /^chain 'web': arg 'policy' has value "maybe"; allowed: one of "fail", "warn"$/],
+  ["a number that is not an integer", { file: "f.nix", attribute: "a", probes: "p.yaml", bootMemory: 512.5, attest: false }, false, /^chain 'web': arg 'bootMemory' has value "512.5"; allowed: an integer from 128 to 65536$/],
+  ["a list where a string goes", { file: ["f.nix"], attribute: "a", attest: false }, false, /^chain 'web': arg 'file' is a list; allowed: a non-empty string$/],
+  ["unknown arg", { file: "f.nix", attribute: "a", probe: "p.yaml", attest: false }, false, /^chain 'web': arg 'probe' is not known \(allowed args: .*probes.*signingKey\)$/],
+  ["an audit's arg", { file: "f.nix", attribute: "a", publisherStack: "x", attest: false }, false, /^chain 'web': arg 'publisherStack' is not known/],
+  ["nix without attribute", { file: "f.nix", attest: false }, false, /^chain 'web': arg 'attribute' is required with source "nix"/],
+  ["boot test without probes", { file: "f.nix", attribute: "a", attest: false }, false, /^chain 'web': arg 'probes' is required when bootTest is true/],
+  ["attest without a key", { file: "f.nix", attribute: "a", probes: "p.yaml" }, false, /^chain 'web': arg 'signingKey' is required when attest is true: pass signingKey/],
+];
+for (const [name, args, key, message] of chainCases) {
+  test(`chain args rejected: ${name}`, (t) => {
+    const err = t.throws(() => chainConfig("web", args as ChainArgs, "dev", key), { instanceOf: ConfigError });
+    t.regex(err!.message, message);
+  });
+}

@@ -24,7 +24,7 @@ export interface Run {
   stderr: string;
 }
 
-function engineBin(): string {
+export function engineBin(): string {
   try {
     return execFileSync("bash", [path.join(ROOT, "scripts", "pulumi-engine.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim();
   } catch (e) {
@@ -44,7 +44,12 @@ export function projectCopy(prefix: string): Engine {
     fs.cpSync(path.join(ROOT, f), path.join(dir, f), { recursive: true, filter: (src) => !hostBuild.has(src) });
   }
   fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
-  const env = {
+  return { dir, state, env: engineEnv(bin, state) };
+}
+
+/** The engine's environment: `bin` (engineBin(): our CLI and stand-ins) first on PATH, a file backend at `state`, no plugin downloads. */
+export function engineEnv(bin: string, state: string): NodeJS.ProcessEnv {
+  return {
     ...process.env,
     PATH: `${bin}:${process.env.PATH}`,
     PULUMI_BACKEND_URL: `file://${state}`,
@@ -53,7 +58,6 @@ export function projectCopy(prefix: string): Engine {
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
     PULUMI_IGNORE_AMBIENT_PLUGINS: "true",
   };
-  return { dir, state, env };
 }
 
 export function pulumi(e: Engine, args: string[], opts: { cwd?: string; allowFailure?: boolean } = {}): Promise<Run> {
