@@ -112,7 +112,7 @@ function auditOutputs(audit: Audit, c: AuditConfig) {
 if (config.role === "audit") checkPublisherKey(config);
 const outputs: Record<string, unknown> = {
   role: config.role,
-  ...(config.role === "publish" ? publisherOutputs(new SupplyChain("chain", { ...config, signingKey: key })) : auditOutputs(new Audit("audit", config, key), config)),
+  ...(config.role === "publish" ? publisherOutputs(SupplyChain.fromStackConfig("chain", config, key)) : auditOutputs(new Audit("audit", config, key), config)),
 };
 // Only what this stack has: an undefined export (another role's, a boot test or attest turned off)
 // is one engine warning per name at every run.

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 rm -rf dist
 npx tsc -p tsconfig.lib.json
 for f in pipeline/lib/*; do
-  case "$f" in *.ts) ;; *) cp "$f" "dist/$f" ;; esac
+  [ -f "$f" ] && case "$f" in *.ts) ;; *) cp "$f" "dist/$f" ;; esac
 done

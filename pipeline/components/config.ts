@@ -354,7 +354,8 @@ export function chainConfig(chain: string, args: ChainArgs, stack: string, hasSi
     if (value === undefined) continue;
     if (!CHAIN_KEYS.includes(key)) throw new ConfigError(`chain '${chain}': arg '${key}' is not known (allowed args: ${[...CHAIN_KEYS, "signingKey"].join(", ")})`);
     if (!["string", "number", "boolean"].includes(typeof value)) {
-      throw new ConfigError(`chain '${chain}': arg '${key}' is a ${Array.isArray(value) ? "list" : typeof value}; allowed: ${KEYS[key as ConfigKey].allowed}`);
+      const kind = value === null ? "null" : Array.isArray(value) ? "a list" : `a ${typeof value}`;
+      throw new ConfigError(`chain '${chain}': arg '${key}' is ${kind}; allowed: ${KEYS[key as ConfigKey].allowed}`);
     }
     raw[key] = String(value);
   }

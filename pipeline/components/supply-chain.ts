@@ -44,10 +44,8 @@ export interface SupplyChainArgs extends ChainArgs {
   signingKey?: pulumi.Input<string>;
 }
 
-/** index.ts passes the stack's parsed config (it has a role); a user's program passes args (no role). */
-function isStackConfig(a: object): a is SupplyChainConfig {
-  return (a as SupplyChainConfig).role === "publish";
-}
+/** Configs parseConfig has checked, handed over by SupplyChain.fromStackConfig: everything else is args, checked here. */
+const CHECKED_STACK_CONFIGS = new WeakSet<object>();
 
 /** A wrong arg ends the program with its one line (a RunError: no stack trace), naming the chain and the arg. */
 function resolveChainArgs(chain: string, args: ChainArgs, hasSigningKey: boolean): SupplyChainConfig {
@@ -68,16 +66,25 @@ export class SupplyChain extends pulumi.ComponentResource {
   readonly bootTest?: BootTest;
   readonly attest?: Attest;
 
+  /** A stack's config as parseConfig checked it (index.ts: one chain per stack, keys named as config keys). */
+  static fromStackConfig(name: string, config: SupplyChainConfig, signingKey: pulumi.Input<string> | undefined, opts?: pulumi.ComponentResourceOptions): SupplyChain {
+    const checked = { ...config, signingKey };
+    CHECKED_STACK_CONFIGS.add(checked);
+    return new SupplyChain(name, checked as SupplyChainArgs, opts);
+  }
+
   /**
-   * `args`: a chain's args (a user's program; checked here, a wrong one is an error naming the chain
-   * and the arg, at preview), or a stack's parsed config (index.ts). `signingKey`: the Pulumi secret
-   * holding the attestation key (required when attest is on).
+   * A chain of a user's program: `args` are checked here (at preview too), a wrong one is one error
+   * naming the chain and the arg. `signingKey`: the Pulumi secret holding the attestation key
+   * (required unless attest is false).
    */
-  constructor(name: string, args: SupplyChainArgs | (SupplyChainConfig & { signingKey?: pulumi.Input<string> }), opts?: pulumi.ComponentResourceOptions) {
+  constructor(name: string, args: SupplyChainArgs, opts?: pulumi.ComponentResourceOptions) {
     super("secure-supply-chain:components:SupplyChain", name, {}, opts);
+    const fromStack = CHECKED_STACK_CONFIGS.has(args);
     const { signingKey, ...rest } = args;
-    const c = isStackConfig(rest) ? rest : resolveChainArgs(name, rest as ChainArgs, signingKey !== undefined);
+    const c = fromStack ? (rest as unknown as SupplyChainConfig) : resolveChainArgs(name, rest, signingKey !== undefined);
     const secrets = { signingKey };
+    const probesKey = fromStack ? "config key secure-supply-chain:probes" : `chain '${name}': arg 'probes'`;
     const inst = command.local.runOutput({ command: instantiateShell(c) }, { parent: this });
     this.drvPath = inst.stdout.apply((s) => {
       const drv = lastLine(s);
@@ -111,7 +118,7 @@ export class SupplyChain extends pulumi.ComponentResource {
       // The probe spec is content-addressed too (read once the source step has produced it).
       const probesDigest = this.drvPath.apply(() => {
         const p = path.resolve(PROJECT_DIR, c.probes);
-        if (!fs.existsSync(p)) throw new Error(`probe spec ${c.probes} does not exist (config key secure-supply-chain:probes)`);
+        if (!fs.existsSync(p)) throw new Error(`probe spec ${c.probes} does not exist (${probesKey})`);
         return `sha256:${crypto.createHash("sha256").update(fs.readFileSync(p)).digest("hex")}`;
       });
       this.bootTest = new BootTest(

@@ -136,6 +136,7 @@ test("a chain's args (a user's program): the stack config's rules and defaults, 
   const world = chainConfig("w", { source: "demo-world", demoWorld: "system", attest: false }, "dev", false);
   t.is(world.file, ".supply-chain/dev/w/demo-world/default.nix");
   t.is(world.attribute, "system");
+  t.true(chainConfig("signed", { file: "f.nix", attribute: "a", probes: "p.yaml" }, "dev", true).attest, "attest is on by default, with the key passed");
 });
 
 const chainCases: [string, ChainArgs | Record<string, unknown>, boolean, RegExp][] = [

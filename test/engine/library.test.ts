@@ -38,7 +38,7 @@ test.after.always(() => {
 
 test.serial("(real engine) the installed library: its components find the step CLI inside node_modules, not in any checkout", (t) => {
   const lib = fs.realpathSync(path.join(e.dir, "node_modules", "secure-supply-chain"));
-  t.true(lib.startsWith(path.join(e.dir, "node_modules") + path.sep), `installed as a copy, not linked to the repository: ${lib}`);
+  t.true(lib.startsWith(path.join(fs.realpathSync(e.dir), "node_modules") + path.sep), `installed as a copy, not linked to the repository: ${lib}`);
   t.true(fs.existsSync(path.join(lib, "dist", "pipeline", "library.d.ts")), "typed: the declarations ship");
   t.false(fs.existsSync(path.join(lib, "test")), "tests do not ship");
   // The user's program type-checks against the shipped declarations (its own TypeScript, its own tsconfig).
@@ -46,7 +46,7 @@ test.serial("(real engine) the installed library: its components find the step C
   // And a wrong arg type is what an editor (tsc) flags, naming the arg.
   fs.writeFileSync(path.join(e.dir, "wrong.ts"), 'import { SupplyChain } from "secure-supply-chain";\nnew SupplyChain("x", { file: "a.nix", attribute: "a", bootTimeout: "long" });\n');
   const wrong = t.throws(() => sh(path.join(e.dir, "node_modules", ".bin", "tsc"), ["--noEmit", "--strict", "--esModuleInterop", "--skipLibCheck", "--target", "ES2022", "--module", "commonjs", "--moduleResolution", "node", "wrong.ts"], e.dir));
-  t.regex(String((wrong as any).stdout), /wrong\.ts\(2,.*'bootTimeout'|Type 'string' is not assignable to type 'number'/);
+  t.regex(String((wrong as any).stdout), /wrong\.ts\(2,\d+\): error TS2322: Type 'string' is not assignable to type 'number'/);
   fs.rmSync(path.join(e.dir, "wrong.ts"));
 });
 
