@@ -68,6 +68,7 @@ function publisherOutputs(chain: SupplyChain) {
     closureSha256: chain.closure.closureSha256,
     closureSources: chain.closure.sources,
     closureReport: here(chain.closure.report),
+    closureReportHtml: here(chain.closure.reportHtml),
     rebuildIsolation: config.isolation,
     rebuildInterfaces: chain.rebuild.interfaces,
     reproducible: chain.verify.reproducible,

@@ -27,7 +27,7 @@ function exported(j: ClosureResult) {
   return { ...j, closureFile: field("closureFile"), closureSha256: field("closureSha256") };
 }
 
-const OUTPUTS = ["closureFile", "closureSha256", "sources", "evalPaths", "bytes", "manifest", "report"] as const;
+const OUTPUTS = ["closureFile", "closureSha256", "sources", "evalPaths", "bytes", "manifest", "report", "reportHtml"] as const;
 
 export interface Closure extends OutputsOf<ReturnType<typeof exported>, (typeof OUTPUTS)[number]> {
   /** What the change does to the sources against the last exported closure (null: nothing to compare). */

@@ -12,6 +12,8 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { collectSources, Derivation, SourceSet, DerivationGraph } from "./derivation";
 import { fileReader, parseExport, ExportedPath } from "./nar";
+import { sizeOrNull } from "./files";
+import { trackBytes } from "./progress";
 import { loadDerivationGraph, NixTarget } from "./nix";
 import { CheckFailed, InputError } from "./step";
 import { checkoutPins, flakeArchive, flakeEvalInputs, matchesPin, Pin, pinLocation, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation } from "./eval-inputs";
@@ -95,8 +97,10 @@ export async function checkExportAgainst(closure: string, want: Map<string, Expe
   const result: ClosureCheckResult = { ok: false, checked: 0, tampered: [], missing: [], extra: [], unverifiable: [], missingPins: [] };
   const seen = new Set<string>();
   const pinned = new Set<Pin>();
+  const reader = fileReader(closure);
+  const progress = trackBytes("re-hashing the closure's sources", sizeOrNull(closure), () => reader.offset);
   try {
-    await parseExport(fileReader(closure), {
+    await parseExport(reader, {
       algos: [...algos],
       onPath(e) {
         const holds = pins.filter((p) => matchesPin(e, p, storeDir));
@@ -123,6 +127,7 @@ export async function checkExportAgainst(closure: string, want: Map<string, Expe
   } catch (err: any) {
     result.error = `${closure} is not a valid nix-store --export stream: ${err.message}`;
   }
+  progress.stop(result.error ? "failed" : "done");
   for (const w of want.values()) if (!seen.has(w.path)) result.missing.push({ path: w.path, drv: w.drv });
   result.missing.sort((a, b) => a.path.localeCompare(b.path));
   for (const p of pins) if (!pinned.has(p)) result.missingPins.push({ pin: pinLocation(p), mode: p.mode, sha256: p.sha256 });
@@ -148,8 +153,10 @@ export interface PreImportCheck {
 export async function preImportCheck(closure: string, pins: Pin[], storeDir: string): Promise<PreImportCheck> {
   const r: PreImportCheck = { ok: false, paths: new Map(), notSelfCertifying: [], missingPins: [] };
   const pinned = new Set<Pin>();
+  const reader = fileReader(closure);
+  const progress = trackBytes("checking the closure before import", sizeOrNull(closure), () => reader.offset);
   try {
-    await parseExport(fileReader(closure), {
+    await parseExport(reader, {
       algos: SELF_CERTIFY_ALGOS,
       onPath(e) {
         r.paths.set(e.path, e.narHashes.sha256);
@@ -160,6 +167,7 @@ export async function preImportCheck(closure: string, pins: Pin[], storeDir: str
   } catch (err: any) {
     r.error = `${closure} is not a valid nix-store --export stream: ${err.message}`;
   }
+  progress.stop(r.error ? "failed" : "done");
   for (const p of pins) if (!pinned.has(p)) r.missingPins.push({ pin: pinLocation(p), mode: p.mode, sha256: p.sha256 });
   r.ok = !r.error && r.notSelfCertifying.length === 0 && r.missingPins.length === 0;
   return r;
@@ -234,9 +242,12 @@ export async function stageClosure(src: string, dir: string, expectedSha256?: st
       done(null, chunk);
     },
   });
+  const input = fs.createReadStream(src);
+  const progress = trackBytes("copying and hashing the closure", sizeOrNull(src), () => input.bytesRead);
   try {
     const out = fs.createWriteStream(file, { flags: "wx", mode: 0o400 });
-    await pipeline(fs.createReadStream(src), hashing, out);
+    await pipeline(input, hashing, out);
+    progress.stop();
     const fd = fs.openSync(file, "r");
     try {
       fs.fsyncSync(fd);
@@ -246,6 +257,7 @@ export async function stageClosure(src: string, dir: string, expectedSha256?: st
   } catch (e: any) {
     // E.g. a full disk: no half-copied closure left behind, and the one-line error names where (a
     // stream's write error carries no path).
+    progress.stop("failed");
     fs.rmSync(dir, { recursive: true, force: true });
     if (e?.code && e.syscall && !e.path) e.path = file;
     throw e;

@@ -51,9 +51,30 @@ export function writeJsonAtomic(target: string, value: unknown): void {
   writeFileAtomic(target, JSON.stringify(value, null, 2) + "\n");
 }
 
-export async function sha256File(file: string): Promise<string> {
+/** A file's size, or null when it cannot be stat'ed (reading it will then say why, naming it). */
+export function sizeOrNull(file: string): number | null {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `track`: progress for files people wait for, e.g. `(done, total) => trackBytes("hashing", total, done)`
+ * (lib/progress.ts): called with the bytes read so far and the file's size; stopped at the end.
+ */
+export async function sha256File(file: string, track?: (done: () => number, total: number | null) => { stop(outcome?: "done" | "failed"): void }): Promise<string> {
   const hash = crypto.createHash("sha256");
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
+  const input = fs.createReadStream(file);
+  const progress = track?.(() => input.bytesRead, sizeOrNull(file));
+  try {
+    for await (const chunk of input) hash.update(chunk as Buffer);
+  } catch (e) {
+    progress?.stop("failed");
+    throw e;
+  }
+  progress?.stop();
   return hash.digest("hex");
 }
 

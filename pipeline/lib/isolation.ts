@@ -33,6 +33,8 @@ export interface IsolatedRun {
   owner: string;
   /** Copy log lines to our stderr with this prefix. */
   label?: string;
+  /** Sees every chunk of the run's output as it arrives (e.g. lib/progress.ts buildCounter). */
+  onOutput?: (chunk: string) => void;
   /** bwrap only: a root file system (scripts/nix-rootfs.sh) whose system dirs and /etc files replace
    * the host's, so the script runs that root's Nix (another release) instead of the host's. */
   systemRoot?: string;
@@ -223,6 +225,7 @@ export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
   });
   const copy = (d: Buffer) => {
     fs.writeSync(log, d);
+    r.onOutput?.(d.toString());
     if (r.label) {
       const text = d.toString().replace(/\n$/, "").split("\n").map((l) => `  ${r.label}| ${l}\n`).join("");
       process.stderr.write(text);

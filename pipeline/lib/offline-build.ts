@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { CheckFailed, InputError, log } from "./step";
 import { writeJsonAtomic } from "./files";
 import { Backend, IsolatedResult, runIsolated } from "./isolation";
+import { buildCounter } from "./progress";
 import { DerivationGraph, isFixedOutput } from "./derivation";
 import { NixTarget } from "./nix";
 import { narHashOfFile } from "./nar-diff";
@@ -118,6 +119,8 @@ export function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedResult> {
     logFile: r.logFile,
     owner: r.owner,
     label: r.label,
+    // derivations built of how many, from Nix's own lines: a rebuild of a real image is hours.
+    onOutput: buildCounter(),
   });
 }
 

@@ -31,6 +31,12 @@ export function log(step: string, message: string): void {
   process.stderr.write(`[${t} ${step}] ${message}\n`);
 }
 
+/** The step this process runs (set by runStep): for shared code that logs on its behalf (lib/progress.ts). */
+let runningStep = "supply-chain";
+export function logForStep(message: string): void {
+  log(runningStep, message);
+}
+
 export interface OptionSpec {
   type: "string" | "boolean";
   description: string;
@@ -133,6 +139,7 @@ export async function runStep<R>(def: StepDefinition<R>, argv: string[]): Promis
     const dir = def.workDir?.(parsed);
     if (dir) lock = lockDir(path.resolve(dir), def.name);
     stopWatching = stopWhenOrphaned(def.name, () => lock?.release());
+    runningStep = def.name;
     const result = await def.run(parsed);
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
     return EXIT_OK;

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, urlsOf } from "../lib/derivation";
 import { humanBytes, produceAtomic, sha256File, writeFileAtomic } from "../lib/files";
+import { trackBytes } from "../lib/progress";
 import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
 import { InputError, log, StepDefinition } from "../lib/step";
@@ -28,6 +29,8 @@ export interface ClosureResult {
   bytes: number;
   manifest: string;
   report: string;
+  /** report.html: the same, with the dependency graph drawn (Graphviz), for a browser. */
+  reportHtml: string;
 }
 
 export interface ManifestSource {
@@ -152,13 +155,32 @@ function human(n: number | null): string {
   return n === null ? "not realised" : humanBytes(n);
 }
 
+/** Every exported path as the reports list it, biggest first: what it is, its size, why it is needed. */
+interface ReportEntry {
+  kind: "fixed-output" | "eval-time" | "pinned input";
+  path: string;
+  size: number | null;
+  chain: string[];
+  urls: string[];
+  hash?: string;
+}
+
+function reportEntries(m: Manifest): ReportEntry[] {
+  const entries: ReportEntry[] = [
+    ...m.sources.map((x) => ({ kind: "fixed-output" as const, path: x.path, size: x.size, chain: x.chain, urls: x.urls, hash: `${x.hash.mode} ${x.hash.algo}:${x.hash.value}` })),
+    ...m.evalPaths.map((x) => ({ kind: "eval-time" as const, path: x.path, size: x.size, chain: x.chain, urls: [] as string[] })),
+    ...m.pinnedInputs.map((x) => ({ kind: "pinned input" as const, path: x.path, size: x.size, chain: [x.pinnedIn.map((p) => p.pin).join(", ") || "read by the evaluation", x.path], urls: x.pinnedIn.flatMap((p) => (p.url ? [p.url] : [])), hash: `nar sha256:${x.narSha256}` })),
+  ];
+  return entries.sort((a, b) => (b.size ?? -1) - (a.size ?? -1) || byPath(a, b));
+}
+
+function targetName(m: Manifest): string {
+  return m.target.flake ?? `${m.target.file} -A ${m.target.attribute}`;
+}
+
 export function renderReport(m: Manifest, top: number): string {
-  const all = [
-    ...m.sources.map((x) => ({ kind: "fixed-output", path: x.path, size: x.size, chain: x.chain, urls: x.urls })),
-    ...m.evalPaths.map((x) => ({ kind: "eval-time", path: x.path, size: x.size, chain: x.chain, urls: [] as string[] })),
-    ...m.pinnedInputs.map((x) => ({ kind: "pinned input", path: x.path, size: x.size, chain: [x.pinnedIn.map((p) => p.pin).join(", ") || "read by the evaluation", x.path], urls: x.pinnedIn.flatMap((p) => (p.url ? [p.url] : [])) })),
-  ].sort((a, b) => (b.size ?? -1) - (a.size ?? -1) || byPath(a, b));
-  const target = m.target.flake ?? `${m.target.file} -A ${m.target.attribute}`;
+  const all = reportEntries(m);
+  const target = targetName(m);
   const lines = [
     `# Source closure of ${target}`,
     "",
@@ -178,8 +200,80 @@ export function renderReport(m: Manifest, top: number): string {
   return lines.join("\n");
 }
 
+/** Above this many sources the graph shows only the `top` biggest (thousands of nodes are no picture). */
+const GRAPH_ALL_UP_TO = 300;
+
+const esc = (x: string) => x.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** Graphviz DOT of the chains from the target to its sources: derivations as boxes, sources as notes with their size. */
+export function dependencyDot(m: Manifest, top: number): { dot: string; shown: number; of: number } {
+  const all = reportEntries(m);
+  const shown = all.length <= GRAPH_ALL_UP_TO ? all : all.slice(0, top);
+  const ids = new Map<string, string>();
+  const nodes: string[] = [];
+  const edges = new Set<string>();
+  const q = (x: string) => JSON.stringify(x);
+  const id = (key: string, label: string, attrs: string): string => {
+    let n = ids.get(key);
+    if (!n) {
+      n = `n${ids.size}`;
+      ids.set(key, n);
+      nodes.push(`  ${n} [label=${q(label)}, tooltip=${q(key)}${attrs}];`);
+    }
+    return n;
+  };
+  for (const e of shown) {
+    const chain = e.chain.map((x, i) => (i === e.chain.length - 1 ? id(x, `${storePathName(x)}\n${human(e.size)}`, `, shape=note, class="source ${e.kind.replace(/ /g, "-")}"`) : id(x, storePathName(x), x === m.target.drvPath ? ", shape=box, style=bold" : ", shape=box")));
+    for (let i = 1; i < chain.length; i++) edges.add(`  ${chain[i - 1]} -> ${chain[i]};`);
+  }
+  return { dot: ["digraph closure {", "  rankdir=LR; node [fontname=sans, fontsize=10]; edge [arrowsize=0.5];", ...nodes, ...edges, "}", ""].join("\n"), shown: shown.length, of: all.length };
+}
+
+/** `dot -Tsvg`: the drawn graph, or why there is none (no Graphviz: the report is still written). */
+async function drawGraph(dot: string): Promise<{ svg: string } | { missing: string }> {
+  try {
+    const r = await run("dot", ["-Tsvg"], { input: dot, streamStderr: false });
+    return { svg: r.stdout.replace(/^[\s\S]*?(<svg)/, "$1") };
+  } catch (e: any) {
+    if (e instanceof InputError) return { missing: e.message };
+    throw e;
+  }
+}
+
+/** report.html: one self-contained page (no script, no fetch): the graph, the biggest sources, every source with its hash and URLs. */
+export function renderHtmlReport(m: Manifest, top: number, graph: { svg: string; shown: number; of: number } | { missing: string }): string {
+  const all = reportEntries(m);
+  const row = (e: ReportEntry, i: number, why: boolean) =>
+    `<tr><td>${i + 1}</td><td><code>${esc(e.path)}</code>${e.urls.map((u) => `<br><span class="url">${esc(u)}</span>`).join("")}</td><td>${e.kind}</td><td class="num">${esc(human(e.size))}</td><td>${why ? esc(e.chain.map(storePathName).join(" → ")) : (e.hash ? `<code>${esc(e.hash)}</code>` : "in its store path (a source added to the store is named by its content)")}</td></tr>`;
+  const picture =
+    "svg" in graph
+      ? `<p>${graph.shown === graph.of ? `All ${graph.of} sources` : `The ${graph.shown} biggest of ${graph.of} sources`}: derivations are boxes (the target in bold), sources are notes with their size.</p><div class="graph">${graph.svg}</div>`
+      : `<p class="missing">No graph: ${esc(graph.missing)}.</p>`;
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Source closure of ${esc(targetName(m))}</title>
+<style>
+body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .5em;vertical-align:top;font-size:.9em}
+th{background:#f3f3f3;text-align:left}.num{text-align:right;white-space:nowrap}.url{color:#555}code{font-size:.85em;word-break:break-all}.graph{overflow:auto;border:1px solid #ccc;max-height:80vh}
+.graph svg{max-width:none}.missing{color:#a00}
+</style></head><body>
+<h1>Source closure of <code>${esc(targetName(m))}</code></h1>
+<p>Target derivation <code>${esc(m.target.drvPath)}</code> (${m.derivations} derivations in its graph). ${m.sources.length} fixed-output sources, ${m.evalPaths.length} evaluation-time paths and ${m.pinnedInputs.length} pinned inputs, ${esc(human(m.bytes))} in total (NAR size).</p>
+<h2>From the target to its sources</h2>
+${picture}
+<h2>The ${Math.min(top, all.length)} biggest sources and why each is needed</h2>
+<table id="biggest"><tr><th>#</th><th>source</th><th>kind</th><th>size</th><th>needed because (target → … → source)</th></tr>
+${all.slice(0, top).map((e, i) => row(e, i, true)).join("\n")}
+</table>
+<h2>All ${all.length} sources</h2>
+<table id="all"><tr><th>#</th><th>source and URLs</th><th>kind</th><th>size</th><th>hash</th></tr>
+${all.map((e, i) => row(e, i, false)).join("\n")}
+</table>
+</body></html>
+`;
+}
+
 /** `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs), published as `target`. */
-function exportTo(tmp: string, paths: string[], target: string): Promise<void> {
+function exportTo(tmp: string, paths: string[], target: string, narBytes: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const fd = fs.openSync(tmp, "w");
     const child = spawn("nix-store", ["--export", ...paths], { stdio: ["ignore", fd, "pipe"] });
@@ -190,15 +284,20 @@ function exportTo(tmp: string, paths: string[], target: string): Promise<void> {
       if (open) fs.closeSync(fd);
       open = false;
     };
+    // The stream is the NARs plus a little framing per path: their sum is about its size.
+    let written = 0;
+    const progress = trackBytes("exporting", narBytes, () => (open ? (written = fs.fstatSync(fd).size) : written), { approximate: true });
     child.stderr!.on("data", (d: Buffer) => {
       err += d.toString();
       process.stderr.write(d);
     });
     child.on("error", (e: NodeJS.ErrnoException) => {
+      progress.stop("failed");
       closeFd();
       reject(e.code === "ENOENT" ? missingTool("nix-store") : e);
     });
     child.on("close", (code) => {
+      progress.stop(code === 0 ? "done" : "failed");
       closeFd();
       if (code === 0) resolve();
       // A full disk is the machine refusing, not a bug: the same one line as Node's own ENOSPC.
@@ -274,8 +373,8 @@ export const step: StepDefinition<ClosureResult> = {
     let closureSha256: string | null = null;
     if (!noExport) {
       log(STEP, `exporting ${paths.length} path(s) (${human(manifest.bytes)}) to ${closureFile}`);
-      await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths, closureFile));
-      closureSha256 = await sha256File(closureFile);
+      await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths, closureFile, manifest.bytes));
+      closureSha256 = await sha256File(closureFile, (done, total) => trackBytes("hashing the closure", total, done));
     } else if (fs.existsSync(closureFile)) {
       // An older export next to this manifest would look like the closure it describes.
       log(STEP, `removing ${closureFile} from an earlier run: --no-export writes no closure`);
@@ -285,6 +384,11 @@ export const step: StepDefinition<ClosureResult> = {
     const reportFile = path.join(outDir, "report.md");
     writeFileAtomic(manifestFile, manifestJson(manifest));
     writeFileAtomic(reportFile, renderReport(manifest, top));
+    const depGraph = dependencyDot(manifest, top);
+    const drawn = await drawGraph(depGraph.dot);
+    if ("missing" in drawn) log(STEP, `report.html without its graph: ${drawn.missing}`);
+    const htmlFile = path.join(outDir, "report.html");
+    writeFileAtomic(htmlFile, renderHtmlReport(manifest, top, "svg" in drawn ? { ...drawn, shown: depGraph.shown, of: depGraph.of } : drawn));
     log(STEP, `manifest and report written at ${secs()}`);
     return {
       closureFile: noExport ? null : closureFile,
@@ -294,6 +398,7 @@ export const step: StepDefinition<ClosureResult> = {
       bytes: manifest.bytes,
       manifest: manifestFile,
       report: reportFile,
+      reportHtml: htmlFile,
     };
   },
 };

@@ -78,7 +78,7 @@ test("closure --no-export writes the manifest and report but no closure file, an
   t.is(r.code, 0, r.stderr);
   t.is(r.json.closureFile, null);
   t.false(fs.existsSync(path.join(out, "source-export.closure")));
-  t.deepEqual(fs.readdirSync(out).sort(), ["manifest.json", "report.md"]);
+  t.deepEqual(fs.readdirSync(out).sort(), ["manifest.json", "report.html", "report.md"]);
   t.regex(fs.readFileSync(r.json.report, "utf8"), /\| 1 \|/);
   t.notRegex(fs.readFileSync(r.json.report, "utf8"), /\| 2 \|/);
   fs.rmSync(out, { recursive: true, force: true });

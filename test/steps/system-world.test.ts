@@ -43,6 +43,9 @@ test.serial("the system image rebuilds from its closure alone, in an empty store
   t.true(crates.length > 20, `${crates.length} registry crates in Cargo.lock`);
   for (const crate of crates) t.true(manifest.sources.some((s: any) => s.path.endsWith(`-${crate}`)), `${crate} is a source of the closure`);
   t.true(manifest.sources.some((s: any) => /-libpq5_[^/]*\.deb$/.test(s.path)), "libpq5's .deb is a source");
+  // Progress a person can follow: the export and its hash end with their sizes and rates.
+  t.regex(c.stderr, /\[[\d:]+ closure\] exporting: [\d.]+ MiB in [\d.]+ s, [\d.]+ [KMG]?i?B\/s/);
+  t.regex(c.stderr, /\[[\d:]+ closure\] hashing the closure: [\d.]+ MiB in [\d.]+ s/);
 
   const out = path.join(w.dir, "rebuild");
   const r = await cli(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", c.json.closureFile, "--isolation", "bwrap", "--out", out]);
@@ -55,6 +58,11 @@ test.serial("the system image rebuilds from its closure alone, in an empty store
   t.notRegex(logText, /\.cargo\/registry/);
   const rebuilt = r.json.paths.map((p: any) => p.path as string);
   for (const app of ["-db-writer", "-db-reader"]) t.true(rebuilt.some((p: string) => p.endsWith(app)), `${app} was rebuilt: ${rebuilt.join(" ")}`);
+  // And the rebuild counts Nix's derivations: every one it built was announced as k of N.
+  const counted = [...r.stderr.matchAll(/\[[\d:]+ rebuild\] derivations: (\d+) of (\d+) built, building (\S+)/g)];
+  t.is(counted.length, rebuilt.length, r.stderr.slice(-3000));
+  t.deepEqual(counted.map((m) => Number(m[1])), [...rebuilt.keys()], "0, 1, … of N");
+  t.true(counted.every((m) => Number(m[2]) === rebuilt.length), `of ${rebuilt.length}`);
 
   const v = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
   t.is(v.code, 0, v.stderr.slice(-3000));
