@@ -9,7 +9,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ExportedPath } from "./nar";
-import { describeTarget, EXPERIMENTAL, nixError, NixTarget } from "./nix";
+import { describeTarget, EXPERIMENTAL, narHashes, nixError, NixTarget } from "./nix";
 import { run } from "./proc";
 import { InputError } from "./step";
 import { fixedOutputPath, parseHash, sourcePath, splitStorePath, textPath, HashAlgo } from "./storepath";
@@ -164,9 +164,7 @@ function pinnedInEntry(pin: Pin, checkout: string): PinnedInput["pinnedIn"][numb
 }
 
 async function narSha256s(paths: string[]): Promise<string[]> {
-  if (!paths.length) return [];
-  const r = await run("nix-store", ["--query", "--hash", ...paths], { streamStderr: false });
-  return r.stdout.split("\n").filter(Boolean).map((h) => parseHash(h.trim(), "sha256").hex);
+  return (await narHashes(paths)).map((h) => parseHash(h, "sha256").hex);
 }
 
 /** Realises a pin the evaluation did not use (and the store lacks) with Nix's own fetcher and hash check. */

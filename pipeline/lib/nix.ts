@@ -187,6 +187,29 @@ export async function pathInfo(storePath: string): Promise<PathInfo> {
   return { path: storePath, narHash: hash.stdout.trim(), narSize: Number(size.stdout.trim()) };
 }
 
+/** Paths per nix-store call: one process for thousands of paths, and well under the kernel's argument limits. */
+const PATHS_PER_CALL = 1000;
+
+async function inChunks<T>(paths: string[], f: (chunk: string[]) => Promise<T[]>): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < paths.length; i += PATHS_PER_CALL) out.push(...(await f(paths.slice(i, i + PATHS_PER_CALL))));
+  return out;
+}
+
+/** The paths that are not valid in the store (one `nix-store --check-validity --print-invalid` per thousand, not one per path). */
+export async function invalidPaths(paths: string[]): Promise<string[]> {
+  return inChunks(paths, async (chunk) => (await run("nix-store", ["--check-validity", "--print-invalid", ...chunk], { streamStderr: false })).stdout.split("\n").filter(Boolean));
+}
+
+/** `sha256:<base32>` NAR hashes of valid paths, in order (`nix-store --query --hash`, a thousand per call). */
+export async function narHashes(paths: string[]): Promise<string[]> {
+  return inChunks(paths, async (chunk) => {
+    const hashes = (await run("nix-store", ["--query", "--hash", ...chunk], { streamStderr: false })).stdout.split("\n").filter(Boolean).map((h) => h.trim());
+    if (hashes.length !== chunk.length) throw new Error(`nix-store --query --hash printed ${hashes.length} hashes for ${chunk.length} paths`);
+    return hashes;
+  });
+}
+
 /** Nix base32 → hex, for any hash length (store path arithmetic has the one codec: storepath.ts). */
 export function nix32ToHex(s: string): string {
   return nix32Decode(s, Math.floor((s.length * 5) / 8)).toString("hex");
