@@ -344,6 +344,12 @@ export interface ChainArgs {
 
 const CHAIN_KEYS = Object.keys(KEYS).filter((k) => !["role", ...AUDIT_ONLY].includes(k));
 
+/** A key added to SupplyChainConfig but not to ChainArgs (or the reverse) is a type error here. */
+type SameKeys<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type ChainArgsCoverTheConfig = SameKeys<keyof ChainArgs, Exclude<keyof SupplyChainConfig, "role">> extends true ? true : never;
+const chainArgsCoverTheConfig: ChainArgsCoverTheConfig = true;
+void chainArgsCoverTheConfig;
+
 /**
  * A chain's args checked as a stack's config is (the same KEYS and combinations), every message naming
  * the chain and the arg. `hasSigningKey`: whether a signing key was passed with them.
