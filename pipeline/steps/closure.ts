@@ -229,14 +229,17 @@ export function dependencyDot(m: Manifest, top: number): { dot: string; shown: n
   return { dot: ["digraph closure {", "  rankdir=LR; node [fontname=sans, fontsize=10]; edge [arrowsize=0.5];", ...nodes, ...edges, "}", ""].join("\n"), shown: shown.length, of: all.length };
 }
 
-/** `dot -Tsvg`: the drawn graph, or why there is none (no Graphviz: the report is still written). */
+/**
+ * `dot -Tsvg`: the drawn graph, or why there is none. A picture never fails the closure: without
+ * Graphviz, or when it fails, the report is written all the same and says why.
+ */
 async function drawGraph(dot: string): Promise<{ svg: string } | { missing: string }> {
   try {
     const r = await run("dot", ["-Tsvg"], { input: dot, streamStderr: false });
     return { svg: r.stdout.replace(/^[\s\S]*?(<svg)/, "$1") };
   } catch (e: any) {
-    if (e instanceof InputError) return { missing: e.message };
-    throw e;
+    // CommandFailed says `dot -Tsvg failed (exit N): <its last lines>`.
+    return { missing: String(e?.message ?? e).split("\n")[0] };
   }
 }
 

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { execFile } from "node:child_process";
-import { cli, closureOf, demoWorld, DemoWorld, requireTool, rm } from "./rebuild-helpers";
+import { cli, closureOf, demoWorld, DemoWorld, ENV, requireTool, rm } from "./rebuild-helpers";
 import { dependencyDot, renderHtmlReport } from "../../pipeline/steps/closure";
 
 let w: DemoWorld;
@@ -101,4 +101,13 @@ test("the closure step names report.html in its JSON", async (t) => {
   t.is(r.code, 0, r.stderr.slice(-2000));
   t.is(r.json.reportHtml, path.join(w.dir, "no-export", "report.html"));
   t.true(fs.readFileSync(r.json.reportHtml, "utf8").includes("<svg"));
+});
+
+test("a Graphviz that fails does not fail the closure: the page says why in place of the graph", async (t) => {
+  const bin = fs.mkdtempSync(path.join(w.dir, "broken-dot-"));
+  fs.writeFileSync(path.join(bin, "dot"), "#!/bin/sh\necho 'dot: out of memory' >&2\nexit 1\n", { mode: 0o755 });
+  const r = await cli(["closure", "--file", w.file, "--attribute", w.attribute, "--no-export", "--out", path.join(w.dir, "broken-dot")], { ...ENV, PATH: `${bin}:${process.env.PATH}` });
+  t.is(r.code, 0, r.stderr.slice(-2000));
+  t.regex(r.stderr, /report\.html without its graph: dot -Tsvg failed/);
+  t.regex(fs.readFileSync(r.json.reportHtml, "utf8"), /<p class="missing">No graph: dot -Tsvg failed \(exit 1\)/);
 });
