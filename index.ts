@@ -5,19 +5,13 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { AuditConfig, ConfigError, parseConfig, PROJECT, StackConfig } from "./pipeline/components/config";
-import { SupplyChain } from "./pipeline/components/supply-chain";
+import { AuditConfig, parseConfig, PROJECT, StackConfig } from "./pipeline/components/config";
+import { asProgramError, SupplyChain } from "./pipeline/components/supply-chain";
 import { Audit } from "./pipeline/components/audit";
 import { parsePublicKey } from "./pipeline/lib/dsse";
 
 function readConfig(): StackConfig {
-  try {
-    return parseConfig(pulumi.runtime.allConfig(), pulumi.getStack());
-  } catch (e) {
-    // A RunError ends the program with just this message: no stack trace for a config mistake.
-    if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
-    throw e;
-  }
+  return asProgramError(() => parseConfig(pulumi.runtime.allConfig(), pulumi.getStack()));
 }
 
 const config = readConfig();

@@ -47,10 +47,13 @@ export interface SupplyChainArgs extends ChainArgs {
 /** Configs parseConfig has checked, handed over by SupplyChain.fromStackConfig: everything else is args, checked here. */
 const CHECKED_STACK_CONFIGS = new WeakSet<object>();
 
-/** A wrong arg ends the program with its one line (a RunError: no stack trace), naming the chain and the arg. */
-function resolveChainArgs(chain: string, args: ChainArgs, hasSigningKey: boolean): SupplyChainConfig {
+/**
+ * `check()`, with a ConfigError (a wrong config key or chain arg) turned into a RunError: it ends the
+ * program with just its one line, no stack trace. For index.ts's stack config and a chain's args alike.
+ */
+export function asProgramError<T>(check: () => T): T {
   try {
-    return chainConfig(chain, args, pulumi.getStack(), hasSigningKey);
+    return check();
   } catch (e) {
     if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
     throw e;
@@ -82,7 +85,7 @@ export class SupplyChain extends pulumi.ComponentResource {
     super("secure-supply-chain:components:SupplyChain", name, {}, opts);
     const fromStack = CHECKED_STACK_CONFIGS.has(args);
     const { signingKey, ...rest } = args;
-    const c = fromStack ? (rest as unknown as SupplyChainConfig) : resolveChainArgs(name, rest, signingKey !== undefined);
+    const c = fromStack ? (rest as unknown as SupplyChainConfig) : asProgramError(() => chainConfig(name, rest, pulumi.getStack(), signingKey !== undefined));
     const secrets = { signingKey };
     const probesKey = fromStack ? "config key secure-supply-chain:probes" : `chain '${name}': arg 'probes'`;
     const inst = command.local.runOutput({ command: instantiateShell(c) }, { parent: this });

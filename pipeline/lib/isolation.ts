@@ -225,9 +225,10 @@ export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
   });
   const copy = (d: Buffer) => {
     fs.writeSync(log, d);
-    r.onOutput?.(d.toString());
+    const chunk = d.toString();
+    r.onOutput?.(chunk);
     if (r.label) {
-      const text = d.toString().replace(/\n$/, "").split("\n").map((l) => `  ${r.label}| ${l}\n`).join("");
+      const text = chunk.replace(/\n$/, "").split("\n").map((l) => `  ${r.label}| ${l}\n`).join("");
       process.stderr.write(text);
     }
   };

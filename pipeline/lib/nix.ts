@@ -198,13 +198,13 @@ async function inChunks<T>(paths: string[], f: (chunk: string[]) => Promise<T[]>
 
 /** The paths that are not valid in the store (one `nix-store --check-validity --print-invalid` per thousand, not one per path). */
 export async function invalidPaths(paths: string[]): Promise<string[]> {
-  return inChunks(paths, async (chunk) => (await run("nix-store", ["--check-validity", "--print-invalid", ...chunk], { streamStderr: false })).stdout.split("\n").filter(Boolean));
+  return inChunks(paths, async (chunk) => lines((await run("nix-store", ["--check-validity", "--print-invalid", ...chunk], { streamStderr: false })).stdout));
 }
 
 /** `sha256:<base32>` NAR hashes of valid paths, in order (`nix-store --query --hash`, a thousand per call). */
 export async function narHashes(paths: string[]): Promise<string[]> {
   return inChunks(paths, async (chunk) => {
-    const hashes = (await run("nix-store", ["--query", "--hash", ...chunk], { streamStderr: false })).stdout.split("\n").filter(Boolean).map((h) => h.trim());
+    const hashes = lines((await run("nix-store", ["--query", "--hash", ...chunk], { streamStderr: false })).stdout);
     if (hashes.length !== chunk.length) throw new Error(`nix-store --query --hash printed ${hashes.length} hashes for ${chunk.length} paths`);
     return hashes;
   });
