@@ -11,6 +11,8 @@ import { DerivationGraph, isFixedOutput } from "./derivation";
 import { NixTarget } from "./nix";
 import { narHashOfFile } from "./nar-diff";
 import { localFlakeDir } from "./eval-inputs";
+import { BUILDER_TOOLS, openBuilderTunnels, RemoteBuilder } from "./builders";
+import { TOOL_PACKAGES } from "./proc";
 
 /** A completed rebuild's result file, written last: <out>/rebuild.json. */
 export const REBUILD_RESULT = "rebuild.json";
@@ -31,6 +33,8 @@ export interface RebuildResult {
   nixRoot?: string;
   /** The version the Nix inside the isolation reported (`nix-store --version`). */
   nixVersion: string | null;
+  /** The Nix remote builders the build could send derivations to (their store URIs), if any. */
+  builders?: string[];
   network: { interfaces: string[] };
   drvPath: string;
   outPath: string;
@@ -62,6 +66,10 @@ export interface RebuildEnvOptions {
   phases?: RebuildPhase[];
   dumpGraph?: boolean;
   flake?: string;
+  /** Nix remote builders, reached through these tunnels (lib/builders.ts). */
+  builders?: { uris: string[]; spec: string; sshConfig: string };
+  /** Nix's max-jobs inside (0: every build on a remote builder). */
+  maxJobs?: number;
 }
 
 /** The environment REBUILD_SCRIPT expects (the step's and the Pulumi container's). */
@@ -81,6 +89,11 @@ export function rebuildEnv(o: RebuildEnvOptions): Record<string, string> {
     // A flake reference with its attribute (path:/checkout#image) instead of SC_FILE/SC_ATTR.
     SC_FLAKE: o.flake ?? "",
     SC_FLAKE_REF: (o.flake ?? "").replace(/#.*$/, ""),
+    // Nix joins machines-format entries on ';' as on newlines.
+    SC_BUILDERS: o.builders?.spec.split("\n").join(";") ?? "",
+    SC_BUILDER_URIS: o.builders?.uris.join(" ") ?? "",
+    SC_MAX_JOBS: o.maxJobs === undefined ? "" : String(o.maxJobs),
+    ...(o.builders ? { NIX_SSHOPTS: `-F ${o.builders.sshConfig}` } : {}),
   };
 }
 
@@ -97,31 +110,53 @@ export interface RebuildScriptRun {
   nixDir?: string;
   /** bwrap's system root (`--nix-root`). */
   systemRoot?: string;
+  /** Nix remote builders for the build phase, each reached through a forwarded socket (lib/builders.ts). */
+  builders?: RemoteBuilder[];
   logFile: string;
   owner: string;
   label: string;
 }
 
 /** Runs REBUILD_SCRIPT once, isolated: inner.sh in the work dir, rebuildEnv's environment, output to the log file. */
-export function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedResult> {
+export async function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedResult> {
   const script = path.join(r.work, "inner.sh");
   fs.writeFileSync(script, REBUILD_SCRIPT);
-  return runIsolated({
-    backend: r.env.isolation,
-    image: r.image,
-    readOnly: [...new Set(r.readOnly)],
-    workDir: r.work,
-    nixDir: r.nixDir,
-    systemRoot: r.systemRoot,
-    script,
-    args: [r.work],
-    env: rebuildEnv(r.env),
-    logFile: r.logFile,
-    owner: r.owner,
-    label: r.label,
-    // derivations built of how many, from Nix's own lines: a rebuild of a real image is hours.
-    onOutput: buildCounter(),
-  });
+  const builders = r.builders?.length ? r.builders : undefined;
+  if (builders) checkBuilderSystem(r.env.isolation, r.systemRoot);
+  const tunnels = builders ? await openBuilderTunnels(builders) : undefined;
+  try {
+    return await runIsolated({
+      backend: r.env.isolation,
+      image: r.image,
+      readOnly: [...new Set([...r.readOnly, ...(tunnels?.readOnly ?? [])])],
+      workDir: r.work,
+      nixDir: r.nixDir,
+      systemRoot: r.systemRoot,
+      script,
+      args: [r.work],
+      env: rebuildEnv({ ...r.env, ...(tunnels ? { builders: { uris: builders!.map((b) => b.uri), spec: tunnels.spec, sshConfig: tunnels.sshConfig } } : {}) }),
+      logFile: r.logFile,
+      owner: r.owner,
+      label: r.label,
+      // derivations built of how many, from Nix's own lines: a rebuild of a real image is hours.
+      onOutput: buildCounter(),
+    });
+  } finally {
+    await tunnels?.close();
+  }
+}
+
+/** Remote builders are reached from bwrap (a socket bound in; the Docker route has none) by the ssh and
+ * socat of the system the script runs: the host's, or the `--nix-root`'s. */
+export function checkBuilderSystem(isolation: Backend, systemRoot: string | undefined): void {
+  if (isolation !== "bwrap") throw new InputError("remote builders need --isolation bwrap (the docker isolation cannot reach them)");
+  const root = systemRoot ?? "";
+  const missing = BUILDER_TOOLS.filter((t) => !["/usr/bin/", "/bin/"].some((d) => fs.existsSync(root + d + t)));
+  if (missing.length) {
+    throw new InputError(systemRoot
+      ? `remote builders: --nix-root ${systemRoot} has no ${missing.join(", ")} (scripts/nix-rootfs.sh --builder makes one with both)`
+      : `remote builders: ${missing.join(", ")} not found in /usr/bin (${missing.map((t) => TOOL_PACKAGES[t] ?? t).join(", ")})`);
+  }
 }
 
 /**
@@ -173,6 +208,7 @@ export interface StagedRebuild {
   isolation: Backend;
   image?: string;
   nixRoot?: string;
+  builders?: string[];
   closure: string;
   closureSha256: string | null;
   sourceCheck: { checked: number } | null;
@@ -240,6 +276,7 @@ export async function collectStaged(s: StagedRebuild): Promise<RebuildResult> {
     ...(s.image ? { image: s.image } : {}),
     ...(s.nixRoot ? { nixRoot: s.nixRoot } : {}),
     nixVersion,
+    ...(s.builders?.length ? { builders: s.builders } : {}),
     network: { interfaces },
     drvPath,
     outPath,

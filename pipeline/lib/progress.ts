@@ -39,12 +39,14 @@ export function trackBytes(what: string, total: number | null, done: () => numbe
 /**
  * Counts Nix's own build lines in a build's output: "these N derivations will be built:" (or "this
  * derivation will be built:") gives the total, each "building '/nix/store/…drv'..." one more; each
- * start is one line `built k-1 of N, building <name>`. Fed arbitrary chunks (lines may be split).
+ * start is one line `built k-1 of N, building <name>` (`on <builder>` when Nix sent it to one). Fed arbitrary chunks (lines may be split).
  */
 export function buildCounter(onLine: (message: string) => void = logForStep): (chunk: string) => void {
   let rest = "";
   let total: number | null = null;
-  let started = 0;
+  // With remote builders Nix prints "building '…drv' on 'ssh-ng://…'" and then the builder's own
+  // "building '…drv'": one derivation, counted once.
+  const started = new Set<string>();
   return (chunk) => {
     const lines = (rest + chunk).split("\n");
     rest = lines.pop()!;
@@ -52,9 +54,10 @@ export function buildCounter(onLine: (message: string) => void = logForStep): (c
       const planned = /these (\d+) derivations will be built:/.exec(line) ?? (/this derivation will be built:/.test(line) ? [line, "1"] : null);
       if (planned) total = (total ?? 0) + Number(planned[1]);
       const building = /building '\/nix\/store\/[0-9a-z]{32}-([^']+)\.drv'/.exec(line);
-      if (building) {
-        started++;
-        onLine(`derivations: ${started - 1} of ${total ?? "?"} built, building ${building[1]}`);
+      if (building && !started.has(building[0])) {
+        started.add(building[0]);
+        const builder = /' on '([^']+)'/.exec(line)?.[1];
+        onLine(`derivations: ${started.size - 1} of ${total ?? "?"} built, building ${building[1]}${builder ? ` on ${builder}` : ""}`);
       }
     }
   };

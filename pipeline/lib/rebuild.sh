@@ -22,7 +22,10 @@ SANDBOX="$SC_SANDBOX"
 nix-store --version > "$W/nix-version"
 say "network interfaces inside: $(tr '\n' ' ' < "$W/interfaces"); $(cat "$W/nix-version")"
 # sandbox-fallback off: a sandbox that cannot be set up must fail the build, not silently vanish.
-set -- --option substituters "" --option builders "" --option sandbox "$SANDBOX" --option sandbox-fallback false --option build-users-group "" --option fallback false
+# SC_BUILDERS: Nix remote builders reached only through the sockets of NIX_SSHOPTS' ssh config
+# (lib/builders.ts), sent what they build from this store, never told to substitute.
+set -- --option substituters "" --option builders "$SC_BUILDERS" --option builders-use-substitutes false --option sandbox "$SANDBOX" --option sandbox-fallback false --option build-users-group "" --option fallback false
+[ -z "$SC_MAX_JOBS" ] || set -- "$@" --option max-jobs "$SC_MAX_JOBS"
 if phase import; then
   # What the image brought (names under /nix/store), recorded before anything is imported.
   ls /nix/store > "$W/store-before" 2>/dev/null || : > "$W/store-before"
@@ -72,7 +75,7 @@ if phase eval; then
 fi
 if phase build; then
   drv=$(cat "$W/drv")
-  say "building $drv (sandbox $SANDBOX, substituters off)"
+  say "building $drv (sandbox $SANDBOX, substituters off${SC_BUILDER_URIS:+, remote builders $SC_BUILDER_URIS})"
   nix-store "$@" --realise "$drv" > "$W/outpath"
   : > "$W/hashes.tmp"
   # Every output built here (absent before, not imported) of every derivation in the graph, not only the top.

@@ -27,7 +27,8 @@ import { listNarFile } from "../lib/nar-diff";
 import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion, verifiedStatement } from "../lib/attestation";
-import { checkNixRoot, collectStaged, isolatedTarget, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
+import { BUILDER_OPTIONS, buildersFrom, RemoteBuilder } from "../lib/builders";
+import { checkBuilderSystem, checkNixRoot, collectStaged, isolatedTarget, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
 
 const STEP = "audit";
 const STORE_DIR = "/nix/store";
@@ -89,6 +90,9 @@ export type AuditOptions = NixTarget & {
   nixRoot?: string;
   key?: crypto.KeyObject;
   builderId: string;
+  /** Nix remote builders for the build phase (lib/builders.ts), and the local max-jobs beside them. */
+  builders?: RemoteBuilder[];
+  maxJobs?: number;
 };
 
 export async function audit(o: AuditOptions): Promise<AuditResult> {
@@ -97,6 +101,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
   const out = path.resolve(o.out);
   await checkBackend(o.isolation, o.image);
   checkNixRoot(o.isolation, o.nixRoot);
+  if (o.builders?.length) checkBuilderSystem(o.isolation, o.nixRoot);
 
   // (a) Nothing of the publisher's is believed before its signature verifies.
   const signed = verifiedStatement(o.attestation, o.publicKey);
@@ -135,12 +140,14 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     fs.rmSync(buildLog, { force: true });
     const isolated = (phases: RebuildPhase[]) =>
       runRebuildScript({
-        env: { closure: staged.file, ...iso.env, drvPath, isolation: o.isolation, phases, dumpGraph: true },
+        env: { closure: staged.file, ...iso.env, drvPath, isolation: o.isolation, phases, dumpGraph: true, maxJobs: o.maxJobs },
         image: o.image,
         readOnly: [iso.dir, path.dirname(staged.file)],
         work,
         nixDir: store,
         systemRoot: o.nixRoot,
+        // Only the build phase sends work out; the import and evaluation stay on the audit's own store.
+        builders: phases.includes("build") ? o.builders : undefined,
         logFile: buildLog,
         owner: out,
         label: STEP,
@@ -180,6 +187,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       isolation: o.isolation,
       image: o.image,
       nixRoot: o.nixRoot,
+      builders: o.builders?.map((b) => b.uri),
       closure: path.resolve(o.closure),
       closureSha256: staged.sha256,
       sourceCheck: { checked: check.checked },
@@ -315,6 +323,7 @@ export const step: StepDefinition<AuditResult> = {
     key: { type: "string", description: "YOUR Ed25519 private key (PKCS#8 PEM): sign the audit's provenance and verification summary" },
     "key-env": { type: "string", description: "name of an environment variable holding your private key's PEM instead of --key" },
     "builder-id": { type: "string", description: "your builder id (a URI), recorded in what you sign", default: DEFAULT_BUILDER_ID },
+    ...BUILDER_OPTIONS,
   },
   workDir: ({ values }) => values.out,
   async run({ values }) {
@@ -326,6 +335,7 @@ export const step: StepDefinition<AuditResult> = {
     }
     const key = values.key || values["key-env"] ? readSigningKey(values) : undefined;
     return audit({
+      ...buildersFrom(values),
       ...target,
       closure: values.closure,
       attestation: values.attestation,

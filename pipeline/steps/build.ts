@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { log, StepDefinition } from "../lib/step";
 import { sha256File } from "../lib/files";
+import { BUILDER_OPTIONS, builderArgs, buildersFrom, RemoteBuilder } from "../lib/builders";
 import { describeTarget, explainBuildFailure, instantiate, narHashHex, NixTarget, pathInfo, realise, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 
 export interface BuildResult {
@@ -22,6 +23,9 @@ export type BuildOptions = NixTarget & {
   offline?: boolean;
   /** Symlink to the output, registered as a GC root. */
   outLink?: string;
+  /** Nix remote builders (reached by this machine's ssh) and the local max-jobs beside them. */
+  builders?: RemoteBuilder[];
+  maxJobs?: number;
 };
 
 /** Finds the bootable artifact in a build output, per docs/contracts.md "Image layout". */
@@ -50,8 +54,9 @@ export async function findArtifact(outPath: string, narHash: string): Promise<{ 
 export async function build(o: BuildOptions): Promise<BuildResult> {
   log("build", `evaluating ${describeTarget(o)}`);
   const drvPath = await instantiate(o);
-  log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""})`);
-  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, o.outLink ? ["--add-root", path.resolve(o.outLink)] : []).catch((e) => {
+  log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""}${o.builders?.length ? `, remote builders ${o.builders.map((b) => b.uri).join(" ")}` : ""})`);
+  const extra = [...builderArgs(o.builders ?? [], o.maxJobs), ...(o.outLink ? ["--add-root", path.resolve(o.outLink)] : [])];
+  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, extra).catch((e) => {
     throw explainBuildFailure(e, drvPath);
   });
   const outPath = outs[0];
@@ -72,6 +77,7 @@ export const step: StepDefinition<BuildResult> = {
     "no-sandbox": { type: "boolean", description: "build without the Nix sandbox (not recommended)" },
     offline: { type: "boolean", description: "turn substituters off: build only from what is in the store and the sources" },
     "out-link": { type: "string", description: "create this symlink to the output, registered as a GC root (default: none)" },
+    ...BUILDER_OPTIONS,
   },
   async run({ values }) {
     return build({
@@ -79,6 +85,7 @@ export const step: StepDefinition<BuildResult> = {
       sandbox: !values["no-sandbox"],
       offline: !!values.offline,
       outLink: values["out-link"],
+      ...buildersFrom(values),
     });
   },
 };

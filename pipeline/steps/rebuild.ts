@@ -17,7 +17,8 @@ import { describeTarget, loadDerivationGraph, NixTarget, TARGET_OPTIONS, targetF
 // Part of what runners without the CLI use (docs/rebuild-verify.md).
 export { graphOfDrv } from "../lib/nix";
 import { checkClosure, describeFailure, stageClosure } from "../lib/closure-check";
-import { checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
+import { BUILDER_OPTIONS, buildersFrom, RemoteBuilder } from "../lib/builders";
+import { checkBuilderSystem, checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 export type { RebuildResult, RebuiltPath } from "../lib/offline-build";
 const STEP = "rebuild";
 export type OfflineBuildOptions = NixTarget & {
@@ -31,6 +32,9 @@ export type OfflineBuildOptions = NixTarget & {
   nixRoot?: string;
   out: string;
   sourceCheck: { checked: number } | null;
+  /** Nix remote builders (lib/builders.ts) and the local max-jobs beside them. */
+  builders?: RemoteBuilder[];
+  maxJobs?: number;
 };
 
 /** Names the source a failed offline build was missing, from the build log and the derivation graph. */
@@ -44,6 +48,12 @@ export function explainFailure(logText: string, drvs: Map<string, Derivation>): 
     }
   }
   if (failed.length) return `builder for ${failed[0]} failed`;
+  // A remote builder Nix could not use (and no other took the build): which one, and why.
+  const remote = /cannot build on '([^']+)': (.*)/.exec(logText);
+  if (remote) {
+    const why = /Host key verification failed/.test(logText) ? "its host key is not the one given (ssh: Host key verification failed)" : remote[2].trim();
+    return `remote builder ${remote[1]} could not be used: ${why}`;
+  }
   const err = logText.split("\n").find((l) => /^error:/.test(l.trim()));
   return err?.trim();
 }
@@ -73,11 +83,12 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
 
   log(STEP, `offline rebuild of ${drvPath} with ${o.isolation}${o.image ? ` (${o.image})` : ""}${nixRoot ? ` on the Nix of ${nixRoot}` : ""}: ${expected.length} outputs to build`);
   const res = await runRebuildScript({
-    env: { closure, ...iso.env, drvPath, isolation: o.isolation },
+    env: { closure, ...iso.env, drvPath, isolation: o.isolation, maxJobs: o.maxJobs },
     image: o.image,
     readOnly: [iso.dir, closure],
     work,
     systemRoot: nixRoot,
+    builders: o.builders,
     logFile: stagedLog,
     owner: out,
     label: STEP,
@@ -102,6 +113,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     isolation: o.isolation,
     image: o.image,
     nixRoot,
+    builders: o.builders?.map((b) => b.uri),
     closure: o.closureOrigin ? path.resolve(o.closureOrigin) : closure,
     closureSha256: o.closureSha256 ?? null,
     sourceCheck: o.sourceCheck,
@@ -122,6 +134,7 @@ export const step: StepDefinition<RebuildResult> = {
     out: { type: "string", description: "output directory: rebuild.json (written last), build.log, nars/", required: true },
     "closure-sha256": { type: "string", description: "refuse the closure unless its SHA-256 (hex) is this, e.g. the closure step's closureSha256" },
     "nix-root": { type: "string", description: "bwrap only: a root file system (scripts/nix-rootfs.sh) whose Nix rebuilds instead of the host's" },
+    ...BUILDER_OPTIONS,
   },
   workDir: ({ values }) => values.out,
   async run({ values }) {
@@ -132,6 +145,8 @@ export const step: StepDefinition<RebuildResult> = {
     const target = targetFrom(values);
     isolatedTarget(target, STEP); // a flake that is not local is refused before anything is staged
     checkNixRoot(isolation, nixRoot);
+    const { builders, maxJobs } = buildersFrom(values);
+    if (builders.length) checkBuilderSystem(isolation, nixRoot);
     await checkBackend(isolation, image);
     // A stale marker goes now. --out is created by the step's lock, which removes it again if the
     // run is refused and leaves it empty.
@@ -149,7 +164,7 @@ export const step: StepDefinition<RebuildResult> = {
         throw new CheckFailed(reason, { ok: false, refused: true, built: false, reason, check, closureSha256: staged.sha256 });
       }
       log(STEP, `${check.checked} sources match the hashes the reviewed files declare`);
-      return await offlineBuild({ ...target, closure: staged.file, closureOrigin: closure, closureSha256: staged.sha256, isolation, image, nixRoot, out, sourceCheck: { checked: check.checked } });
+      return await offlineBuild({ ...target, closure: staged.file, closureOrigin: closure, closureSha256: staged.sha256, isolation, image, nixRoot, out, sourceCheck: { checked: check.checked }, builders, maxJobs });
     } finally {
       fs.rmSync(path.dirname(staged.file), { recursive: true, force: true });
     }

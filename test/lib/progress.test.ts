@@ -47,3 +47,13 @@ test("buildCounter: Nix's plan gives the total, each building line one more, lin
   feed("this derivation will be built:\nbuilding '/nix/store/cccccccccccccccccccccccccccccccc-c.drv'...\n");
   t.deepEqual(seen, ["derivations: 0 of 3 built, building a", "derivations: 1 of 3 built, building b-1.0", "derivations: 2 of 4 built, building c"]);
 });
+
+test("buildCounter: a derivation sent to a remote builder counts once, naming the builder (its own 'building' line follows)", (t) => {
+  const seen: string[] = [];
+  const feed = buildCounter((m) => seen.push(m));
+  feed("these 2 derivations will be built:\n");
+  feed("building '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a.drv' on 'ssh-ng://root@b1'...\ncopying 0 paths...\n");
+  feed("building '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a.drv'...\n");
+  feed("building '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b.drv'...\n");
+  t.deepEqual(seen, ["derivations: 0 of 2 built, building a on ssh-ng://root@b1", "derivations: 1 of 2 built, building b"]);
+});

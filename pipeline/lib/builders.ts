@@ -1,0 +1,140 @@
+// Nix remote builders (Nix's machines format) for a build that runs with no network: the isolated
+// rebuild keeps only loopback, and each builder reaches it as a Unix socket that this process forwards
+// to that builder's ssh port and nowhere else. Inside, ssh's ProxyCommand (socat) connects to the
+// socket; Nix's own build hook does the rest (ssh-ng/ssh store, scheduling over the builders' slots).
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { InputError, OptionSpec } from "./step";
+
+/** One line of Nix's machines format (nix.conf `builders`; `-` is an empty field). */
+export interface RemoteBuilder {
+  /** ssh-ng://[user@]host or ssh://[user@]host, as written. */
+  uri: string;
+  host: string;
+  /** The ssh private key file (3rd field). */
+  key: string;
+  /** The builder's base64 public host key (8th field): who the sources are sent to is checked. */
+  hostKey: string;
+  /** The line as Nix reads it (fields normalised to single spaces). */
+  line: string;
+}
+
+const SSH_URI = /^(ssh-ng|ssh):\/\/(?:([^@/\s]+)@)?([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])$/;
+
+/** Parses a machines spec (entries separated by newlines or `;`), or `@FILE` holding one. */
+export function parseBuilders(spec: string): RemoteBuilder[] {
+  let text = spec;
+  if (spec.startsWith("@")) {
+    const file = spec.slice(1);
+    try {
+      text = fs.readFileSync(file, "utf8");
+    } catch (e: any) {
+      throw new InputError(`--builders ${spec}: cannot read ${file} (${e.code ?? e.message})`);
+    }
+  }
+  const entries = text.split(/[\n;]/).map((l) => l.replace(/#.*$/, "").trim()).filter(Boolean);
+  return entries.map((entry) => {
+    const f = entry.split(/\s+/).map((x) => (x === "-" ? "" : x));
+    const [uri, , key = "", , , , , hostKey = ""] = f;
+    const m = SSH_URI.exec(uri);
+    if (!m) throw new InputError(`builder '${uri}': only ssh-ng://[user@]host or ssh://[user@]host builders can be reached from the isolation (no port: ssh's 22)`);
+    if (!key) throw new InputError(`builder '${uri}': no ssh key file (the machines format's 3rd field): the isolated build has no ~/.ssh`);
+    if (!path.isAbsolute(key)) throw new InputError(`builder '${uri}': ssh key ${key} must be an absolute path`);
+    try {
+      fs.accessSync(key, fs.constants.R_OK);
+    } catch {
+      throw new InputError(`builder '${uri}': ssh key file ${key} not found or not readable`);
+    }
+    if (!hostKey) throw new InputError(`builder '${uri}': no public host key (the machines format's 8th field, base64): the sources would go to whoever answers`);
+    const decoded = Buffer.from(hostKey, "base64").toString("utf8");
+    if (!/^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+/.test(decoded)) throw new InputError(`builder '${uri}': the 8th field is not a base64 OpenSSH public key`);
+    return { uri, host: m[3], key, hostKey, line: f.map((x) => x || "-").join(" ") };
+  });
+}
+
+/** What the isolated run needs to reach its builders. */
+export interface BuilderTunnels {
+  /** The machines spec for Nix inside (the builders as given). */
+  spec: string;
+  /** Host paths the isolation must see read-only: the sockets' dir (with the ssh config) and the keys. */
+  readOnly: string[];
+  /** For NIX_SSHOPTS: ssh reads only this config inside. */
+  sshConfig: string;
+  close(): Promise<void>;
+}
+
+/**
+ * One Unix socket per builder host in a fresh short directory (a socket path has at most 107 bytes),
+ * each forwarding to host:22 from this process, on the host's network; and the ssh config that sends
+ * ssh there. The isolation itself stays without a network interface.
+ */
+export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): Promise<BuilderTunnels> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-builders-"));
+  const servers: net.Server[] = [];
+  const open = new Set<net.Socket>();
+  const hosts = [...new Set(builders.map((b) => b.host))];
+  const config: string[] = [];
+  try {
+    for (const [i, host] of hosts.entries()) {
+      const sock = path.join(dir, `${i}.sock`);
+      const server = net.createServer((inside) => {
+        const outside = net.connect({ host: host.replace(/^\[|\]$/g, ""), port });
+        for (const s of [inside, outside]) {
+          open.add(s);
+          s.on("close", () => open.delete(s));
+          s.on("error", () => {
+            inside.destroy();
+            outside.destroy();
+          });
+        }
+        inside.pipe(outside).pipe(inside);
+      });
+      await new Promise<void>((resolve, reject) => server.once("error", reject).listen(sock, resolve));
+      servers.push(server);
+      config.push(`Host ${host}`, `  ProxyCommand socat - UNIX-CONNECT:${sock}`, "  BatchMode yes", "  StrictHostKeyChecking yes", "");
+    }
+    const sshConfig = path.join(dir, "ssh_config");
+    fs.writeFileSync(sshConfig, config.join("\n"));
+    return {
+      spec: builders.map((b) => b.line).join("\n"),
+      readOnly: [dir, ...new Set(builders.map((b) => b.key))],
+      sshConfig,
+      async close() {
+        for (const s of open) s.destroy();
+        await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+        fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (e) {
+    for (const s of servers) s.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** The options of every step that can use remote builders (rebuild, audit, build). */
+export const BUILDER_OPTIONS: Record<"builders" | "max-jobs", OptionSpec> = {
+  builders: { type: "string", description: "Nix remote builders, machines format (or @FILE): 'ssh-ng://root@host x86_64-linux /key 2 1 - - <base64 host key>', entries separated by ';'" },
+  "max-jobs": { type: "string", description: "builds run on this machine at once beside the builders (Nix's max-jobs; 0: all on the builders)" },
+};
+
+/** The builders and max-jobs a step was given (none: Nix's defaults, no builders). */
+export function buildersFrom(values: Record<string, unknown>): { builders: RemoteBuilder[]; maxJobs?: number } {
+  const spec = values.builders as string | undefined;
+  const jobs = values["max-jobs"] as string | undefined;
+  if (jobs !== undefined && !/^\d+$/.test(jobs)) throw new InputError(`--max-jobs ${jobs}: expected a whole number (0: only the remote builders build)`);
+  const builders = spec ? parseBuilders(spec) : [];
+  if (jobs === "0" && !builders.length) throw new InputError("--max-jobs 0 builds nothing without --builders");
+  return { builders, ...(jobs !== undefined ? { maxJobs: Number(jobs) } : {}) };
+}
+
+/** Nix's options for builders on this machine's own network (the build step; rebuild.sh sets the same inside). */
+export function builderArgs(builders: RemoteBuilder[], maxJobs?: number): string[] {
+  const a = builders.length ? ["--option", "builders", builders.map((b) => b.line).join(";"), "--option", "builders-use-substitutes", "false"] : [];
+  return maxJobs === undefined ? a : [...a, "--option", "max-jobs", String(maxJobs)];
+}
+
+/** The commands the isolation runs for builders: ssh, and socat for the ProxyCommand. */
+export const BUILDER_TOOLS = ["ssh", "socat"];
