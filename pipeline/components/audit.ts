@@ -11,7 +11,7 @@ import { AuditConfig } from "./config";
 import { applyPolicy } from "./policy";
 import { SIGNING_KEY_ENV } from "./attest";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, PROJECT_DIR, stepCommand } from "./step-command";
+import { parseStepJson, placementArgs, PROJECT_DIR, stepCommand } from "./step-command";
 import { demoWorldShell } from "./supply-chain";
 import { treeDigest } from "../lib/files";
 import type { AuditResult } from "../steps/audit";
@@ -62,6 +62,7 @@ export class Audit extends pulumi.ComponentResource {
           "--out", `${c.workDir}/audit`,
           ...(signingKey ? ["--key-env", SIGNING_KEY_ENV] : []),
           ...(c.builderId ? ["--builder-id", c.builderId] : []),
+          ...placementArgs(c),
         ],
         triggers: [reviewed, provenanceDigest, keyDigest, publisher.getOutput("closureSha256")],
         allowCheckFailure: c.policy === "warn",

@@ -1,10 +1,10 @@
 // Build: `supply-chain build`, re-run only when the target's .drv path changes.
 import * as pulumi from "@pulumi/pulumi";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { parseStepJson, stepCommand, TargetArgs } from "./step-command";
+import { BuildPlacement, parseStepJson, placementArgs, stepCommand, TargetArgs } from "./step-command";
 import type { BuildResult } from "../steps/build";
 
-export interface BuildArgs extends TargetArgs {
+export interface BuildArgs extends TargetArgs, BuildPlacement {
   /** Substituters off (`--offline`): an offline stack's build must not try the network. */
   offline?: boolean;
 }
@@ -31,7 +31,7 @@ export class Build extends pulumi.ComponentResource {
     super("secure-supply-chain:components:Build", name, {}, opts);
     const cmd = stepCommand(
       `${name}-build`,
-      { step: "build", args: ["--file", args.file, "--attribute", args.attribute, ...(args.offline ? ["--offline"] : [])], triggers: [args.drvPath] },
+      { step: "build", args: ["--file", args.file, "--attribute", args.attribute, ...(args.offline ? ["--offline"] : []), ...placementArgs(args)], triggers: [args.drvPath] },
       { parent: this },
     );
     const r = pulumi.all([parseStepJson<BuildResult>("build", cmd.stdout), args.drvPath]).apply(([j, expected]) => {

@@ -1,6 +1,7 @@
 // The stack's configuration, validated up front: a wrong key or value is ONE error that names the
 // key and what is allowed, before any resource is declared. Pure (no Pulumi import) so it is tested
 // directly and by the mocked program.
+import { parseMachines } from "../lib/builders";
 
 export const PROJECT = "secure-supply-chain";
 
@@ -39,13 +40,17 @@ export interface SupplyChainConfig {
   builderId?: string;
   /** No step may try the network: substituters off for build and closure (demo-world: true). */
   offline: boolean;
+  /** Nix remote builders (machines format, entries separated by ';') for build, rebuild and audit. */
+  builders?: string;
+  /** Builds this machine runs at once beside the builders (Nix's max-jobs; 0: all on the builders). */
+  maxJobs?: number;
 }
 
 /**
  * role audit: `supply-chain audit` of another stack's signed claims (docs/audit.md), with this
  * stack's own checkout, store and key. What it needs of the publisher's chain, and nothing else.
  */
-export interface AuditConfig extends Pick<SupplyChainConfig, "source" | "demoWorldDir" | "demoWorld" | "file" | "attribute" | "isolation" | "rebuilderImage" | "policy" | "workDir" | "attest" | "builderId"> {
+export interface AuditConfig extends Pick<SupplyChainConfig, "source" | "demoWorldDir" | "demoWorld" | "file" | "attribute" | "isolation" | "rebuilderImage" | "policy" | "workDir" | "attest" | "builderId" | "builders" | "maxJobs"> {
   role: "audit";
   /** The publisher's stack (`org/project/stack`), read through a StackReference. */
   publisherStack: string;
@@ -140,6 +145,14 @@ export const KEYS: Record<ConfigKey, KeySpec> = {
   closureTop: int(1, 1000),
   offline: bool,
   attest: bool,
+  builders: {
+    allowed: "Nix remote builders in the machines format, entries separated by ';', each with its ssh key file and base64 host key (ssh-ng://root@host x86_64-linux /key 1 1 - - <host key>)",
+    parse(v) {
+      if (!parseMachines(v).length) throw new Error();
+      return v;
+    },
+  },
+  maxJobs: int(0, 1024),
   builderId: {
     allowed: "a URI naming the builder, like https://example.com/builders/ci-1",
     parse(v) {
@@ -224,8 +237,10 @@ function resolve(raw: Record<string, string>, hasSigningKey: boolean, n: Naming)
   for (const [key, value] of Object.entries(raw)) {
     try {
       v[key] = KEYS[key as ConfigKey].parse(value);
-    } catch {
-      throw new ConfigError(`${n.name(key)} has value ${JSON.stringify(value)}; allowed: ${KEYS[key as ConfigKey].allowed}`);
+    } catch (e) {
+      // A parser that knows what is wrong (the builders' machines format) says it; the others throw no message.
+      const why = e instanceof Error && e.message ? ` (${e.message})` : "";
+      throw new ConfigError(`${n.name(key)} has value ${JSON.stringify(value)}; allowed: ${KEYS[key as ConfigKey].allowed}${why}`);
     }
   }
   const need = (key: ConfigKey, why: string): never => {
@@ -265,6 +280,8 @@ function resolve(raw: Record<string, string>, hasSigningKey: boolean, n: Naming)
   const attest = (v.attest as boolean | undefined) ?? true;
   if (attest && !hasSigningKey) throw new ConfigError(`${n.name("signingKey")} is required when attest is true: ${n.withSigningKey}`);
   if (!attest && "builderId" in v) throw new ConfigError(`${n.name("builderId")} only applies when attest is true`);
+  if (v.builders && isolation !== "bwrap") throw new ConfigError(`${n.name("builders")} needs isolation "bwrap" (the docker isolation cannot reach remote builders)`);
+  if (v.maxJobs === 0 && !v.builders) throw new ConfigError(`${n.name("maxJobs")} 0 builds nothing without builders`);
   // What both roles share: the reviewed target, the isolation, the verdict's policy, where files go, signing.
   const common = {
     source,
@@ -278,6 +295,8 @@ function resolve(raw: Record<string, string>, hasSigningKey: boolean, n: Naming)
     workDir: (v.workDir as string | undefined) ?? n.workDir,
     attest,
     ...(v.builderId ? { builderId: v.builderId as string } : {}),
+    ...(v.builders ? { builders: v.builders as string } : {}),
+    ...(v.maxJobs !== undefined ? { maxJobs: v.maxJobs as number } : {}),
   };
   if (role === "audit") {
     return {
@@ -340,6 +359,10 @@ export interface ChainArgs {
   builderId?: string;
   /** No step may try the network: substituters off for build and closure (default: true for demo-world, false for nix). */
   offline?: boolean;
+  /** Nix remote builders for build and rebuild (machines format, entries separated by ';'; bwrap only; docs/scaling.md). */
+  builders?: string;
+  /** Builds this machine runs at once beside the builders (Nix's max-jobs; 0: all on the builders). */
+  maxJobs?: number;
 }
 
 const CHAIN_KEYS = Object.keys(KEYS).filter((k) => !["role", ...AUDIT_ONLY].includes(k));

@@ -11,12 +11,12 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import { Isolation } from "./config";
 import { declareOutputs, OutputsOf } from "./outputs";
-import { PROJECT_DIR, parseStepJson, shellQuote, stepCommand, stepShell, TargetArgs } from "./step-command";
+import { BuildPlacement, PROJECT_DIR, parseStepJson, placementArgs, shellQuote, stepCommand, stepShell, TargetArgs } from "./step-command";
 import type { RebuildResult } from "../steps/rebuild";
 import { REBUILD_RESULT, REBUILD_SCRIPT, rebuildEnv, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 import { ContainerSpec, containerSpec as isolationContainerSpec } from "../lib/isolation";
 
-export interface RebuildArgs extends TargetArgs {
+export interface RebuildArgs extends TargetArgs, BuildPlacement {
   closureFile: pulumi.Input<string>;
   closureSha256: pulumi.Input<string>;
   isolation: Isolation;
@@ -81,7 +81,7 @@ export class Rebuild extends pulumi.ComponentResource {
         `${name}-rebuild`,
         {
           step: "rebuild",
-          args: ["--file", args.file, "--attribute", args.attribute, "--closure", args.closureFile, "--closure-sha256", args.closureSha256, "--isolation", "bwrap", "--out", args.outDir],
+          args: ["--file", args.file, "--attribute", args.attribute, "--closure", args.closureFile, "--closure-sha256", args.closureSha256, "--isolation", "bwrap", "--out", args.outDir, ...placementArgs(args)],
           triggers: [args.drvPath, args.closureSha256],
         },
         { parent: this },
@@ -89,6 +89,7 @@ export class Rebuild extends pulumi.ComponentResource {
       stdout = cmd.stdout;
     } else {
       if (!args.image) throw new Error("docker isolation needs an image pinned by digest");
+      if (args.builders) throw new Error("remote builders need isolation bwrap (the docker isolation cannot reach them)");
       const image = new docker.RemoteImage(`${name}-image`, { name: args.image, keepLocally: true }, { parent: this });
       const work = pulumi.interpolate`${outDir}/container`;
       // Sources are re-hashed against the reviewed files BEFORE the container trusts the closure, on

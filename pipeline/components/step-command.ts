@@ -33,6 +33,17 @@ export const PACKAGE_ROOT = ((): string => {
 /** The step CLI as commands name it: relative to the project (`bin/supply-chain.js` in this repository). */
 export const STEP_CLI = path.relative(PROJECT_DIR, path.join(PACKAGE_ROOT, "bin", "supply-chain.js"));
 
+/** Where builds may run: Nix remote builders and the local max-jobs (config keys builders, maxJobs), as
+ * the build, rebuild and audit steps take them. Where a build runs does not change its output: no trigger. */
+export interface BuildPlacement {
+  builders?: string;
+  maxJobs?: number;
+}
+
+export function placementArgs(p: BuildPlacement): string[] {
+  return [...(p.builders ? ["--builders", p.builders] : []), ...(p.maxJobs !== undefined ? ["--max-jobs", String(p.maxJobs)] : [])];
+}
+
 export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_\/.,:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }

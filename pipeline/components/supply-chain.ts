@@ -96,7 +96,8 @@ export class SupplyChain extends pulumi.ComponentResource {
     });
     const target = { file: c.file, attribute: c.attribute, drvPath: this.drvPath };
 
-    this.build = new Build(`${name}-build`, { ...target, offline: c.offline }, { parent: this });
+    const placement = { builders: c.builders, maxJobs: c.maxJobs };
+    this.build = new Build(`${name}-build`, { ...target, offline: c.offline, ...placement }, { parent: this });
     // The closure step realises its own sources, but exporting the sources of a target that does
     // not build would hand an auditor a closure for nothing: build first.
     this.closure = new Closure(`${name}-closure`, { ...target, outDir: `${c.workDir}/closure`, top: c.closureTop, offline: c.offline }, { parent: this, dependsOn: [this.build] });
@@ -109,6 +110,7 @@ export class SupplyChain extends pulumi.ComponentResource {
         isolation: c.isolation,
         image: c.rebuilderImage,
         outDir: `${c.workDir}/rebuild`,
+        ...placement,
       },
       { parent: this, dependsOn: [this.closure] },
     );

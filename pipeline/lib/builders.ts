@@ -23,7 +23,25 @@ export interface RemoteBuilder {
 
 const SSH_URI = /^(ssh-ng|ssh):\/\/(?:([^@/\s]+)@)?([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])$/;
 
-/** Parses a machines spec (entries separated by newlines or `;`), or `@FILE` holding one. */
+/** Parses a machines spec (entries separated by newlines or `;`): the syntax only, no file is read
+ * (a stack's config is checked this way at preview). */
+export function parseMachines(text: string): RemoteBuilder[] {
+  const entries = text.split(/[\n;]/).map((l) => l.replace(/#.*$/, "").trim()).filter(Boolean);
+  return entries.map((entry) => {
+    const f = entry.split(/\s+/).map((x) => (x === "-" ? "" : x));
+    const [uri, , key = "", , , , , hostKey = ""] = f;
+    const m = SSH_URI.exec(uri);
+    if (!m) throw new InputError(`builder '${uri}': only ssh-ng://[user@]host or ssh://[user@]host builders can be reached from the isolation (no port: ssh's 22)`);
+    if (!key) throw new InputError(`builder '${uri}': no ssh key file (the machines format's 3rd field): the isolated build has no ~/.ssh`);
+    if (!path.isAbsolute(key)) throw new InputError(`builder '${uri}': ssh key ${key} must be an absolute path`);
+    if (!hostKey) throw new InputError(`builder '${uri}': no public host key (the machines format's 8th field, base64): the sources would go to whoever answers`);
+    const decoded = Buffer.from(hostKey, "base64").toString("utf8");
+    if (!/^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+/.test(decoded)) throw new InputError(`builder '${uri}': the 8th field is not a base64 OpenSSH public key`);
+    return { uri, host: m[3], key, hostKey, line: f.map((x) => x || "-").join(" ") };
+  });
+}
+
+/** A step's `--builders`: a machines spec or `@FILE` holding one, each entry's key file readable. */
 export function parseBuilders(spec: string): RemoteBuilder[] {
   let text = spec;
   if (spec.startsWith("@")) {
@@ -34,24 +52,15 @@ export function parseBuilders(spec: string): RemoteBuilder[] {
       throw new InputError(`--builders ${spec}: cannot read ${file} (${e.code ?? e.message})`);
     }
   }
-  const entries = text.split(/[\n;]/).map((l) => l.replace(/#.*$/, "").trim()).filter(Boolean);
-  return entries.map((entry) => {
-    const f = entry.split(/\s+/).map((x) => (x === "-" ? "" : x));
-    const [uri, , key = "", , , , , hostKey = ""] = f;
-    const m = SSH_URI.exec(uri);
-    if (!m) throw new InputError(`builder '${uri}': only ssh-ng://[user@]host or ssh://[user@]host builders can be reached from the isolation (no port: ssh's 22)`);
-    if (!key) throw new InputError(`builder '${uri}': no ssh key file (the machines format's 3rd field): the isolated build has no ~/.ssh`);
-    if (!path.isAbsolute(key)) throw new InputError(`builder '${uri}': ssh key ${key} must be an absolute path`);
+  const builders = parseMachines(text);
+  for (const b of builders) {
     try {
-      fs.accessSync(key, fs.constants.R_OK);
+      fs.accessSync(b.key, fs.constants.R_OK);
     } catch {
-      throw new InputError(`builder '${uri}': ssh key file ${key} not found or not readable`);
+      throw new InputError(`builder '${b.uri}': ssh key file ${b.key} not found or not readable`);
     }
-    if (!hostKey) throw new InputError(`builder '${uri}': no public host key (the machines format's 8th field, base64): the sources would go to whoever answers`);
-    const decoded = Buffer.from(hostKey, "base64").toString("utf8");
-    if (!/^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+/.test(decoded)) throw new InputError(`builder '${uri}': the 8th field is not a base64 OpenSSH public key`);
-    return { uri, host: m[3], key, hostKey, line: f.map((x) => x || "-").join(" ") };
-  });
+  }
+  return builders;
 }
 
 /** What the isolated run needs to reach its builders. */

@@ -57,6 +57,17 @@ test("offline: on by default for the demo world (it needs nothing from outside),
   t.false(parseConfig({ ...demo, [`${P}:offline`]: "false" }, "demo").offline);
 });
 
+const BUILDER = "ssh-ng://root@b1 x86_64-linux /etc/builder.key 2 1 - - HOSTKEY".replace("HOSTKEY", "c3NoLWVkMjU1MTkgQUFBQUMzTnphQzFsWkRJMU5URTVBQUFBSUovYTJmT2hoQUhnaE5BQVRKWVZMYnNRa1Z4N0Z6U2dLOWlsay9DVzRhVUUgYjEK");
+
+test("builders and maxJobs: both roles pass them on; unset, no builders and Nix's own max-jobs", (t) => {
+  const c = parseConfig({ ...demo, [`${P}:builders`]: BUILDER, [`${P}:maxJobs`]: "0" }, "demo");
+  t.is(c.builders, BUILDER);
+  t.is(c.maxJobs, 0);
+  const a = parseAudit({ ...auditor, [`${P}:builders`]: BUILDER }, "demo-audit");
+  t.is(a.builders, BUILDER);
+  t.false("builders" in parseConfig(demo, "demo") || "maxJobs" in parseConfig(demo, "demo"));
+});
+
 test("keys of other namespaces (providers) are left alone", (t) => {
   t.notThrows(() => parseConfig({ ...demo, "docker:host": "unix:///x" }, "s"));
 });
@@ -101,6 +112,9 @@ const bad: [string, Record<string, string>, RegExp][] = [
   ["attest without a signing key", unsigned, /'secure-supply-chain:signingKey' is required when attest is true: `pulumi config set --secret/],
   ["builderId without attest", { ...unsigned, [`${P}:attest`]: "false", [`${P}:builderId`]: "https://b/1" }, /'secure-supply-chain:builderId' only applies when attest is true/],
   ["builderId not a URI", { ...demo, [`${P}:builderId`]: "my laptop" }, /'secure-supply-chain:builderId' has value "my laptop"; allowed: a URI/],
+  ["a builder without its host key", { ...demo, [`${P}:builders`]: "ssh-ng://root@b1 x86_64-linux /k 1" }, /'secure-supply-chain:builders' has value .*allowed: Nix remote builders in the machines format.*\(builder 'ssh-ng:\/\/root@b1': no public host key/],
+  ["builders with the docker isolation", { ...demo, [`${P}:isolation`]: "docker", [`${P}:rebuilderImage`]: "nixos/nix@sha256:" + "0".repeat(64), [`${P}:builders`]: BUILDER }, /'secure-supply-chain:builders' needs isolation "bwrap"/],
+  ["maxJobs 0 without builders", { ...demo, [`${P}:maxJobs`]: "0" }, /'secure-supply-chain:maxJobs' 0 builds nothing without builders/],
 ];
 for (const [name, cfg, re] of bad) {
   test(`rejected: ${name}`, (t) => {

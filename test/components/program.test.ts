@@ -6,6 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { TEST_SIGNING_KEY, DRV, runProgram, Registered, ProgramRun, defaultOutputs } from "./harness";
 
+import { shellQuote } from "../../pipeline/components/step-command";
 const P = "secure-supply-chain";
 // Pulumi's wire encoding of a secret value (sdk/nodejs/runtime/rpc.ts: specialSigKey, specialSecretSig).
 const SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d";
@@ -235,6 +236,18 @@ test.serial("(mocked: no engine in unit tests) a wrong config key or value is on
   t.is(err!.constructor.name, "RunError", "ends the program without a stack trace");
   err = await t.throwsAsync(runProgram({ config: demoConfig(dir, { [`${P}:isolation`]: "docker" }) }));
   t.regex(err!.message, /'secure-supply-chain:rebuilderImage' is required with isolation "docker"; allowed: an image pinned by digest/);
+});
+
+test.serial("(mocked: no engine or nix in unit tests) builders and maxJobs reach build, rebuild and the audit as --builders/--max-jobs, and nothing else; unset, no command has them", async (t) => {
+  const spec = "ssh-ng://root@b1 x86_64-linux /etc/b.key 1 1 - - c3NoLWVkMjU1MTkgQUFBQUMzTnphQzFsWkRJMU5URTVBQUFBSUovYTJmT2hoQUhnaE5BQVRKWVZMYnNRa1Z4N0Z6U2dLOWlsay9DVzRhVUUgYjEK";
+  const placed = { [`${P}:builders`]: spec, [`${P}:maxJobs`]: "0" };
+  const flags = (run: ProgramRun) => Object.fromEntries(stepCommands(run).map((r) => [stepOf(r), String(r.inputs.create).includes(` --builders ${shellQuote(spec)} --max-jobs 0`)]));
+  const run = await runProgram({ config: demoConfig(demoWorld(t), placed) });
+  t.deepEqual(flags(run), { build: true, closure: false, rebuild: true, verify: false, "boot-test": false, attest: false });
+  const audit = await runProgram({ config: auditConfig(demoWorld(t), placed), stackOutputs: PUBLISHER });
+  t.deepEqual(flags(audit), { audit: true });
+  const plain = await runProgram({ config: demoConfig(demoWorld(t)) });
+  t.false(stepCommands(plain).some((r) => /--builders|--max-jobs/.test(String(r.inputs.create))));
 });
 
 function auditConfig(dir: string, extra: Record<string, string> = {}): Record<string, string> {
