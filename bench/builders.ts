@@ -33,7 +33,11 @@ function step(args: string[]): any {
   return JSON.parse(r.stdout);
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
 
 /** The leaves' command: the same cost for each, different bytes (its name) in each output. */
 function leafWork(): string {

@@ -45,6 +45,9 @@ bash "$(dirname "$0")/fetch-demo-inputs.sh"
 # file system from Debian's mirror, cached (about 35 s cold on 2 cores, 20 ms warm).
 rootfs=$(bash "$(dirname "$0")/nix-rootfs.sh" sid)
 echo "setup: second Nix: $rootfs"
+# The same Nix with sshd and socat: the root of the remote-builder test hosts (scripts/nix-builder.sh).
+builder_root=$(bash "$(dirname "$0")/nix-rootfs.sh" --builder sid)
+echo "setup: remote builders' root: $builder_root"
 
 # Verifiers that are not ours, for test/steps/attest-interop: securesystemslib checks the DSSE envelopes,
 # cyclonedx-python-lib's validator (jsonschema + its bundled CycloneDX schemas) the SBOM. Pinned, in a venv.
