@@ -96,6 +96,26 @@ test.serial("a wide graph rebuilt offline in bwrap spreads over both builders, a
   t.is(r.json.narHash, built.narHash);
 });
 
+test.serial("an audit sends its build phase to the auditor's builders (import and evaluation stay in its own empty store) and reproduces the signed digests", async (t) => {
+  const file = (name: string, json: unknown) => {
+    fs.writeFileSync(path.join(w.dir, name), JSON.stringify(json));
+    return path.join(w.dir, name);
+  };
+  const v = await cli(["verify", ...target, "--rebuilt", path.join(w.dir, "rb", "rebuild.json")]);
+  t.is(v.code, 0, v.stderr.slice(-2000));
+  const publisher = (await cli(["keygen", "--out", path.join(w.dir, "publisher")])).json;
+  const attest = await cli(["attest", "--build", file("build.json", built), "--closure", path.dirname(closure), "--verify", file("verify.json", v.json), "--key", publisher.privateKey, "--out", path.join(w.dir, "attest")]);
+  t.is(attest.code, 0, attest.stderr.slice(-2000));
+  const out = path.join(w.dir, "audit");
+  const a = await cli(["audit", ...target, "--closure", closure, "--attestation", path.join(w.dir, "attest", "provenance.intoto.jsonl"), "--public-key", publisher.publicKey, "--isolation", "bwrap", "--out", out, "--builders", b.spec, "--max-jobs", "0"]);
+  t.is(a.code, 0, a.stderr.slice(-3000));
+  t.true(a.json.reproduced);
+  const log = fs.readFileSync(path.join(out, "audit.log"), "utf8");
+  const sent = [...log.matchAll(/building '\/nix\/store\/[0-9a-z]{32}-([^']+)\.drv' on '(ssh-ng:\/\/[^']+)'/g)];
+  t.is(new Set(sent.map((m) => m[1])).size, LEAVES + 1, "every derivation went to a builder");
+  t.regex(log, /importing .* into the empty store/);
+});
+
 test.serial("a builder whose host key is not the one given is never used: the rebuild fails naming it", async (t) => {
   const [one, two] = b.builders;
   const impostor = one.line.replace(one.hostKey, two.hostKey);
