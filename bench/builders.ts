@@ -14,6 +14,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import { startBuilders } from "../test/helpers/builders";
+import { wideGraphNix } from "../test/helpers/wide-graph";
 
 const LEAVES = Number(process.env.BENCH_LEAVES ?? 16);
 const REPS = Number(process.env.BENCH_REPS ?? 2);
@@ -46,27 +47,6 @@ function leafWork(): string {
   throw new Error(`BENCH_WORK=${WORK}: expected sleep or cpu`);
 }
 
-function wideNix(): string {
-  return `{ salt ? "" }:
-let
-  world = import ./default.nix;
-  sh = "\${world.busybox}/bin/busybox";
-  leaf = i: derivation {
-    name = "leaf-\${toString i}";
-    system = "x86_64-linux";
-    builder = sh;
-    args = [ "sh" "-c" "${leafWork()}; echo \${salt} leaf-\${toString i} > $out" ];
-  };
-in {
-  wide = derivation {
-    name = "wide-root";
-    system = "x86_64-linux";
-    builder = sh;
-    args = [ "sh" "-c" "echo \${toString (builtins.genList leaf ${LEAVES})} > $out" ];
-  };
-}
-`;
-}
 
 async function main(): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bench-builders-"));
@@ -79,7 +59,8 @@ async function main(): Promise<void> {
     /** A copy of the graph with its own salt: new derivations that no store has built. */
     const freshTarget = () => {
       const file = path.join(worldDir, `wide-${++salt}.nix`);
-      fs.writeFileSync(file, wideNix().replace('{ salt ? "" }', `{ salt ? "run-${salt}-${process.pid}" }`));
+      const graph = wideGraphNix({ world: "./default.nix", leaves: LEAVES, leaf: `${leafWork()}; echo \${salt} \${name} > $out` });
+      fs.writeFileSync(file, graph.replace('{ salt ? "" }', `{ salt ? "run-${salt}-${process.pid}" }`));
       return ["--file", file, "--attribute", "wide"];
     };
     say("exporting the graph's sources (the demo world's busybox)");

@@ -11,6 +11,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import { narHashOfFile } from "../pipeline/lib/nar-diff";
+import { wideGraphNix } from "../test/helpers/wide-graph";
 
 const PATHS = Number(process.env.BENCH_VERIFY_PATHS ?? 2000);
 const KIB = Number(process.env.BENCH_VERIFY_KIB ?? 256);
@@ -29,36 +30,14 @@ function step(args: string[]): any {
   return JSON.parse(r.stdout);
 }
 
-/** PATHS leaves (deterministic bytes: `yes <name> | head -c`) and a root that references them all. */
-function wideNix(): string {
-  return `let
-  world = import ./world/default.nix;
-  sh = "\${world.busybox}/bin/busybox";
-  leaf = i: derivation {
-    name = "leaf-\${toString i}";
-    system = "x86_64-linux";
-    builder = sh;
-    args = [ "sh" "-c" "\${sh} yes leaf-\${toString i} | \${sh} head -c ${KIB * 1024} > $out" ];
-  };
-  leaves = builtins.genList leaf ${PATHS};
-in
-{
-  wide = derivation {
-    name = "wide-root";
-    system = "x86_64-linux";
-    builder = sh;
-    args = [ "sh" "-c" "echo \${toString leaves} > $out" ];
-  };
-}
-`;
-}
 
 async function main(): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bench-verify-"));
   try {
     step(["demo-world", path.join(tmp, "world")]);
     const file = path.join(tmp, "wide.nix");
-    fs.writeFileSync(file, wideNix());
+    // PATHS leaves of deterministic bytes (`yes <name> | head -c`) and a root that references them all.
+    fs.writeFileSync(file, wideGraphNix({ world: "./world/default.nix", leaves: PATHS, leaf: `\${sh} yes \${name} | \${sh} head -c ${KIB * 1024} > $out` }));
     const target = ["--file", file, "--attribute", "wide"];
     let t = performance.now();
     say(`building ${PATHS} leaves of ${KIB} KiB and their root`);

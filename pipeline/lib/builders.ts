@@ -80,7 +80,8 @@ export interface BuilderTunnels {
  * ssh there. The isolation itself stays without a network interface.
  */
 export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): Promise<BuilderTunnels> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-builders-"));
+  // A socket's path has at most 107 bytes: a long TMPDIR would not leave room for it.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir().length > 64 ? "/tmp" : os.tmpdir(), "sc-builders-"));
   const servers: net.Server[] = [];
   const open = new Set<net.Socket>();
   const hosts = [...new Set(builders.map((b) => b.host))];

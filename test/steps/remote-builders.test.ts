@@ -10,6 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { cli, demoWorld, DemoWorld, requireTool, rm } from "./rebuild-helpers";
 import { startBuilders, TestBuilders } from "../helpers/builders";
+import { wideGraphNix } from "../helpers/wide-graph";
 import { parseBuilders } from "../../pipeline/lib/builders";
 
 const LEAVES = 6;
@@ -19,33 +20,13 @@ let target: string[];
 let closure: string;
 let built: any;
 
-/** LEAVES independent derivations of equal cost and a root over them, from the demo world's busybox. */
-function wideNix(): string {
-  return `let
-  world = import ./default.nix;
-  sh = "\${world.busybox}/bin/busybox";
-  leaf = i: derivation {
-    name = "leaf-\${toString i}";
-    system = "x86_64-linux";
-    builder = sh;
-    args = [ "sh" "-c" "\${sh} sleep 1; \${sh} yes leaf-\${toString i} | \${sh} head -c 65536 > $out" ];
-  };
-in {
-  wide = derivation {
-    name = "wide-root";
-    system = "x86_64-linux";
-    builder = sh;
-    args = [ "sh" "-c" "echo \${toString (builtins.genList leaf ${LEAVES})} > $out" ];
-  };
-}
-`;
-}
 
 test.before(async () => {
   for (const t of ["ip", "bwrap", "ssh", "ssh-keygen", "socat"]) requireTool(t);
   w = await demoWorld("remote-builders-test-");
   const file = path.join(path.dirname(w.file), "wide.nix");
-  fs.writeFileSync(file, wideNix());
+  // LEAVES derivations of equal cost under one root.
+  fs.writeFileSync(file, wideGraphNix({ world: "./default.nix", leaves: LEAVES, leaf: "${sh} sleep 1; ${sh} yes ${name} | ${sh} head -c 65536 > $out" }));
   target = ["--file", file, "--attribute", "wide"];
   const r = await cli(["build", ...target, "--offline"]);
   if (r.code !== 0) throw new Error(`build of the wide graph failed: ${r.stderr.slice(-2000)}`);
