@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
@@ -424,14 +425,24 @@ struct DbPool::Worker {
     if (!open(why)) warn("worker ", index, ": cannot connect to PostgreSQL yet: ", why);
     std::vector<Item> batch;
     std::vector<std::string> replies;
-    while (pool.take(index, batch)) {
-      process(batch, replies);
-      pool.deliver(batch, replies);
+    auto& io = pool.lane_context(index);
+    auto busy = boost::asio::make_work_guard(io);
+    for (;;) {
+      // Read what the lane's clients have sent; while a batch commits, new lines wait in the socket
+      // buffers and make up the next batch.
+      io.poll();
+      if (pool.take(index, batch)) {
+        process(batch, replies);
+        pool.deliver(batch, replies);
+        continue;
+      }
+      if (pool.stopping()) break;
+      io.run_one();  // sleep until a client of this lane sends something (or stop wakes us)
     }
   }
 };
 
-DbPool::DbPool(boost::asio::io_context& io, PoolConfig config) : io_(io), config_(std::move(config)) {
+DbPool::DbPool(PoolConfig config) : config_(std::move(config)) {
   for (unsigned i = 0; i < config_.workers; ++i) lanes_.push_back(std::make_unique<Lane>());
 }
 
@@ -454,13 +465,10 @@ unsigned DbPool::assign_lane() {
 void DbPool::submit(unsigned lane, std::vector<Item>&& items) {
   if (items.empty()) return;
   Lane& l = *lanes_.at(lane);
-  {
-    std::lock_guard lock(mu_);
-    queued_ += items.size();
-    for (auto& it : items) l.queue.push_back(std::move(it));
-  }
+  std::lock_guard lock(mu_);  // in_flight() reads the counts from other threads
+  queued_ += items.size();
+  for (auto& it : items) l.queue.push_back(std::move(it));
   items.clear();
-  l.cv.notify_one();
 }
 
 size_t DbPool::in_flight() {
@@ -471,9 +479,7 @@ size_t DbPool::in_flight() {
 bool DbPool::take(unsigned lane, std::vector<Item>& batch) {
   batch.clear();
   Lane& l = *lanes_[lane];
-  std::unique_lock lock(mu_);
-  l.cv.wait(lock, [&] { return !l.queue.empty() || stopping_; });
-  if (l.queue.empty()) return false;
+  std::lock_guard lock(mu_);
   size_t bytes = 0;
   while (!l.queue.empty() && batch.size() < config_.max_batch_lines &&
          (batch.empty() || bytes + l.queue.front().content.size() <= config_.max_batch_bytes)) {
@@ -483,21 +489,17 @@ bool DbPool::take(unsigned lane, std::vector<Item>& batch) {
   }
   queued_ -= batch.size();
   busy_ += batch.size();
-  return true;
+  return !batch.empty();
+}
+
+bool DbPool::stopping() {
+  std::lock_guard lock(mu_);
+  return stopping_;
 }
 
 void DbPool::deliver(std::vector<Item>& batch, std::vector<std::string>& replies) {
-  struct Done {
-    std::shared_ptr<ReplySink> sink;
-    uint64_t seq;
-    std::string reply;
-  };
-  std::vector<Done> done;
-  done.reserve(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) done.push_back({std::move(batch[i].sink), batch[i].seq, std::move(replies[i])});
-  boost::asio::post(io_, [done = std::move(done)]() mutable {
-    for (auto& d : done) d.sink->complete(d.seq, std::move(d.reply));
-  });
+  // On the lane's thread, which owns the sessions: the replies go straight to their sockets.
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].sink->complete(batch[i].seq, std::move(replies[i]));
   std::lock_guard lock(mu_);
   busy_ -= batch.size();
   batch.clear();
@@ -508,7 +510,7 @@ void DbPool::drain_and_stop() {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
-  for (auto& l : lanes_) l->cv.notify_all();
+  for (auto& l : lanes_) boost::asio::post(l->io, [] {});  // wakes a worker waiting for client I/O
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();
