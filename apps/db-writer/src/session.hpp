@@ -36,7 +36,7 @@ class SessionOwner {
 class Session final : public ReplySink, public std::enable_shared_from_this<Session> {
  public:
   Session(boost::asio::ip::tcp::socket socket, unsigned lane, DbPool& pool, const SessionConfig& config, SessionOwner& owner);
-  boost::asio::any_io_executor executor() { return socket_.get_executor(); }
+  auto executor() { return socket_.get_executor(); }
   void start();
   /** Shutdown: read nothing more; answer what was received, then close. */
   void stop_reading();
