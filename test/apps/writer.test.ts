@@ -118,7 +118,8 @@ test.serial("a line PostgreSQL rejects gets ERR alone: the rest of its batch is 
   const writer = await startWriter(pg.url);
   t.teardown(() => writer.stop());
   const c = await LineClient.connect(writer.port);
-  const lines = Array.from({ length: 300 }, (_, i) => (i % 100 === 50 ? "refused" : `kept ${i}`));
+  // The last line of a write ends a batch, and a batch's last line also writes its commit token.
+  const lines = Array.from({ length: 300 }, (_, i) => (i % 100 === 50 || i === 299 ? "refused" : `kept ${i}`));
   await c.sendLines(lines); // one write: these share batches with the refused ones
   const replies = await c.waitFor(lines.length);
   c.close();
@@ -127,7 +128,7 @@ test.serial("a line PostgreSQL rejects gets ERR alone: the rest of its batch is 
     if (line === "refused") t.regex(replies[i], /^ERR database error: .*testcounter_content_check/);
     else t.is(byId.get(okId(replies[i]) ?? -1), line, replies[i]);
   });
-  t.is(byId.size, 297);
+  t.is(byId.size, 296);
 });
 
 for (const [fault, committed] of [["drop-replies", true], ["drop-requests", false]] as const) {
@@ -153,6 +154,55 @@ for (const [fault, committed] of [["drop-replies", true], ["drop-requests", fals
     else t.notRegex(writer.stderr(), /was committed before the connection broke/);
   });
 }
+
+// The last line of every batch also writes the batch's commit token, in the same statement. Refused,
+// it must roll back alone, and must not leave a token behind that a later settlement would misread.
+test.serial("the line that carries the commit token is refused: ERR for it alone, and a later cut connection is still settled exactly", async (t) => {
+  const pg = await startPostgres();
+  t.teardown(() => pg.destroy());
+  pg.sql("CREATE TABLE testcounter (id SERIAL PRIMARY KEY, content TEXT NOT NULL CHECK (content <> 'refused'), date TIMESTAMP NOT NULL DEFAULT now())");
+  const proxy = await startFaultyProxy(pg.port);
+  t.teardown(() => proxy.close());
+  const writer = await startWriter(`postgresql://postgres@127.0.0.1:${proxy.port}/testdb`, { args: ["--pool-size", "1"] });
+  t.teardown(() => writer.stop());
+  const c = await LineClient.connect(writer.port);
+  // One at a time: each line is a batch of one, so each carries its batch's token.
+  for (const line of ["kept before", "refused", "kept after"]) {
+    await c.sendLines([line]);
+    await c.waitFor(c.replies.length + 1);
+  }
+  t.is(okId(c.replies[0]) !== undefined && okId(c.replies[2]) !== undefined, true, JSON.stringify(c.replies));
+  t.regex(c.replies[1], /^ERR database error: .*testcounter_content_check/);
+  const token = pg.sql("SELECT last_id FROM db_writer_commits").trim();
+  t.is(token, String(okId(c.replies[2])), "the token names the last committed batch, not the refused one");
+  proxy.breakOpenConnections("drop-replies", 700);
+  await c.sendLines(["the line in flight"]);
+  const [, , , reply] = await c.waitFor(4, 60_000);
+  c.close();
+  const stored = rows(pg).filter((r) => r.content === "the line in flight");
+  t.is(stored.length, 1, `${reply}; rows: ${JSON.stringify(stored)}`);
+  t.is(okId(reply), stored[0]?.id, reply);
+  t.regex(writer.stderr(), /batch of 1 line\(s\) was committed before the connection broke/);
+  t.is(rows(pg).filter((r) => r.content === "refused").length, 0);
+});
+
+// Until 2026-12 db_writer_commits was keyed by token (one DELETE and one INSERT per batch); such a
+// table is rekeyed by lane at startup, its rows kept.
+test.serial("a db_writer_commits table of the older shape (keyed by token) is rekeyed by lane and used", async (t) => {
+  const pg = await startPostgres();
+  t.teardown(() => pg.destroy());
+  pg.sql(`CREATE TABLE db_writer_commits (token TEXT PRIMARY KEY, lane TEXT NOT NULL, last_id BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now());
+          INSERT INTO db_writer_commits VALUES ('old-1', 'old', 1, now()), ('gone-1', 'gone', 1, now() - interval '2 days')`);
+  const writer = await startWriter(pg.url, { args: ["--pool-size", "1"] });
+  t.teardown(() => writer.stop());
+  const c = await LineClient.connect(writer.port);
+  await c.sendLines(["after the rekey"]);
+  const [reply] = await c.waitFor(1);
+  c.close();
+  t.not(okId(reply), undefined, reply);
+  t.is(pg.sql("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = 'db_writer_commits'::regclass AND i.indisprimary").trim(), "lane");
+  t.deepEqual(pg.sql("SELECT lane || ' ' || last_id FROM db_writer_commits ORDER BY lane").trim().split("\n").map((l) => l.replace(/^[0-9a-f]{16}-0 /, "<writer> ")), [`<writer> ${okId(reply)}`, "old 1"]);
+});
 
 test.serial("PostgreSQL restarted mid-stream: nothing acked is lost and the writer keeps serving", async (t) => {
   const { pg, writer } = await setup(t);

@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
@@ -24,18 +25,30 @@ const char* const kInsertSql = "INSERT INTO testcounter (content) VALUES ($1) RE
 const char* const kCreateSql =
     "CREATE TABLE IF NOT EXISTS testcounter ("
     "id SERIAL PRIMARY KEY, content TEXT NOT NULL, date TIMESTAMP NOT NULL DEFAULT now())";
-// One row per worker: the token of its last batch, written in the batch's own transaction, so after a
-// broken connection the token's presence says whether the batch committed. Rows of writers that are
-// gone for a day are removed at startup.
+// One row per worker lane: the token of its last batch, written in the batch's own transaction, so
+// after a broken connection the token's presence says whether the batch committed. The lane is the
+// key and the token is not indexed, so each batch's upsert is a HOT update of one small row. (Until
+// 2026-12 the token was the key and each batch deleted and inserted a row: the DELETE scanned every
+// dead version left since the last autovacuum, and the extra statement cut a one-line batch's rate
+// to about a quarter.) A table of that older shape is rekeyed in place; rows of writers that are gone
+// for a day are removed at startup.
 const char* const kCommitsSql =
     "CREATE TABLE IF NOT EXISTS db_writer_commits ("
-    "token TEXT PRIMARY KEY, lane TEXT NOT NULL, last_id BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now());"
+    "lane TEXT PRIMARY KEY, token TEXT NOT NULL, last_id BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now());"
+    "DO $$ BEGIN "
+    "IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+    "WHERE i.indrelid = 'db_writer_commits'::regclass AND i.indisprimary AND i.indnatts = 1 AND a.attname = 'lane') THEN "
+    "ALTER TABLE db_writer_commits DROP CONSTRAINT IF EXISTS db_writer_commits_pkey, ADD PRIMARY KEY (lane); "
+    "END IF; END $$;"
     "DELETE FROM db_writer_commits WHERE at < now() - interval '1 day'";
-const char* const kMarkName = "dbw_mark";
-const char* const kMarkSql =
-    "WITH previous AS (DELETE FROM db_writer_commits WHERE lane = $2) "
-    "INSERT INTO db_writer_commits (token, lane, last_id) "
-    "VALUES ($1, $2, currval(pg_get_serial_sequence('testcounter', 'id')))";
+// The batch's last line carries the token: its INSERT and the token's upsert are one statement, so a
+// batch costs no statement beyond its lines. last_id is that line's id, the newest of the batch.
+const char* const kInsertMarkName = "dbw_insert_mark";
+const char* const kInsertMarkSql =
+    "WITH line AS (INSERT INTO testcounter (content) VALUES ($1) RETURNING id), "
+    "mark AS (INSERT INTO db_writer_commits (lane, token, last_id) SELECT $3, $2, id FROM line "
+    "ON CONFLICT (lane) DO UPDATE SET token = excluded.token, last_id = excluded.last_id, at = now()) "
+    "SELECT id FROM line";
 
 struct ResultGuard {
   PGresult* r;
@@ -124,10 +137,10 @@ bool session_kept(PGconn* c, const PGresult* r) {
 }
 
 /**
- * One pipeline: a prepared INSERT per line, the batch's commit token, then Sync. Without explicit
- * BEGIN/COMMIT the statements before a Sync form one implicit transaction that commits at the Sync,
- * so PGRES_PIPELINE_SYNC after all-successful statements means every row of the batch is committed,
- * and the token row exists exactly when they do.
+ * One pipeline: a prepared INSERT per line, the last one also writing the batch's commit token, then
+ * Sync. Without explicit BEGIN/COMMIT the statements before a Sync form one implicit transaction that
+ * commits at the Sync, so PGRES_PIPELINE_SYNC after all-successful statements means every row of the
+ * batch is committed, and the token row exists exactly when they do.
  */
 BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, std::vector<long long>& ids,
                       const std::string& token, const std::string& lane) {
@@ -135,33 +148,32 @@ BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, s
     return BatchResult{BatchResult::Broken, 0, std::move(why), maybe_committed, kept};
   };
   ids.assign(lines.size(), 0);
-  for (const std::string* line : lines) {
-    const char* value = line->c_str();
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const bool last = i + 1 == lines.size();
+    const char* values[] = {lines[i]->c_str(), token.c_str(), lane.c_str()};
     // No Sync was sent: the server cannot commit any of it.
-    if (!PQsendQueryPrepared(c, kInsertName, 1, &value, nullptr, nullptr, 0)) return broken(one_line(PQerrorMessage(c)), false);
+    if (!PQsendQueryPrepared(c, last ? kInsertMarkName : kInsertName, last ? 3 : 1, values, nullptr, nullptr, 0))
+      return broken(one_line(PQerrorMessage(c)), false);
   }
-  const char* mark[] = {token.c_str(), lane.c_str()};
-  if (!PQsendQueryPrepared(c, kMarkName, 2, mark, nullptr, nullptr, 0) || !PQpipelineSync(c))
-    return broken(one_line(PQerrorMessage(c)), true);
+  if (!PQpipelineSync(c)) return broken(one_line(PQerrorMessage(c)), true);
 
   BatchResult out;
-  // lines.size() INSERT results, then the token's; each query's results end with a NULL.
-  for (size_t i = 0; i <= lines.size(); ++i) {
+  // One result per line; each query's results end with a NULL.
+  for (size_t i = 0; i < lines.size(); ++i) {
     PGresult* r = PQgetResult(c);
     if (!r) return broken(PQstatus(c) == CONNECTION_OK ? "protocol out of step" : one_line(PQerrorMessage(c)), true);
     ResultGuard g(r);
     ExecStatusType st = PQresultStatus(r);
-    const bool is_token = i == lines.size();
-    if (!is_token && st == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    if (st == PGRES_TUPLES_OK && PQntuples(r) == 1) {
       ids[i] = std::strtoll(PQgetvalue(r, 0, 0), nullptr, 10);
-    } else if ((is_token && st == PGRES_COMMAND_OK) || st == PGRES_PIPELINE_ABORTED) {
-      // the token is written, or the statement was skipped because an earlier line failed
+    } else if (st == PGRES_PIPELINE_ABORTED) {
+      // skipped because an earlier line failed
     } else {
       std::string why = one_line(PQresultErrorMessage(r));
       if (why.empty()) why = PQresStatus(st);
       if (transient(c, r)) return broken(why, !from_server(r), session_kept(c, r));
       if (out.kind != BatchResult::LineFailed) {
-        // A line the server refused; or, for the token, the whole batch (it rolls back with it).
+        // A line the server refused (for the last line, its row or the token: both roll back with the batch).
         out.kind = BatchResult::LineFailed;
         out.failed = i;
         out.message = why;
@@ -221,10 +233,10 @@ struct DbPool::Worker {
       why = "preparing the INSERT: " + one_line(PQresultErrorMessage(prep.r));
       return false;
     }
-    Oid mark_types[] = {kTextOid, kTextOid};
-    ResultGuard mark(PQprepare(c.get(), kMarkName, kMarkSql, 2, mark_types));
+    Oid mark_types[] = {kTextOid, kTextOid, kTextOid};
+    ResultGuard mark(PQprepare(c.get(), kInsertMarkName, kInsertMarkSql, 3, mark_types));
     if (PQresultStatus(mark.r) != PGRES_COMMAND_OK) {
-      why = "preparing the commit token: " + one_line(PQresultErrorMessage(mark.r));
+      why = "preparing the INSERT with the commit token: " + one_line(PQresultErrorMessage(mark.r));
       return false;
     }
     ResultGuard self(PQexec(c.get(),
@@ -299,7 +311,8 @@ struct DbPool::Worker {
       if (Clock::now() > wait_until) return Outcome::Unknown;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    auto token = query("SELECT last_id::text, xmin::text FROM db_writer_commits WHERE token = $1", {u.token.c_str()});
+    auto token = query("SELECT last_id::text, xmin::text FROM db_writer_commits WHERE lane = $1 AND token = $2",
+                       {lane.c_str(), u.token.c_str()});
     if (!token) return Outcome::Broken;
     if (PQresultStatus(token.get()) != PGRES_TUPLES_OK) return Outcome::Unknown;
     if (PQntuples(token.get()) == 0) return Outcome::NotCommitted;
@@ -412,14 +425,24 @@ struct DbPool::Worker {
     if (!open(why)) warn("worker ", index, ": cannot connect to PostgreSQL yet: ", why);
     std::vector<Item> batch;
     std::vector<std::string> replies;
-    while (pool.take(index, batch)) {
-      process(batch, replies);
-      pool.deliver(batch, replies);
+    auto& io = pool.lane_context(index);
+    auto busy = boost::asio::make_work_guard(io);
+    for (;;) {
+      // Read what the lane's clients have sent; while a batch commits, new lines wait in the socket
+      // buffers and make up the next batch.
+      io.poll();
+      if (pool.take(index, batch)) {
+        process(batch, replies);
+        pool.deliver(batch, replies);
+        continue;
+      }
+      if (pool.stopping()) break;
+      io.run_one();  // sleep until a client of this lane sends something (or stop wakes us)
     }
   }
 };
 
-DbPool::DbPool(boost::asio::io_context& io, PoolConfig config) : io_(io), config_(std::move(config)) {
+DbPool::DbPool(PoolConfig config) : config_(std::move(config)) {
   for (unsigned i = 0; i < config_.workers; ++i) lanes_.push_back(std::make_unique<Lane>());
 }
 
@@ -442,13 +465,10 @@ unsigned DbPool::assign_lane() {
 void DbPool::submit(unsigned lane, std::vector<Item>&& items) {
   if (items.empty()) return;
   Lane& l = *lanes_.at(lane);
-  {
-    std::lock_guard lock(mu_);
-    queued_ += items.size();
-    for (auto& it : items) l.queue.push_back(std::move(it));
-  }
+  std::lock_guard lock(mu_);  // in_flight() reads the counts from other threads
+  queued_ += items.size();
+  for (auto& it : items) l.queue.push_back(std::move(it));
   items.clear();
-  l.cv.notify_one();
 }
 
 size_t DbPool::in_flight() {
@@ -459,9 +479,7 @@ size_t DbPool::in_flight() {
 bool DbPool::take(unsigned lane, std::vector<Item>& batch) {
   batch.clear();
   Lane& l = *lanes_[lane];
-  std::unique_lock lock(mu_);
-  l.cv.wait(lock, [&] { return !l.queue.empty() || stopping_; });
-  if (l.queue.empty()) return false;
+  std::lock_guard lock(mu_);
   size_t bytes = 0;
   while (!l.queue.empty() && batch.size() < config_.max_batch_lines &&
          (batch.empty() || bytes + l.queue.front().content.size() <= config_.max_batch_bytes)) {
@@ -471,21 +489,17 @@ bool DbPool::take(unsigned lane, std::vector<Item>& batch) {
   }
   queued_ -= batch.size();
   busy_ += batch.size();
-  return true;
+  return !batch.empty();
+}
+
+bool DbPool::stopping() {
+  std::lock_guard lock(mu_);
+  return stopping_;
 }
 
 void DbPool::deliver(std::vector<Item>& batch, std::vector<std::string>& replies) {
-  struct Done {
-    std::shared_ptr<ReplySink> sink;
-    uint64_t seq;
-    std::string reply;
-  };
-  std::vector<Done> done;
-  done.reserve(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) done.push_back({std::move(batch[i].sink), batch[i].seq, std::move(replies[i])});
-  boost::asio::post(io_, [done = std::move(done)]() mutable {
-    for (auto& d : done) d.sink->complete(d.seq, std::move(d.reply));
-  });
+  // On the lane's thread, which owns the sessions: the replies go straight to their sockets.
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].sink->complete(batch[i].seq, std::move(replies[i]));
   std::lock_guard lock(mu_);
   busy_ -= batch.size();
   batch.clear();
@@ -496,7 +510,7 @@ void DbPool::drain_and_stop() {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
-  for (auto& l : lanes_) l->cv.notify_all();
+  for (auto& l : lanes_) boost::asio::post(l->io, [] {});  // wakes a worker waiting for client I/O
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();

@@ -3,13 +3,14 @@
 // per line in libpq pipeline mode (one network round trip for the whole batch, all in one implicit
 // transaction that commits at the Sync), and only after the commit reports each line's id.
 // Each client session is tied to one worker (its lane), so one client's lines are committed in the
-// order they were sent and get increasing ids.
+// order they were sent and get increasing ids. The worker thread also runs its lane's io_context, the
+// sessions' socket I/O: a line is read, committed and answered on one thread, with no hand-off
+// between threads (each hand-off, a wake-up of a sleeping thread, cost more than the commit itself).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -20,7 +21,7 @@
 
 namespace dbw {
 
-/** Receives the reply for a line, on the io_context thread. */
+/** Receives the reply for a line, on its lane's thread. */
 class ReplySink {
  public:
   virtual ~ReplySink() = default;
@@ -44,7 +45,7 @@ struct PoolConfig {
 
 class DbPool {
  public:
-  DbPool(boost::asio::io_context& io, PoolConfig config);
+  explicit DbPool(PoolConfig config);
   ~DbPool();
   DbPool(const DbPool&) = delete;
   DbPool& operator=(const DbPool&) = delete;
@@ -52,24 +53,27 @@ class DbPool {
   void start();
   /** The worker a new session's lines go to (round robin). */
   unsigned assign_lane();
-  /** Thread-safe. */
+  /** Runs the I/O of the lane's sessions, on the lane's worker thread. */
+  boost::asio::io_context& lane_context(unsigned lane) { return lanes_.at(lane)->io; }
+  /** On the lane's thread (from its sessions). */
   void submit(unsigned lane, std::vector<Item>&& items);
   /** Lines queued or being committed. Thread-safe. */
   size_t in_flight();
-  /** Workers finish everything queued, then exit; joins them. */
+  /** Workers finish everything queued, then exit; joins them. Not on a lane's thread. */
   void drain_and_stop();
 
  private:
   struct Worker;
   struct Lane {
-    std::condition_variable cv;
+    boost::asio::io_context io{1};
     std::deque<Item> queue;
   };
+  /** Moves the next batch of the lane's queue into `batch`; false if the queue is empty. */
   bool take(unsigned lane, std::vector<Item>& batch);
+  bool stopping();
   void deliver(std::vector<Item>& batch, std::vector<std::string>& replies);
   bool interruptible_sleep(std::chrono::milliseconds d);
 
-  boost::asio::io_context& io_;
   PoolConfig config_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Lane>> lanes_;  // one per worker

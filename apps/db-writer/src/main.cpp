@@ -131,22 +131,24 @@ class Server final : public SessionOwner {
     retry_.cancel();
     info("shutting down: stopped accepting; answering ", pool_.in_flight(), " in-flight line(s) for ",
          sessions_.size(), " client(s)");
-    std::vector<std::shared_ptr<Session>> all;
-    for (auto& [_, s] : sessions_) all.push_back(s);
-    for (auto& s : all) s->stop_reading();
+    for (auto& [_, s] : sessions_) asio::post(s->executor(), [s] { s->stop_reading(); });
     check_done();
   }
 
   void session_closed(Session* s) override {
-    sessions_.erase(s);
-    if (stopping_) check_done();
+    asio::post(io_, [this, s] {
+      sessions_.erase(s);
+      if (stopping_) check_done();
+    });
   }
 
   bool finished() const { return finished_; }
 
  private:
   void accept() {
-    acceptor_.async_accept([this](const error_code& ec, tcp::socket socket) {
+    // The socket is born on its lane's io_context: that lane's worker thread reads, commits and answers.
+    const unsigned lane = pool_.assign_lane();
+    acceptor_.async_accept(pool_.lane_context(lane), [this, lane](const error_code& ec, tcp::socket socket) {
       if (stopping_) return;
       if (ec) {
         if (ec == asio::error::operation_aborted) return;
@@ -157,9 +159,9 @@ class Server final : public SessionOwner {
         });
         return;
       }
-      auto s = std::make_shared<Session>(std::move(socket), pool_, config_, *this);
+      auto s = std::make_shared<Session>(std::move(socket), lane, pool_, config_, *this);
       sessions_.emplace(s.get(), s);
-      s->start();
+      asio::post(s->executor(), [s] { s->start(); });
       accept();
     });
   }
@@ -208,7 +210,7 @@ int run(int argc, char** argv) {
   PoolConfig pc;
   pc.database_url = opt.database_url;
   pc.workers = opt.pool_size;
-  DbPool pool(io, pc);
+  DbPool pool(pc);
   SessionConfig sc;
   sc.max_line_bytes = opt.max_line_bytes;
   Server server(io, acceptor, pool, sc);

@@ -12,8 +12,8 @@ using boost::system::error_code;
 
 namespace dbw {
 
-Session::Session(asio::ip::tcp::socket socket, DbPool& pool, const SessionConfig& config, SessionOwner& owner)
-    : socket_(std::move(socket)), pool_(pool), config_(config), owner_(owner), lane_(pool.assign_lane()) {
+Session::Session(asio::ip::tcp::socket socket, unsigned lane, DbPool& pool, const SessionConfig& config, SessionOwner& owner)
+    : socket_(std::move(socket)), pool_(pool), config_(config), owner_(owner), lane_(lane) {
   error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   peer_ = ec ? std::string("unknown peer") : ep.address().to_string() + ":" + std::to_string(ep.port());

@@ -1,6 +1,8 @@
 // One TCP client: splits the byte stream into lines, validates them, hands valid ones to its pool
 // worker and writes the replies back strictly in line order (a refused line is answered at once,
 // while the lines before it may still be committing).
+// A session lives on its lane's thread (its socket belongs to DbPool::lane_context(lane)): every
+// member function runs there, except the constructor and executor().
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -27,12 +29,14 @@ class Session;
 class SessionOwner {
  public:
   virtual ~SessionOwner() = default;
+  /** Called on the session's thread. */
   virtual void session_closed(Session* s) = 0;
 };
 
 class Session final : public ReplySink, public std::enable_shared_from_this<Session> {
  public:
-  Session(boost::asio::ip::tcp::socket socket, DbPool& pool, const SessionConfig& config, SessionOwner& owner);
+  Session(boost::asio::ip::tcp::socket socket, unsigned lane, DbPool& pool, const SessionConfig& config, SessionOwner& owner);
+  auto executor() { return socket_.get_executor(); }
   void start();
   /** Shutdown: read nothing more; answer what was received, then close. */
   void stop_reading();
