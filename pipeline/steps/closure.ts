@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, urlsOf } from "../lib/derivation";
-import { humanBytes, produceAtomic, sha256File, writeFileAtomic } from "../lib/files";
+import { humanBytes, produceAtomic, sha256Following, writeFileAtomic } from "../lib/files";
 import { trackBytes } from "../lib/progress";
 import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
@@ -275,10 +275,24 @@ ${all.map((e, i) => row(e, i, false)).join("\n")}
 `;
 }
 
-/** `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs), published as `target`. */
-function exportTo(tmp: string, paths: string[], target: string, narBytes: number): Promise<void> {
+/**
+ * `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs), published as `target`;
+ * returns the file's SHA-256, hashed behind the writer while it writes (no second pass over the file).
+ */
+async function exportTo(tmp: string, paths: string[], target: string, narBytes: number): Promise<string> {
+  const fd = fs.openSync(tmp, "w");
+  const hashing = sha256Following(tmp, (done) => trackBytes("hashing the closure", narBytes, done, { approximate: true }));
+  try {
+    await exportInto(fd, paths, target, narBytes);
+  } catch (e) {
+    hashing.stop();
+    throw e;
+  }
+  return hashing.finish();
+}
+
+function exportInto(fd: number, paths: string[], target: string, narBytes: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const fd = fs.openSync(tmp, "w");
     const child = spawn("nix-store", ["--export", ...paths], { stdio: ["ignore", fd, "pipe"] });
     let err = "";
     // A failed spawn emits 'error' AND 'close': a second close could hit a reused descriptor.
@@ -376,8 +390,7 @@ export const step: StepDefinition<ClosureResult> = {
     let closureSha256: string | null = null;
     if (!noExport) {
       log(STEP, `exporting ${paths.length} path(s) (${human(manifest.bytes)}) to ${closureFile}`);
-      await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths, closureFile, manifest.bytes));
-      closureSha256 = await sha256File(closureFile, (done, total) => trackBytes("hashing the closure", total, done));
+      closureSha256 = await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths, closureFile, manifest.bytes));
     } else if (fs.existsSync(closureFile)) {
       // An older export next to this manifest would look like the closure it describes.
       log(STEP, `removing ${closureFile} from an earlier run: --no-export writes no closure`);
