@@ -282,13 +282,48 @@ ${all.map((e, i) => row(e, i, false)).join("\n")}
 async function exportTo(tmp: string, paths: string[], target: string, narBytes: number): Promise<string> {
   const fd = fs.openSync(tmp, "w");
   const hashing = sha256Following(tmp, (done) => trackBytes("hashing the closure", narBytes, done, { approximate: true }));
+  const stopWriteBack = writeBackWhileWritten(tmp);
   try {
     await exportInto(fd, paths, target, narBytes);
   } catch (e) {
     hashing.stop();
     throw e;
+  } finally {
+    stopWriteBack();
   }
   return hashing.finish();
+}
+
+const FLUSH_BYTES = 64 << 20;
+
+/**
+ * The file is fsynced before it is published (produceAtomic). Writing it back to disk while the export runs,
+ * each time another FLUSH_BYTES have been written, leaves that fsync little to do; left alone the kernel
+ * starts writing back only at GiBs dirty. Its own descriptor: fdatasync acts on the file, not the descriptor.
+ */
+function writeBackWhileWritten(file: string): () => void {
+  const fd = fs.openSync(file, "r");
+  let flushed = 0;
+  let flushing = false;
+  let stopped = false;
+  const timer = setInterval(() => {
+    if (flushing) return;
+    const size = fs.fstatSync(fd).size;
+    if (size - flushed < FLUSH_BYTES) return;
+    flushing = true;
+    fs.fdatasync(fd, () => {
+      flushing = false;
+      flushed = size;
+      if (stopped) fs.closeSync(fd);
+    });
+  }, 100);
+  timer.unref();
+  return () => {
+    if (stopped) return;
+    stopped = true;
+    clearInterval(timer);
+    if (!flushing) fs.closeSync(fd);
+  };
 }
 
 function exportInto(fd: number, paths: string[], target: string, narBytes: number): Promise<void> {
@@ -386,6 +421,9 @@ export const step: StepDefinition<ClosureResult> = {
     const manifest = buildManifest(t, graph, s, sizes, nixVersion, pinned, pinsFiles);
 
     fs.mkdirSync(outDir, { recursive: true });
+    // Graphviz draws while the export runs (its files are written after the closure, as before).
+    const depGraph = dependencyDot(manifest, top);
+    const drawing = drawGraph(depGraph.dot);
     const closureFile = path.join(outDir, "source-export.closure");
     let closureSha256: string | null = null;
     if (!noExport) {
@@ -400,8 +438,7 @@ export const step: StepDefinition<ClosureResult> = {
     const reportFile = path.join(outDir, "report.md");
     writeFileAtomic(manifestFile, manifestJson(manifest));
     writeFileAtomic(reportFile, renderReport(manifest, top));
-    const depGraph = dependencyDot(manifest, top);
-    const drawn = await drawGraph(depGraph.dot);
+    const drawn = await drawing;
     if ("missing" in drawn) log(STEP, `report.html without its graph: ${drawn.missing}`);
     const htmlFile = path.join(outDir, "report.html");
     writeFileAtomic(htmlFile, renderHtmlReport(manifest, top, "svg" in drawn ? { ...drawn, shown: depGraph.shown, of: depGraph.of } : drawn));
