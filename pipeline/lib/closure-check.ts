@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { collectSources, Derivation, SourceSet, DerivationGraph } from "./derivation";
-import { fileReader, parseExport, ExportedPath } from "./nar";
+import { ExportedPath, hashIndexed, HashNeeds, IndexedPath, indexExport } from "./nar";
 import { sizeOrNull } from "./files";
 import { trackBytes } from "./progress";
 import { loadDerivationGraph, NixTarget } from "./nix";
@@ -90,44 +90,96 @@ export function verifyExported(e: ExportedPath, want: ExpectedSource, storeDir: 
   return { path: e.path, drv: want.drv, mode: "source-path", algo: "sha256", expected: e.path, actual: asSource };
 }
 
-/** Checks a closure stream against an already-computed expectation (no Nix needed); `pins` must each be held by a path. */
-export async function checkExportAgainst(closure: string, want: Map<string, ExpectedSource>, storeDir: string, pins: Pin[] = []): Promise<ClosureCheckResult> {
+/**
+ * Indexes the closure (nar.ts `indexExport`: structure only) and hashes each path by byte range on every
+ * core, asking `needs` which hashes each path needs (in stream order); `more` names paths whose partial
+ * hashes leave a verdict open, hashed again with `full`. A malformed or truncated stream, or one that cannot
+ * be read, is `error` (one line); the paths complete before it are returned all the same.
+ */
+async function hashClosure(closure: string, what: string, needs: (p: IndexedPath) => HashNeeds, full: HashNeeds, more: (e: ExportedPath) => boolean, workers?: number): Promise<{ exported: ExportedPath[]; error?: string }> {
+  const invalid = (m: string) => `${closure} is not a valid nix-store --export stream: ${m}`;
+  let fd: number;
+  try {
+    fd = fs.openSync(closure, "r");
+  } catch (e: any) {
+    return { exported: [], error: invalid(e.message) };
+  }
+  let error: string | undefined;
+  try {
+    const index = await indexExport(fd, fs.fstatSync(fd).size);
+    if (index.error) error = invalid(index.error.message);
+    const track = (done: () => number, total: number) => {
+      const p = trackBytes(what, total, done);
+      return { stop: (outcome?: "done" | "failed") => p.stop(error ? "failed" : outcome) };
+    };
+    const exported = await hashIndexed(fd, index.paths, needs, { track, workers });
+    const again = exported.map((e, i) => (more(e) ? i : -1)).filter((i) => i >= 0);
+    if (again.length) {
+      const redone = await hashIndexed(fd, again.map((i) => index.paths[i]), () => full, { workers });
+      again.forEach((i, k) => (exported[i] = redone[k]));
+    }
+    return { exported, error };
+  } catch (e: any) {
+    return { exported: [], error: invalid(e.message) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Checks a closure stream against an already-computed expectation (no Nix needed); `pins` must each be held by a path.
+ * `workers`: hashing threads (range-hash.ts; default one per core).
+ */
+export async function checkExportAgainst(closure: string, want: Map<string, ExpectedSource>, storeDir: string, pins: Pin[] = [], o: { workers?: number } = {}): Promise<ClosureCheckResult> {
   const algos = new Set<string>(["sha256"]);
   for (const w of want.values()) if (w.fixed) algos.add(w.fixed.algo);
+  const full: HashNeeds = { nar: [...algos], flat: [...algos] };
   const result: ClosureCheckResult = { ok: false, checked: 0, tampered: [], missing: [], extra: [], unverifiable: [], missingPins: [] };
+  // A fixed-output source (its first occurrence) needs only its declared hash, plus the sha256 a pin of
+  // either mode compares: one pass over its bytes instead of every algorithm over the NAR and the file.
+  // Every other path is hashed as before (all the algorithms, NAR and file), which selfCertifies needs.
+  const pinNar = pins.some((p) => p.mode === "recursive");
+  const pinFlat = pins.some((p) => p.mode !== "recursive");
+  const first = new Set<string>();
+  const partial = new Set<string>();
+  const needs = (p: IndexedPath): HashNeeds => {
+    const f = want.get(p.path)?.fixed;
+    const isFirst = !first.has(p.path);
+    first.add(p.path);
+    if (!f || !isFirst || f.mode === "git") return full;
+    partial.add(p.path);
+    const n: HashNeeds = { nar: pinNar ? ["sha256"] : [], flat: pinFlat ? ["sha256"] : [] };
+    (f.mode === "recursive" ? n.nar : n.flat).push(f.algo);
+    return n;
+  };
+  // A pin's hash matched but the path did not self-certify on the hashes computed: decide on all of them.
+  const more = (e: ExportedPath) =>
+    partial.has(e.path) && pins.some((p) => (p.mode === "recursive" ? e.narHashes.sha256 : e.flatHashes?.sha256) === p.sha256 && !matchesPin(e, p, storeDir));
+  const { exported, error } = await hashClosure(closure, "re-hashing the closure's sources", needs, full, more, o.workers);
+  if (error) result.error = error;
   const seen = new Set<string>();
   const pinned = new Set<Pin>();
-  const reader = fileReader(closure);
-  const progress = trackBytes("re-hashing the closure's sources", sizeOrNull(closure), () => reader.offset);
-  try {
-    await parseExport(reader, {
-      algos: [...algos],
-      onPath(e) {
-        const holds = pins.filter((p) => matchesPin(e, p, storeDir));
-        for (const p of holds) pinned.add(p);
-        let w = want.get(e.path);
-        // A pinned input the evaluation did not read (unused pin): expected all the same, and checked by its pin.
-        if (!w && holds.length && !seen.has(e.path)) w = { path: e.path, drv: pinLocation(holds[0]), kind: "eval" };
-        if (!w || seen.has(e.path)) {
-          result.extra.push(e.path);
-          return;
-        }
-        seen.add(e.path);
-        if (w.fixed?.mode === "git") {
-          // A git tree hash is not a NAR or file hash; comparing those would only ever "fail". Never accept
-          // what was not checked.
-          result.unverifiable.push({ path: e.path, drv: w.drv, mode: w.fixed.mode, algo: w.fixed.algo });
-          return;
-        }
-        result.checked++;
-        const bad = verifyExported(e, w, storeDir);
-        if (bad) result.tampered.push(bad);
-      },
-    });
-  } catch (err: any) {
-    result.error = `${closure} is not a valid nix-store --export stream: ${err.message}`;
+  for (const e of exported) {
+    const holds = pins.filter((p) => matchesPin(e, p, storeDir));
+    for (const p of holds) pinned.add(p);
+    let w = want.get(e.path);
+    // A pinned input the evaluation did not read (unused pin): expected all the same, and checked by its pin.
+    if (!w && holds.length && !seen.has(e.path)) w = { path: e.path, drv: pinLocation(holds[0]), kind: "eval" };
+    if (!w || seen.has(e.path)) {
+      result.extra.push(e.path);
+      continue;
+    }
+    seen.add(e.path);
+    if (w.fixed?.mode === "git") {
+      // A git tree hash is not a NAR or file hash; comparing those would only ever "fail". Never accept
+      // what was not checked.
+      result.unverifiable.push({ path: e.path, drv: w.drv, mode: w.fixed.mode, algo: w.fixed.algo });
+      continue;
+    }
+    result.checked++;
+    const bad = verifyExported(e, w, storeDir);
+    if (bad) result.tampered.push(bad);
   }
-  progress.stop(result.error ? "failed" : "done");
   for (const w of want.values()) if (!seen.has(w.path)) result.missing.push({ path: w.path, drv: w.drv });
   result.missing.sort((a, b) => a.path.localeCompare(b.path));
   for (const p of pins) if (!pinned.has(p)) result.missingPins.push({ pin: pinLocation(p), mode: p.mode, sha256: p.sha256 });
@@ -150,24 +202,20 @@ export interface PreImportCheck {
  * closure self-certifies (eval-inputs.ts `selfCertifies`: importing it cannot put other bytes under its
  * name), and every pin of the reviewed checkout is held by a path with exactly the pinned hash.
  */
-export async function preImportCheck(closure: string, pins: Pin[], storeDir: string): Promise<PreImportCheck> {
+export async function preImportCheck(closure: string, pins: Pin[], storeDir: string, o: { workers?: number } = {}): Promise<PreImportCheck> {
   const r: PreImportCheck = { ok: false, paths: new Map(), notSelfCertifying: [], missingPins: [] };
   const pinned = new Set<Pin>();
-  const reader = fileReader(closure);
-  const progress = trackBytes("checking the closure before import", sizeOrNull(closure), () => reader.offset);
-  try {
-    await parseExport(reader, {
-      algos: SELF_CERTIFY_ALGOS,
-      onPath(e) {
-        r.paths.set(e.path, e.narHashes.sha256);
-        if (!selfCertifies(e, storeDir)) r.notSelfCertifying.push(e.path);
-        for (const p of pins) if (matchesPin(e, p, storeDir)) pinned.add(p);
-      },
-    });
-  } catch (err: any) {
-    r.error = `${closure} is not a valid nix-store --export stream: ${err.message}`;
+  // sha256 of the NAR and the file first (what almost every path certifies by, and what pins compare);
+  // the other algorithms only for a path that does not certify by those.
+  const full: HashNeeds = { nar: SELF_CERTIFY_ALGOS, flat: SELF_CERTIFY_ALGOS };
+  const sha256: HashNeeds = { nar: ["sha256"], flat: ["sha256"] };
+  const { exported, error } = await hashClosure(closure, "checking the closure before import", () => sha256, full, (e) => !selfCertifies(e, storeDir), o.workers);
+  if (error) r.error = error;
+  for (const e of exported) {
+    r.paths.set(e.path, e.narHashes.sha256);
+    if (!selfCertifies(e, storeDir)) r.notSelfCertifying.push(e.path);
+    for (const p of pins) if (matchesPin(e, p, storeDir)) pinned.add(p);
   }
-  progress.stop(r.error ? "failed" : "done");
   for (const p of pins) if (!pinned.has(p)) r.missingPins.push({ pin: pinLocation(p), mode: p.mode, sha256: p.sha256 });
   r.ok = !r.error && r.notSelfCertifying.length === 0 && r.missingPins.length === 0;
   return r;

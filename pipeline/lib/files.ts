@@ -79,6 +79,56 @@ export async function sha256File(file: string, track?: (done: () => number, tota
 }
 
 /**
+ * SHA-256 of a file that another process is writing, read close behind the writer (from the page cache)
+ * while it writes: the digest is ready when the file is, instead of after a second pass over GiBs.
+ * `finish()` once the writer is done: reads the rest and returns the digest. `stop()` abandons it.
+ */
+export function sha256Following(file: string, track?: (done: () => number) => { stop(outcome?: "done" | "failed"): void }, pollMs = 20): { finish(): Promise<string>; stop(): void } {
+  const fd = fs.openSync(file, "r");
+  const hash = crypto.createHash("sha256");
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let writerDone = false;
+  let stopped = false;
+  let pos = 0;
+  const progress = track?.(() => pos);
+  const reading = (async () => {
+    try {
+      while (!stopped) {
+        // Seen before the read: a writer done then wrote nothing after, so reading 0 bytes is the end.
+        const done = writerDone;
+        const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, 0, buf.length, pos, (e, k) => (e ? reject(e) : resolve(k))));
+        if (n > 0) {
+          hash.update(buf.subarray(0, n));
+          pos += n;
+        } else if (done) {
+          const size = fs.fstatSync(fd).size;
+          if (size !== pos) throw new Error(`${file} is ${size} bytes, ${pos} were hashed`);
+          progress?.stop("done");
+          return hash.digest("hex");
+        } else await new Promise((r) => setTimeout(r, pollMs));
+      }
+      return "";
+    } catch (e) {
+      progress?.stop("failed");
+      throw e;
+    } finally {
+      if (stopped) progress?.stop("failed");
+      fs.closeSync(fd);
+    }
+  })();
+  reading.catch(() => undefined); // awaited by finish(); a stopped follower's error is not news
+  return {
+    finish() {
+      writerDone = true;
+      return reading;
+    },
+    stop() {
+      stopped = true;
+    },
+  };
+}
+
+/**
  * Like writeFileAtomic, but the file has `mode` from its first byte and an existing `target` is never
  * replaced: published by link(2), which fails with EEXIST instead of overwriting (for keys).
  */

@@ -9,10 +9,46 @@
 import { isUtf8 } from "node:buffer";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import { promisify } from "node:util";
+import { hashRanges, HashRangesOptions, RangeJob } from "./range-hash";
 
 export class NarFormatError extends Error {}
 
 const EXPORT_MAGIC = 0x4558494e;
+
+const read = promisify(fs.read);
+const MIN_WINDOW = 16 << 10;
+const MAX_WINDOW = 1 << 20;
+
+/**
+ * A file read by position through an open descriptor, for a ByteReader that skips contents: reads in
+ * windows that start small after each seek (a few header bytes are wanted) and double while reading
+ * stays sequential (a NAR of many small files).
+ */
+export class PositionalSource implements AsyncIterable<Buffer> {
+  private position = 0;
+  private window = MIN_WINDOW;
+  constructor(readonly fd: number, readonly size: number) {}
+
+  seek(offset: number): void {
+    this.position = offset;
+    this.window = MIN_WINDOW;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return {
+      next: async () => {
+        if (this.position >= this.size) return { done: true, value: undefined };
+        const b = Buffer.allocUnsafe(Math.min(this.window, this.size - this.position));
+        const { bytesRead } = await read(this.fd, b, 0, b.length, this.position);
+        if (bytesRead === 0) return { done: true, value: undefined };
+        this.position += bytesRead;
+        this.window = Math.min(2 * this.window, MAX_WINDOW);
+        return { done: false, value: b.subarray(0, bytesRead) };
+      },
+    };
+  }
+}
 
 /** Pull reader over an async byte source with absolute offsets and taps that see every consumed byte. */
 export class ByteReader {
@@ -26,6 +62,7 @@ export class ByteReader {
   private done = false;
 
   constructor(source: AsyncIterable<Buffer | string> | Buffer) {
+    if (source instanceof PositionalSource) this.file = source;
     const iterable: AsyncIterable<Buffer | string> = Buffer.isBuffer(source)
       ? (async function* () {
           yield source;
@@ -38,6 +75,28 @@ export class ByteReader {
         return r.done ? r : { done: false, value: typeof r.value === "string" ? Buffer.from(r.value) : r.value };
       },
     };
+  }
+
+  /** Set for a file read by position (`positionalReader`): contents can then be skipped, not read. */
+  private file?: PositionalSource;
+
+  /**
+   * Passes over `len` bytes of file contents and their padding that nothing needs to see: by position,
+   * without reading them, when the source is a file and no tap listens (the padding is still checked).
+   */
+  async skipContents(len: number): Promise<void> {
+    const buffered = this.buf.length - this.pos;
+    if (!this.file || this.taps.length || len <= buffered) {
+      await this.readStreamed(len, () => undefined);
+      return;
+    }
+    if (this.offset + len > this.file.size) throw new NarFormatError(`truncated file contents at byte ${this.file.size}`);
+    this.buf = Buffer.alloc(0);
+    this.pos = 0;
+    this.offset += len;
+    this.file.seek(this.offset);
+    this.done = false;
+    await this.skipPadding(len);
   }
 
   private async fill(n: number): Promise<boolean> {
@@ -156,7 +215,8 @@ async function parseNode(r: ByteReader, path: string, v: NarVisitor, depth: numb
     const contentsOffset = r.offset;
     const sink = v.file?.({ path, executable, size, contentsOffset }) || undefined;
     v.entry?.({ type: "regular", path, executable, size, contentsOffset });
-    await r.readStreamed(size, sink ?? (() => undefined));
+    if (sink) await r.readStreamed(size, sink);
+    else await r.skipContents(size);
     await r.expect(")");
   } else if (type === "symlink") {
     await r.expect("target");
@@ -229,14 +289,37 @@ export interface ExportOptions {
   onPath?(p: ExportedPath): void | Promise<void>;
 }
 
+/** Reads the marker before each path: true when a path follows, false at the end of the stream. */
+async function nextExported(r: ByteReader): Promise<boolean> {
+  const more = await r.readU64();
+  if (more === 0) return false;
+  if (more !== 1) throw new NarFormatError(`bad export stream marker ${more} at byte ${r.offset - 8}`);
+  return true;
+}
+
+/** What follows each NAR in the stream: the path, its references and deriver (and a legacy signature). */
+async function readTrailer(r: ByteReader): Promise<{ path: string; references: string[]; deriver: string }> {
+  const magic = await r.readU64();
+  if (magic !== EXPORT_MAGIC) throw new NarFormatError(`bad export magic at byte ${r.offset - 8}`);
+  const path = await r.readString(4096);
+  const n = await r.readU64();
+  if (n > 1_000_000) throw new NarFormatError(`implausible reference count ${n} for ${path}`);
+  const references: string[] = [];
+  for (let i = 0; i < n; i++) references.push(await r.readString(4096));
+  const deriver = await r.readString(4096);
+  if ((await r.readU64()) === 1) await r.readString(1 << 16);
+  return { path, references, deriver };
+}
+
+async function expectEnd(r: ByteReader): Promise<void> {
+  if (!(await r.atEnd())) throw new NarFormatError(`trailing data after the export stream at byte ${r.offset}`);
+}
+
 /** Parses a `nix-store --export` stream, hashing as it goes; returns the paths in stream order. */
 export async function parseExport(r: ByteReader, opts: ExportOptions = {}): Promise<ExportedPath[]> {
   const algos = [...new Set(opts.algos ?? ["sha256"])];
   const out: ExportedPath[] = [];
-  for (;;) {
-    const more = await r.readU64();
-    if (more === 0) break;
-    if (more !== 1) throw new NarFormatError(`bad export stream marker ${more} at byte ${r.offset - 8}`);
+  while (await nextExported(r)) {
     const narStart = r.offset;
     const narHashers = algos.map((a) => crypto.createHash(a));
     const tap = (b: Buffer) => narHashers.forEach((h) => h.update(b));
@@ -257,28 +340,103 @@ export async function parseExport(r: ByteReader, opts: ExportOptions = {}): Prom
       r.taps.splice(r.taps.indexOf(tap), 1);
     }
     const narSize = r.offset - narStart;
-    const magic = await r.readU64();
-    if (magic !== EXPORT_MAGIC) throw new NarFormatError(`bad export magic at byte ${r.offset - 8}`);
-    const path = await r.readString(4096);
-    const n = await r.readU64();
-    if (n > 1_000_000) throw new NarFormatError(`implausible reference count ${n} for ${path}`);
-    const references: string[] = [];
-    for (let i = 0; i < n; i++) references.push(await r.readString(4096));
-    const deriver = await r.readString(4096);
-    if ((await r.readU64()) === 1) await r.readString(1 << 16);
+    const trailer = await readTrailer(r);
     const digest = (hs: crypto.Hash[]) => Object.fromEntries(hs.map((h, i) => [algos[i], h.digest("hex")]));
-    const p: ExportedPath = { path, references, deriver, narStart, narSize, narHashes: digest(narHashers) };
+    const p: ExportedPath = { ...trailer, narStart, narSize, narHashes: digest(narHashers) };
     if (flatHashers) p.flatHashes = digest(flatHashers);
     if (opts.entries) p.entries = entries;
     out.push(p);
     await opts.onPath?.(p);
   }
-  if (!(await r.atEnd())) throw new NarFormatError(`trailing data after the export stream at byte ${r.offset}`);
+  await expectEnd(r);
   return out;
+}
+
+/** A path of an export stream located, not hashed (`indexExport`). */
+export interface IndexedPath {
+  path: string;
+  references: string[];
+  deriver: string;
+  /** Stream offset of this path's NAR and its length: its NAR hash is the hash of that byte range. */
+  narStart: number;
+  narSize: number;
+  /** When the NAR is a single regular file, the range of its contents (what a flat hash covers). */
+  contents?: { start: number; size: number };
+  entries?: NarEntry[];
+}
+
+/**
+ * Indexes a `nix-store --export` stream in an open file by reading only its structure: file contents are
+ * passed over by offset, never read (their padding is checked), so indexing GiBs touches a few pages per
+ * file. Every path's NAR is a contiguous byte range, hashed later by range (range-hash.ts). Returns the
+ * paths complete before a malformed or truncated part, and that error.
+ */
+export async function indexExport(fd: number, size: number, opts: { entries?: boolean } = {}): Promise<{ paths: IndexedPath[]; error?: NarFormatError }> {
+  const r = new ByteReader(new PositionalSource(fd, size));
+  const paths: IndexedPath[] = [];
+  try {
+    while (await nextExported(r)) {
+      const narStart = r.offset;
+      const entries: NarEntry[] = [];
+      let contents: IndexedPath["contents"];
+      await parseNar(r, {
+        file(e) {
+          if (e.path === "") contents = { start: e.contentsOffset, size: e.size };
+        },
+        entry: opts.entries ? (e) => entries.push(e) : undefined,
+      });
+      const narSize = r.offset - narStart;
+      const p: IndexedPath = { ...(await readTrailer(r)), narStart, narSize };
+      if (contents) p.contents = contents;
+      if (opts.entries) p.entries = entries;
+      paths.push(p);
+    }
+    await expectEnd(r);
+  } catch (e) {
+    if (!(e instanceof NarFormatError)) throw e;
+    return { paths, error: e };
+  }
+  return { paths };
 }
 
 export function fileReader(file: string): ByteReader {
   return new ByteReader(fs.createReadStream(file, { highWaterMark: 1 << 20 }));
+}
+
+/** Which hashes a path needs: of its NAR, and (when the NAR is a single regular file) of that file's contents. */
+export interface HashNeeds {
+  nar: string[];
+  flat: string[];
+}
+
+/**
+ * Hashes indexed paths (`indexExport`) by byte range on every core (range-hash.ts), each with only the
+ * algorithms `needs` asks of it (called in stream order). Returns them as `parseExport` would, with
+ * `narHashes` and `flatHashes` holding those algorithms only.
+ */
+export async function hashIndexed(fd: number, paths: IndexedPath[], needs: (p: IndexedPath) => HashNeeds, o: HashRangesOptions = {}): Promise<ExportedPath[]> {
+  const jobs: RangeJob[] = [];
+  const plan = paths.map((p) => {
+    const n = needs(p);
+    const nar = [...new Set(n.nar)];
+    const flat = p.contents ? [...new Set(n.flat)] : [];
+    const c = p.contents && { start: p.contents.start, end: p.contents.start + p.contents.size };
+    // A flat hash alone reads only the file's range; with a NAR hash, the same pass covers both.
+    const job: RangeJob | undefined = nar.length
+      ? { start: p.narStart, end: p.narStart + p.narSize, algos: nar, inner: flat.length ? { ...c!, algos: flat } : undefined }
+      : flat.length ? { ...c!, algos: flat } : undefined;
+    if (job) jobs.push(job);
+    return { job: job ? jobs.length - 1 : -1, nar: nar.length > 0, flat: flat.length > 0 };
+  });
+  const digests = await hashRanges(fd, jobs, o);
+  return paths.map((p, i) => {
+    const { job, nar, flat } = plan[i];
+    const d = job >= 0 ? digests[job] : undefined;
+    const e: ExportedPath = { path: p.path, references: p.references, deriver: p.deriver, narStart: p.narStart, narSize: p.narSize, narHashes: nar ? d!.outer : {} };
+    if (p.contents) e.flatHashes = flat ? (nar ? d!.inner! : d!.outer) : {};
+    if (p.entries) e.entries = p.entries;
+    return e;
+  });
 }
 
 const strLen = (n: number) => 8 + n + ((8 - (n % 8)) % 8);

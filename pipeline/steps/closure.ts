@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { expectedSources } from "../lib/closure-check";
 import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, urlsOf } from "../lib/derivation";
-import { humanBytes, produceAtomic, sha256File, writeFileAtomic } from "../lib/files";
+import { humanBytes, produceAtomic, sha256Following, writeFileAtomic } from "../lib/files";
 import { trackBytes } from "../lib/progress";
 import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
@@ -275,10 +275,59 @@ ${all.map((e, i) => row(e, i, false)).join("\n")}
 `;
 }
 
-/** `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs), published as `target`. */
-function exportTo(tmp: string, paths: string[], target: string, narBytes: number): Promise<void> {
+/**
+ * `nix-store --export` of the paths straight into `tmp` (streamed; closures can be GiBs), published as `target`;
+ * returns the file's SHA-256, hashed behind the writer while it writes (no second pass over the file).
+ */
+async function exportTo(tmp: string, paths: string[], target: string, narBytes: number): Promise<string> {
+  const fd = fs.openSync(tmp, "w");
+  const hashing = sha256Following(tmp, (done) => trackBytes("hashing the closure", narBytes, done, { approximate: true }));
+  const stopWriteBack = writeBackWhileWritten(tmp);
+  try {
+    await exportInto(fd, paths, target, narBytes);
+  } catch (e) {
+    hashing.stop();
+    throw e;
+  } finally {
+    stopWriteBack();
+  }
+  return hashing.finish();
+}
+
+const FLUSH_BYTES = 64 << 20;
+
+/**
+ * The file is fsynced before it is published (produceAtomic). Writing it back to disk while the export runs,
+ * each time another FLUSH_BYTES have been written, leaves that fsync little to do; left alone the kernel
+ * starts writing back only at GiBs dirty. Its own descriptor: fdatasync acts on the file, not the descriptor.
+ */
+function writeBackWhileWritten(file: string): () => void {
+  const fd = fs.openSync(file, "r");
+  let flushed = 0;
+  let flushing = false;
+  let stopped = false;
+  const timer = setInterval(() => {
+    if (flushing) return;
+    const size = fs.fstatSync(fd).size;
+    if (size - flushed < FLUSH_BYTES) return;
+    flushing = true;
+    fs.fdatasync(fd, () => {
+      flushing = false;
+      flushed = size;
+      if (stopped) fs.closeSync(fd);
+    });
+  }, 100);
+  timer.unref();
+  return () => {
+    if (stopped) return;
+    stopped = true;
+    clearInterval(timer);
+    if (!flushing) fs.closeSync(fd);
+  };
+}
+
+function exportInto(fd: number, paths: string[], target: string, narBytes: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const fd = fs.openSync(tmp, "w");
     const child = spawn("nix-store", ["--export", ...paths], { stdio: ["ignore", fd, "pipe"] });
     let err = "";
     // A failed spawn emits 'error' AND 'close': a second close could hit a reused descriptor.
@@ -372,12 +421,14 @@ export const step: StepDefinition<ClosureResult> = {
     const manifest = buildManifest(t, graph, s, sizes, nixVersion, pinned, pinsFiles);
 
     fs.mkdirSync(outDir, { recursive: true });
+    // Graphviz draws while the export runs (its files are written after the closure, as before).
+    const depGraph = dependencyDot(manifest, top);
+    const drawing = drawGraph(depGraph.dot);
     const closureFile = path.join(outDir, "source-export.closure");
     let closureSha256: string | null = null;
     if (!noExport) {
       log(STEP, `exporting ${paths.length} path(s) (${human(manifest.bytes)}) to ${closureFile}`);
-      await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths, closureFile, manifest.bytes));
-      closureSha256 = await sha256File(closureFile, (done, total) => trackBytes("hashing the closure", total, done));
+      closureSha256 = await produceAtomic(closureFile, (tmp) => exportTo(tmp, paths, closureFile, manifest.bytes));
     } else if (fs.existsSync(closureFile)) {
       // An older export next to this manifest would look like the closure it describes.
       log(STEP, `removing ${closureFile} from an earlier run: --no-export writes no closure`);
@@ -387,8 +438,7 @@ export const step: StepDefinition<ClosureResult> = {
     const reportFile = path.join(outDir, "report.md");
     writeFileAtomic(manifestFile, manifestJson(manifest));
     writeFileAtomic(reportFile, renderReport(manifest, top));
-    const depGraph = dependencyDot(manifest, top);
-    const drawn = await drawGraph(depGraph.dot);
+    const drawn = await drawing;
     if ("missing" in drawn) log(STEP, `report.html without its graph: ${drawn.missing}`);
     const htmlFile = path.join(outDir, "report.html");
     writeFileAtomic(htmlFile, renderHtmlReport(manifest, top, "svg" in drawn ? { ...drawn, shown: depGraph.shown, of: depGraph.of } : drawn));

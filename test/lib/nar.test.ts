@@ -112,3 +112,90 @@ test("names and symlink targets that are not UTF-8 stay distinct (a lossy decode
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** An export stream of a tree, a single file and an empty file, written to a temp file: [dir, file, stream]. */
+function exportedFile(): { dir: string; file: string; stream: Buffer } {
+  const root = tree();
+  const single = path.join(path.dirname(root), "single.txt");
+  fs.writeFileSync(single, "y".repeat(70_001));
+  const empty = path.join(path.dirname(root), "empty.txt");
+  fs.writeFileSync(empty, "");
+  const added = [root, single, empty].map((p) => execFileSync("nix-store", ["--add", p]).toString().trim());
+  const stream = execFileSync("nix-store", ["--export", ...added], { maxBuffer: 1 << 26 });
+  const file = path.join(path.dirname(root), "stream.closure");
+  fs.writeFileSync(file, stream);
+  return { dir: path.dirname(root), file, stream };
+}
+
+test("indexExport locates every path and file without reading contents; hashing the ranges (in workers) equals parseExport's hashes", async (t) => {
+  const { indexExport, hashIndexed } = await import("../../pipeline/lib/nar");
+  const { dir, file, stream } = exportedFile();
+  const parsed = await parseExport(new ByteReader(stream), { algos: ["sha256", "sha1", "sha512"], entries: true });
+  const fd = fs.openSync(file, "r");
+  try {
+    const index = await indexExport(fd, stream.length, { entries: true });
+    t.is(index.error, undefined);
+    t.deepEqual(
+      index.paths.map((p) => [p.path, p.narStart, p.narSize, p.references, p.deriver, p.entries]),
+      parsed.map((p) => [p.path, p.narStart, p.narSize, p.references, p.deriver, p.entries]),
+    );
+    // The single file's range is its contents, as the NAR's own entry says.
+    for (const p of index.paths) {
+      const root = p.entries!.find((e) => e.path === "");
+      t.deepEqual(p.contents, root?.type === "regular" ? { start: root.contentsOffset, size: root.size } : undefined);
+    }
+    const all = { nar: ["sha256", "sha1", "sha512"], flat: ["sha256", "sha1", "sha512"] };
+    for (const workers of [0, 2]) {
+      const hashed = await hashIndexed(fd, index.paths, () => all, { workers });
+      t.deepEqual(hashed.map((e) => [e.narHashes, e.flatHashes]), parsed.map((e) => [e.narHashes, e.flatHashes]), `workers: ${workers}`);
+    }
+    // Only what is asked: a flat hash alone, or nothing.
+    const some = await hashIndexed(fd, index.paths, (p) => (p.contents ? { nar: [], flat: ["sha1"] } : { nar: [], flat: [] }), { workers: 2 });
+    t.deepEqual(some.map((e) => [e.narHashes, e.flatHashes]), parsed.map((e) => [{}, e.flatHashes && { sha1: e.flatHashes.sha1 }]));
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("indexExport refuses a truncated or malformed stream with one line, keeping the paths complete before it", async (t) => {
+  const { indexExport } = await import("../../pipeline/lib/nar");
+  const { dir, file, stream } = exportedFile();
+  const parsed = await parseExport(new ByteReader(stream), { entries: true });
+  const index = async (bytes: Buffer) => {
+    fs.writeFileSync(file, bytes);
+    const fd = fs.openSync(file, "r");
+    try {
+      return await indexExport(fd, bytes.length);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  try {
+    // Cut inside the big README, whose contents the index passes over by offset rather than reading.
+    const tree = parsed.findIndex((p) => p.entries!.some((e) => e.path === "README"));
+    const readme = parsed[tree].entries!.find((e) => e.path === "README") as Extract<NarEntry, { type: "regular" }>;
+    const cut = await index(stream.subarray(0, readme.contentsOffset + 10));
+    t.deepEqual(cut.paths.map((p) => p.path), parsed.slice(0, tree).map((p) => p.path));
+    t.regex(cut.error!.message, /^truncated file contents at byte \d+$/);
+    // Cut in the second path's NAR: the first is complete.
+    const second = await index(stream.subarray(0, parsed[1].narStart + 50));
+    t.deepEqual(second.paths.map((p) => p.path), [parsed[0].path]);
+    t.regex(second.error!.message, /truncated/);
+    // Non-zero padding after contents that were skipped, not read, is still found.
+    const padded = Buffer.from(stream);
+    const end = readme.contentsOffset + readme.size; // 100,003 bytes: 5 bytes of padding follow
+    padded[end + 1] = 1;
+    t.regex((await index(padded)).error!.message, /non-zero padding at byte/);
+    // A file length beyond the end of the stream.
+    const huge = Buffer.from(stream);
+    huge.writeBigUInt64LE(BigInt(stream.length), readme.contentsOffset - 8);
+    t.regex((await index(huge)).error!.message, /truncated/);
+    const trailing = await index(Buffer.concat([stream, Buffer.from("junk")]));
+    t.is(trailing.paths.length, parsed.length);
+    t.regex(trailing.error!.message, /trailing data/);
+    t.is((await index(stream)).error, undefined);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

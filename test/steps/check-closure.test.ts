@@ -159,3 +159,27 @@ test("check-closure --stage: the private read-only copy is what is checked (a fl
   t.regex(pinned.stderr, /has SHA-256 [0-9a-f]{64}, expected [0-9a-f]{64} \(the closure step's digest\)/);
   t.false(fs.existsSync(stage));
 });
+
+test("re-hashed on two worker threads: a flipped byte in any source of a multi-source closure is named by its path, whichever worker hashed it", async (t) => {
+  const graph = readDerivationGraph(manifest.target.drvPath);
+  const want = expectedSources(graph, collectSources(graph, manifest.target.drvPath));
+  const check2 = (file: string) => checkExportAgainst(file, want, graph.storeDir, [], { workers: 2 });
+  const clean = await check2(closure);
+  t.true(clean.ok, describeFailure(clean));
+  const sources = exported.filter((e) => e.entries!.some((x) => x.type === "regular" && x.size > 0));
+  t.true(sources.length >= 3, `${sources.length} sources with file contents`);
+  for (const e of sources) {
+    const file = (e.entries!.find((x) => x.type === "regular" && x.size > 0) as any).path;
+    const r = await check2(flipOneByte(e.path, file));
+    t.deepEqual(r.tampered.map((x) => x.path), [e.path], `a byte of ${e.path}/${file}`);
+    t.deepEqual([r.missing, r.extra, r.error], [[], [], undefined]);
+  }
+  // Two at once, at both ends of the stream (the biggest-first order gives them to different batches).
+  const [a, b] = [sources[0], sources[sources.length - 1]];
+  const both = flipOneByte(a.path, (a.entries!.find((x) => x.type === "regular" && x.size > 0) as any).path);
+  const bytes = fs.readFileSync(both);
+  const fb = b.entries!.find((x) => x.type === "regular" && x.size > 0) as any;
+  bytes[fb.contentsOffset] ^= 0x80;
+  fs.writeFileSync(both, bytes);
+  t.deepEqual((await check2(both)).tampered.map((x) => x.path).sort(), [a.path, b.path].sort());
+});
