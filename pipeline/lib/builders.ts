@@ -41,6 +41,11 @@ export function parseMachines(text: string): RemoteBuilder[] {
   });
 }
 
+/** The builders as Nix's `builders` setting takes them: one line each, joined by ';'. */
+export function machinesSpec(builders: RemoteBuilder[]): string {
+  return builders.map((b) => b.line).join(";");
+}
+
 /** A step's `--builders`: a machines spec or `@FILE` holding one, each entry's key file readable. */
 export function parseBuilders(spec: string): RemoteBuilder[] {
   let text = spec;
@@ -65,8 +70,6 @@ export function parseBuilders(spec: string): RemoteBuilder[] {
 
 /** What the isolated run needs to reach its builders. */
 export interface BuilderTunnels {
-  /** The machines spec for Nix inside (the builders as given). */
-  spec: string;
   /** Host paths the isolation must see read-only: the sockets' dir (with the ssh config) and the keys. */
   readOnly: string[];
   /** For NIX_SSHOPTS: ssh reads only this config inside. */
@@ -108,7 +111,6 @@ export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): 
     const sshConfig = path.join(dir, "ssh_config");
     fs.writeFileSync(sshConfig, config.join("\n"));
     return {
-      spec: builders.map((b) => b.line).join("\n"),
       readOnly: [dir, ...new Set(builders.map((b) => b.key))],
       sshConfig,
       async close() {
@@ -142,7 +144,7 @@ export function buildersFrom(values: Record<string, unknown>): { builders: Remot
 
 /** Nix's options for builders on this machine's own network (the build step; rebuild.sh sets the same inside). */
 export function builderArgs(builders: RemoteBuilder[], maxJobs?: number): string[] {
-  const a = builders.length ? ["--option", "builders", builders.map((b) => b.line).join(";"), "--option", "builders-use-substitutes", "false"] : [];
+  const a = builders.length ? ["--option", "builders", machinesSpec(builders), "--option", "builders-use-substitutes", "false"] : [];
   return maxJobs === undefined ? a : [...a, "--option", "max-jobs", String(maxJobs)];
 }
 

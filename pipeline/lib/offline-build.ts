@@ -11,7 +11,7 @@ import { DerivationGraph, isFixedOutput } from "./derivation";
 import { NixTarget } from "./nix";
 import { narHashOfFile } from "./nar-diff";
 import { localFlakeDir } from "./eval-inputs";
-import { BUILDER_TOOLS, openBuilderTunnels, RemoteBuilder } from "./builders";
+import { BUILDER_TOOLS, machinesSpec, openBuilderTunnels, RemoteBuilder } from "./builders";
 import { TOOL_PACKAGES } from "./proc";
 
 /** A completed rebuild's result file, written last: <out>/rebuild.json. */
@@ -66,7 +66,7 @@ export interface RebuildEnvOptions {
   phases?: RebuildPhase[];
   dumpGraph?: boolean;
   flake?: string;
-  /** Nix remote builders, reached through these tunnels (lib/builders.ts). */
+  /** Nix remote builders (their URIs and machinesSpec), reached through the tunnels' ssh config (lib/builders.ts). */
   builders?: { uris: string[]; spec: string; sshConfig: string };
   /** Nix's max-jobs inside (0: every build on a remote builder). */
   maxJobs?: number;
@@ -89,8 +89,7 @@ export function rebuildEnv(o: RebuildEnvOptions): Record<string, string> {
     // A flake reference with its attribute (path:/checkout#image) instead of SC_FILE/SC_ATTR.
     SC_FLAKE: o.flake ?? "",
     SC_FLAKE_REF: (o.flake ?? "").replace(/#.*$/, ""),
-    // Nix joins machines-format entries on ';' as on newlines.
-    SC_BUILDERS: o.builders?.spec.split("\n").join(";") ?? "",
+    SC_BUILDERS: o.builders?.spec ?? "",
     SC_BUILDER_URIS: o.builders?.uris.join(" ") ?? "",
     SC_MAX_JOBS: o.maxJobs === undefined ? "" : String(o.maxJobs),
     ...(o.builders ? { NIX_SSHOPTS: `-F ${o.builders.sshConfig}` } : {}),
@@ -134,7 +133,7 @@ export async function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedRes
       systemRoot: r.systemRoot,
       script,
       args: [r.work],
-      env: rebuildEnv({ ...r.env, ...(tunnels ? { builders: { uris: builders!.map((b) => b.uri), spec: tunnels.spec, sshConfig: tunnels.sshConfig } } : {}) }),
+      env: rebuildEnv({ ...r.env, ...(tunnels ? { builders: { uris: builders!.map((b) => b.uri), spec: machinesSpec(builders!), sshConfig: tunnels.sshConfig } } : {}) }),
       logFile: r.logFile,
       owner: r.owner,
       label: r.label,
