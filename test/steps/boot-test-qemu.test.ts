@@ -206,7 +206,7 @@ test.serial("a cache entry for another boot or binary is not trusted; SUPPLY_CHA
   t.is(e!.message, "SUPPLY_CHAIN_ACCEL must be kvm, tcg or auto (got 'hvf')");
 });
 
-test("image layouts: kernel+initrd dir (cmdline appended after console=ttyS0), .iso, iso/*.iso", (t) => {
+test("image layouts: kernel+initrd dir (cmdline appended after console=ttyS0 no_timer_check), .iso, iso/*.iso", (t) => {
   const k = path.join(work, "k");
   fs.mkdirSync(k);
   for (const f of ["kernel", "initrd"]) fs.writeFileSync(path.join(k, f), "x");
@@ -214,7 +214,7 @@ test("image layouts: kernel+initrd dir (cmdline appended after console=ttyS0), .
   const image = resolveImage(k);
   t.deepEqual(image, { kind: "kernel", dir: k, kernel: path.join(k, "kernel"), initrd: path.join(k, "initrd"), cmdline: "loglevel=4 panic=-1" });
   const args = qemuArgs({ image, accel: "tcg", memoryMiB: 256, forwards: [{ guest: 8000, host: 4321 }], serialLog: "/s.log", pidFile: "/q.pid" });
-  t.is(args[args.indexOf("-append") + 1], "console=ttyS0 loglevel=4 panic=-1");
+  t.is(args[args.indexOf("-append") + 1], "console=ttyS0 no_timer_check loglevel=4 panic=-1");
   t.is(args[args.indexOf("-netdev") + 1], "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:4321-:8000");
   t.is(args[args.indexOf("-serial") + 1], "file:/s.log");
   t.true(args.includes("-nodefaults") && args.includes("-no-reboot"));

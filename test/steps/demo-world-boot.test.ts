@@ -57,7 +57,7 @@ test("the demo image boots under QEMU and serves the writer (1300) and reader (8
     [
       "-accel", "tcg", "-m", "512", "-no-reboot",
       "-kernel", path.join(image, "kernel"), "-initrd", path.join(image, "initrd"),
-      "-append", `console=ttyS0 ${cmdline}`,
+      "-append", `console=ttyS0 no_timer_check ${cmdline}`,
       "-display", "none", "-serial", `file:${serial}`,
       "-netdev", `user,id=n,hostfwd=tcp:127.0.0.1:${httpPort}-:8000,hostfwd=tcp:127.0.0.1:${tcpPort}-:1300`,
       "-device", "virtio-net-pci,netdev=n",
