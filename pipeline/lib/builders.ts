@@ -84,7 +84,9 @@ export interface BuilderTunnels {
  */
 export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): Promise<BuilderTunnels> {
   // A socket's path has at most 107 bytes: a long TMPDIR would not leave room for it.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir().length > 64 ? "/tmp" : os.tmpdir(), "sc-builders-"));
+  const base = os.tmpdir().length > 64 ? "/tmp" : os.tmpdir();
+  removeDeadRunsDirs(base);
+  const dir = fs.mkdtempSync(path.join(base, `sc-builders-${process.pid}-`));
   const servers: net.Server[] = [];
   const open = new Set<net.Socket>();
   const hosts = [...new Set(builders.map((b) => b.host))];
@@ -123,6 +125,19 @@ export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): 
     for (const s of servers) s.close();
     fs.rmSync(dir, { recursive: true, force: true });
     throw e;
+  }
+}
+
+/** A killed step (SIGKILL, or stopped as an orphan) leaves its sockets' dir: removed once its pid is gone. */
+function removeDeadRunsDirs(base: string): void {
+  for (const name of fs.readdirSync(base)) {
+    const pid = Number(/^sc-builders-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (e: any) {
+      if (e.code === "ESRCH") fs.rmSync(path.join(base, name), { recursive: true, force: true });
+    }
   }
 }
 

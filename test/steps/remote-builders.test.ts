@@ -101,8 +101,13 @@ test.serial("a builder whose host key is not the one given is never used: the re
   const [one, two] = b.builders;
   const impostor = one.line.replace(one.hostKey, two.hostKey);
   const before = one.built().length;
+  // The sockets' dir a killed run left behind (its pid is gone) goes with the next run.
+  const dead = spawnSync("true").pid!;
+  const leftover = path.join(os.tmpdir(), `sc-builders-${dead}-killed`);
+  fs.mkdirSync(leftover);
   const r = await cli(["rebuild", ...target, "--closure", closure, "--isolation", "bwrap", "--out", path.join(w.dir, "rb-bad-key"), "--builders", impostor, "--max-jobs", "0"]);
   t.is(r.code, 1, r.stderr.slice(-2000));
+  t.false(fs.existsSync(leftover), "a dead run's sockets dir is removed");
   t.regex(r.json.reason, new RegExp(`remote builder ssh-ng://root@${one.address.replace(/\./g, "\\.")} could not be used: its host key is not the one given`));
   t.is(one.built().length, before, "nothing was built there");
 });
