@@ -21,7 +21,8 @@ export interface RemoteBuilder {
   line: string;
 }
 
-const SSH_URI = /^(ssh-ng|ssh):\/\/(?:([^@/\s]+)@)?([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])$/;
+// No leading '-' (it would read as an ssh option), nothing a shell or ssh's config would interpret.
+const SSH_URI = /^(ssh-ng|ssh):\/\/(?:([A-Za-z0-9_][A-Za-z0-9._-]*)@)?([A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9a-fA-F:]+\])$/;
 
 /** Parses a machines spec (entries separated by newlines or `;`): the syntax only, no file is read
  * (a stack's config is checked this way at preview). */
@@ -29,16 +30,25 @@ export function parseMachines(text: string): RemoteBuilder[] {
   const entries = text.split(/[\n;]/).map((l) => l.replace(/#.*$/, "").trim()).filter(Boolean);
   return entries.map((entry) => {
     const f = entry.split(/\s+/).map((x) => (x === "-" ? "" : x));
-    const [uri, , key = "", , , , , hostKey = ""] = f;
+    const [uri, , key = "", jobs = "", speed = "", , , hostKey = ""] = f;
     const m = SSH_URI.exec(uri);
+    if (f.length > 8) throw new InputError(`builder '${uri}': ${f.length} fields, the machines format has 8 (URI, systems, key, jobs, speed, features, mandatory features, host key)`);
+    for (const [what, v] of [["jobs (4th field)", jobs], ["speed factor (5th field)", speed]]) {
+      if (v && !/^\d+$/.test(v)) throw new InputError(`builder '${uri}': ${what} ${v} is not a whole number`);
+    }
     if (!m) throw new InputError(`builder '${uri}': only ssh-ng://[user@]host or ssh://[user@]host builders can be reached from the isolation (no port: ssh's 22)`);
     if (!key) throw new InputError(`builder '${uri}': no ssh key file (the machines format's 3rd field): the isolated build has no ~/.ssh`);
-    if (!path.isAbsolute(key)) throw new InputError(`builder '${uri}': ssh key ${key} must be an absolute path`);
+    if (!path.isAbsolute(key) || !/^[A-Za-z0-9._\/+-]+$/.test(key)) throw new InputError(`builder '${uri}': ssh key ${key} must be an absolute path of letters, digits and . _ / + -`);
     if (!hostKey) throw new InputError(`builder '${uri}': no public host key (the machines format's 8th field, base64): the sources would go to whoever answers`);
     const decoded = Buffer.from(hostKey, "base64").toString("utf8");
     if (!/^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+/.test(decoded)) throw new InputError(`builder '${uri}': the 8th field is not a base64 OpenSSH public key`);
     return { uri, host: m[3], key, hostKey, line: f.map((x) => x || "-").join(" ") };
   });
+}
+
+/** The builder as a store URI of its own (its key and host key as parameters), for Nix commands on its store. */
+export function storeUri(b: RemoteBuilder): string {
+  return `${b.uri}?ssh-key=${encodeURIComponent(b.key)}&base64-ssh-public-host-key=${encodeURIComponent(b.hostKey)}`;
 }
 
 /** The builders as Nix's `builders` setting takes them: one line each, joined by ';'. */
@@ -83,8 +93,9 @@ export interface BuilderTunnels {
  * ssh there. The isolation itself stays without a network interface.
  */
 export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): Promise<BuilderTunnels> {
-  // A socket's path has at most 107 bytes: a long TMPDIR would not leave room for it.
-  const base = os.tmpdir().length > 64 ? "/tmp" : os.tmpdir();
+  // Always /tmp: a socket's path has at most 107 bytes, and the path goes into ssh's ProxyCommand (a shell
+  // line) and NIX_SSHOPTS (split on spaces), where a TMPDIR of other characters would break it.
+  const base = "/tmp";
   removeDeadRunsDirs(base);
   const dir = fs.mkdtempSync(path.join(base, `sc-builders-${process.pid}-`));
   const servers: net.Server[] = [];
@@ -108,7 +119,8 @@ export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): 
       });
       await new Promise<void>((resolve, reject) => server.once("error", reject).listen(sock, resolve));
       servers.push(server);
-      config.push(`Host ${host}`, `  ProxyCommand socat - UNIX-CONNECT:${sock}`, "  BatchMode yes", "  StrictHostKeyChecking yes", "");
+      // Only the host key Nix passes for the entry counts (no global known hosts), only the entry's key is offered.
+      config.push(`Host ${host}`, `  ProxyCommand socat - UNIX-CONNECT:${sock}`, "  BatchMode yes", "  StrictHostKeyChecking yes", "  GlobalKnownHostsFile /dev/null", "  IdentitiesOnly yes", "");
     }
     const sshConfig = path.join(dir, "ssh_config");
     fs.writeFileSync(sshConfig, config.join("\n"));
@@ -128,12 +140,14 @@ export async function openBuilderTunnels(builders: RemoteBuilder[], port = 22): 
   }
 }
 
-/** A killed step (SIGKILL, or stopped as an orphan) leaves its sockets' dir: removed once its pid is gone. */
+/** A killed step (SIGKILL, or stopped as an orphan) leaves its sockets' dir: removed once its pid is gone
+ * (only this user's; one that cannot be removed is left, it costs nothing but a name). */
 function removeDeadRunsDirs(base: string): void {
   for (const name of fs.readdirSync(base)) {
     const pid = Number(/^sc-builders-(\d+)-/.exec(name)?.[1]);
     if (!pid || pid === process.pid) continue;
     try {
+      if (fs.statSync(path.join(base, name)).uid !== process.getuid?.()) continue;
       process.kill(pid, 0);
     } catch (e: any) {
       if (e.code === "ESRCH") fs.rmSync(path.join(base, name), { recursive: true, force: true });
@@ -156,6 +170,10 @@ export function buildersFrom(values: Record<string, unknown>): { builders: Remot
   if (jobs === "0" && !builders.length) throw new InputError("--max-jobs 0 builds nothing without --builders");
   return { builders, ...(jobs !== undefined ? { maxJobs: Number(jobs) } : {}) };
 }
+
+/** ssh options for Nix's connections to builders from this machine's own ssh (the build step): only the host
+ * key the entry gives counts, whatever the user's ssh config says (the command line comes first). */
+export const STRICT_HOST_KEY_SSHOPTS = "-oStrictHostKeyChecking=yes -oGlobalKnownHostsFile=/dev/null -oBatchMode=yes";
 
 /** Nix's options for builders on this machine's own network (the build step; rebuild.sh sets the same inside). */
 export function builderArgs(builders: RemoteBuilder[], maxJobs?: number): string[] {

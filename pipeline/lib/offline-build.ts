@@ -11,7 +11,7 @@ import { DerivationGraph, isFixedOutput } from "./derivation";
 import { NixTarget } from "./nix";
 import { narHashOfFile } from "./nar-diff";
 import { localFlakeDir } from "./eval-inputs";
-import { BUILDER_TOOLS, machinesSpec, openBuilderTunnels, RemoteBuilder } from "./builders";
+import { BUILDER_TOOLS, machinesSpec, openBuilderTunnels, RemoteBuilder, storeUri } from "./builders";
 import { TOOL_PACKAGES } from "./proc";
 
 /** A completed rebuild's result file, written last: <out>/rebuild.json. */
@@ -67,7 +67,7 @@ export interface RebuildEnvOptions {
   dumpGraph?: boolean;
   flake?: string;
   /** Nix remote builders (their URIs and machinesSpec), reached through the tunnels' ssh config (lib/builders.ts). */
-  builders?: { uris: string[]; spec: string; sshConfig: string };
+  builders?: { uris: string[]; stores: string[]; spec: string; sshConfig: string };
   /** Nix's max-jobs inside (0: every build on a remote builder). */
   maxJobs?: number;
 }
@@ -91,6 +91,7 @@ export function rebuildEnv(o: RebuildEnvOptions): Record<string, string> {
     SC_FLAKE_REF: (o.flake ?? "").replace(/#.*$/, ""),
     SC_BUILDERS: o.builders?.spec ?? "",
     SC_BUILDER_URIS: o.builders?.uris.join(" ") ?? "",
+    SC_BUILDER_STORES: o.builders?.stores.join(" ") ?? "",
     SC_MAX_JOBS: o.maxJobs === undefined ? "" : String(o.maxJobs),
     ...(o.builders ? { NIX_SSHOPTS: `-F ${o.builders.sshConfig}` } : {}),
   };
@@ -133,7 +134,7 @@ export async function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedRes
       systemRoot: r.systemRoot,
       script,
       args: [r.work],
-      env: rebuildEnv({ ...r.env, ...(tunnels ? { builders: { uris: builders!.map((b) => b.uri), spec: machinesSpec(builders!), sshConfig: tunnels.sshConfig } } : {}) }),
+      env: rebuildEnv({ ...r.env, ...(tunnels ? { builders: { uris: builders!.map((b) => b.uri), stores: builders!.map(storeUri), spec: machinesSpec(builders!), sshConfig: tunnels.sshConfig } } : {}) }),
       logFile: r.logFile,
       owner: r.owner,
       label: r.label,
@@ -143,6 +144,23 @@ export async function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedRes
   } finally {
     await tunnels?.close();
   }
+}
+
+/**
+ * The remote builder that kept a failed isolated build from running (none took a derivation, or one
+ * holds an output it cannot delete; REBUILD_SCRIPT exit 94): which one and why. Undefined when a
+ * derivation's builder failed: that is a verdict on the sources, not a machine refusing.
+ */
+export function builderFault(logText: string): string | undefined {
+  if (/builder for '[^']+\.drv' failed/.test(logText)) return undefined;
+  const held = /^error: (remote builder \S+ holds .*)$/m.exec(logText);
+  if (held) return held[1];
+  const asked = /^error: remote builder (\S+) could not be used: (.*)$/m.exec(logText);
+  const building = /cannot build on '([^']+)': (.*)/.exec(logText);
+  const which = asked ?? building;
+  if (!which) return undefined;
+  const why = /Host key verification failed/.test(logText) ? "its host key is not the one given (ssh: Host key verification failed)" : which[2].trim();
+  return `remote builder ${which[1]} could not be used: ${why}`;
 }
 
 /** Remote builders are reached from bwrap (a socket bound in; the Docker route has none) by the ssh and

@@ -75,6 +75,24 @@ if phase eval; then
 fi
 if phase build; then
   drv=$(cat "$W/drv")
+  # A builder that already holds an output of the graph would not build it (Nix asks it for what is
+  # missing), and that output would not be rebuilt from the closure: such outputs are deleted there
+  # first, and a builder that keeps one (alive there) is refused.
+  set -f # the store URIs hold '?': no globbing of them
+  for store in $SC_BUILDER_STORES; do
+    name=${store%%\?*}
+    # shellcheck disable=SC2046 # one argument per store path
+    nix-store --store "$store" --check-validity --print-invalid $(cat "$W/outputs") > "$W/builder-invalid" ||
+      { echo "error: remote builder $name could not be used: it could not be asked which outputs it holds"; exit 94; }
+    grep -vxF -f "$W/builder-invalid" "$W/outputs" > "$W/builder-held" || :
+    if [ -s "$W/builder-held" ]; then
+      say "remote builder $name already holds $(wc -l < "$W/builder-held") output(s) of the graph: deleting them there, so that they are rebuilt"
+      # shellcheck disable=SC2046
+      nix-store --store "$store" --delete $(cat "$W/builder-held") ||
+        { echo "error: remote builder $name holds $(head -n 1 "$W/builder-held") of the target's graph and cannot delete it (alive there): it would not be rebuilt"; exit 94; }
+    fi
+  done
+  set +f
   say "building $drv (sandbox $SANDBOX, substituters off${SC_BUILDER_URIS:+, remote builders $SC_BUILDER_URIS})"
   nix-store "$@" --realise "$drv" > "$W/outpath"
   : > "$W/hashes.tmp"

@@ -28,7 +28,7 @@ import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } fro
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion, verifiedStatement } from "../lib/attestation";
 import { BUILDER_OPTIONS, buildersFrom, RemoteBuilder } from "../lib/builders";
-import { checkBuilderSystem, checkNixRoot, collectStaged, isolatedTarget, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
+import { builderFault, checkBuilderSystem, checkNixRoot, collectStaged, isolatedTarget, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
 
 const STEP = "audit";
 const STORE_DIR = "/nix/store";
@@ -140,7 +140,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     fs.rmSync(buildLog, { force: true });
     const isolated = (phases: RebuildPhase[]) =>
       runRebuildScript({
-        env: { closure: staged.file, ...iso.env, drvPath, isolation: o.isolation, phases, dumpGraph: true, maxJobs: o.maxJobs },
+        env: { closure: staged.file, ...iso.env, drvPath, isolation: o.isolation, phases, dumpGraph: true, maxJobs: phases.includes("build") ? o.maxJobs : undefined },
         image: o.image,
         readOnly: [iso.dir, path.dirname(staged.file)],
         work,
@@ -178,6 +178,8 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
 
     // (e) Build in the same store, then the rebuild step's own post-run checks (collectStaged).
     const second = await isolated(["build"]);
+    const fault = second.code !== 0 ? builderFault(logText()) : undefined;
+    if (fault) throw new InputError(`${fault} (log ${buildLog})`);
     if (second.code !== 0) refuse(`the offline build of ${drvPath} failed (exit ${second.code ?? second.signal}; log ${buildLog})`);
     const rebuilt: RebuildResult = await collectStaged({
       work,

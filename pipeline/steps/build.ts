@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { log, StepDefinition } from "../lib/step";
 import { sha256File } from "../lib/files";
-import { BUILDER_OPTIONS, builderArgs, buildersFrom, RemoteBuilder } from "../lib/builders";
+import { BUILDER_OPTIONS, builderArgs, buildersFrom, RemoteBuilder, STRICT_HOST_KEY_SSHOPTS } from "../lib/builders";
 import { describeTarget, explainBuildFailure, instantiate, narHashHex, NixTarget, pathInfo, realise, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 
 export interface BuildResult {
@@ -55,6 +55,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   log("build", `evaluating ${describeTarget(o)}`);
   const drvPath = await instantiate(o);
   log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""}${o.builders?.length ? `, remote builders ${o.builders.map((b) => b.uri).join(" ")}` : ""})`);
+  if (o.builders?.length) process.env.NIX_SSHOPTS = [process.env.NIX_SSHOPTS, STRICT_HOST_KEY_SSHOPTS].filter(Boolean).join(" ");
   const extra = [...builderArgs(o.builders ?? [], o.maxJobs), ...(o.outLink ? ["--add-root", path.resolve(o.outLink)] : [])];
   const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, extra).catch((e) => {
     throw explainBuildFailure(e, drvPath);

@@ -282,8 +282,9 @@ ${all.map((e, i) => row(e, i, false)).join("\n")}
 async function exportTo(tmp: string, paths: string[], target: string, narBytes: number): Promise<string> {
   const fd = fs.openSync(tmp, "w");
   const hashing = sha256Following(tmp, (done) => trackBytes("hashing the closure", narBytes, done, { approximate: true }));
-  const stopWriteBack = writeBackWhileWritten(tmp);
+  let stopWriteBack = () => {};
   try {
+    stopWriteBack = writeBackWhileWritten(tmp);
     await exportInto(fd, paths, target, narBytes);
   } catch (e) {
     hashing.stop();

@@ -18,7 +18,7 @@ import { describeTarget, loadDerivationGraph, NixTarget, TARGET_OPTIONS, targetF
 export { graphOfDrv } from "../lib/nix";
 import { checkClosure, describeFailure, stageClosure } from "../lib/closure-check";
 import { BUILDER_OPTIONS, buildersFrom, RemoteBuilder } from "../lib/builders";
-import { checkBuilderSystem, checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
+import { builderFault, checkBuilderSystem, checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 export type { RebuildResult, RebuiltPath } from "../lib/offline-build";
 const STEP = "rebuild";
 export type OfflineBuildOptions = NixTarget & {
@@ -48,12 +48,6 @@ export function explainFailure(logText: string, drvs: Map<string, Derivation>): 
     }
   }
   if (failed.length) return `builder for ${failed[0]} failed`;
-  // A remote builder Nix could not use (and no other took the build): which one, and why.
-  const remote = /cannot build on '([^']+)': (.*)/.exec(logText);
-  if (remote) {
-    const why = /Host key verification failed/.test(logText) ? "its host key is not the one given (ssh: Host key verification failed)" : remote[2].trim();
-    return `remote builder ${remote[1]} could not be used: ${why}`;
-  }
   const err = logText.split("\n").find((l) => /^error:/.test(l.trim()));
   return err?.trim();
 }
@@ -101,6 +95,9 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     if (interfaces.some((i) => i !== "lo")) rebuildRefused(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
     const why = explainFailure(logText, graph.drvs) ?? `isolated build exited with ${res.code ?? res.signal}`;
     fs.rmSync(work, { recursive: true, force: true });
+    // A builder that could not be used is the machines refusing (exit 2), not a verdict on the sources.
+    const fault = builderFault(logText);
+    if (fault) throw new InputError(`${fault} (log ${finalLog})`);
     // A full disk is the machine refusing (exit 2), not a verdict on the sources: policy warn must not tolerate it.
     if (/No space left on device/.test(logText)) throw new InputError(`no space left on device (ENOSPC, the isolated rebuild writing under ${out}; log ${finalLog})`);
     rebuildRefused(`offline rebuild of ${drvPath} failed: ${why} (log ${finalLog})`, base);

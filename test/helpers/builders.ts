@@ -17,8 +17,8 @@ export interface TestBuilder {
   store: string;
   /** Its line of Nix's machines format, with `jobs` slots. */
   line: string;
-  /** Derivations this builder built itself: the build logs its Nix kept (names like leaf-3.drv). */
-  built(): string[];
+  /** Derivations this builder built itself (since `since`, ms): the build logs its Nix kept (names like leaf-3.drv). */
+  built(since?: number): string[];
 }
 
 export interface TestBuilders {
@@ -69,7 +69,7 @@ export async function startBuilders(dir: string, n: number, o: { jobs?: number; 
                   ...j,
                   index,
                   line: `ssh-ng://root@${j.address} x86_64-linux ${key} ${jobs} 1 - - ${j.hostKey}`,
-                  built: () => builtBy(j.store),
+                  built: (since?: number) => builtBy(j.store, since),
                 });
               }
             }, 100);
@@ -86,9 +86,15 @@ export async function startBuilders(dir: string, n: number, o: { jobs?: number; 
   }
 }
 
-/** The derivations whose build logs a store keeps (Nix writes one where it builds, not where it copies). */
-function builtBy(store: string): string[] {
+/** The derivations whose build logs a store keeps (Nix writes one where it builds, not where it copies;
+ * a build again rewrites it): those written since `since`. */
+function builtBy(store: string, since = 0): string[] {
   const logs = path.join(store, "var", "log", "nix", "drvs");
   if (!fs.existsSync(logs)) return [];
-  return fs.readdirSync(logs).flatMap((d) => fs.readdirSync(path.join(logs, d))).map((f) => f.replace(/^[0-9a-z]{30}-/, "").replace(/\.bz2$/, "")).sort();
+  return fs
+    .readdirSync(logs)
+    .flatMap((d) => fs.readdirSync(path.join(logs, d)).map((f) => path.join(logs, d, f)))
+    .filter((f) => fs.statSync(f).mtimeMs >= since)
+    .map((f) => path.basename(f).replace(/^[0-9a-z]{30}-/, "").replace(/\.bz2$/, ""))
+    .sort();
 }

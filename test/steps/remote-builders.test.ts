@@ -88,6 +88,8 @@ test.serial("an audit sends its build phase to the auditor's builders (import an
   const attest = await cli(["attest", "--build", file("build.json", built), "--closure", path.dirname(closure), "--verify", file("verify.json", v.json), "--key", publisher.privateKey, "--out", path.join(w.dir, "attest")]);
   t.is(attest.code, 0, attest.stderr.slice(-2000));
   const out = path.join(w.dir, "audit");
+  // The builders hold every output from the rebuild above: the audit must have them deleted there and built again.
+  const started = Date.now() - 1000; // mtimes may be coarser than the clock
   const a = await cli(["audit", ...target, "--closure", closure, "--attestation", path.join(w.dir, "attest", "provenance.intoto.jsonl"), "--public-key", publisher.publicKey, "--isolation", "bwrap", "--out", out, "--builders", b.spec, "--max-jobs", "0"]);
   t.is(a.code, 0, a.stderr.slice(-3000));
   t.true(a.json.reproduced);
@@ -95,21 +97,39 @@ test.serial("an audit sends its build phase to the auditor's builders (import an
   const sent = [...log.matchAll(/building '\/nix\/store\/[0-9a-z]{32}-([^']+)\.drv' on '(ssh-ng:\/\/[^']+)'/g)];
   t.is(new Set(sent.map((m) => m[1])).size, LEAVES + 1, "every derivation went to a builder");
   t.regex(log, /importing .* into the empty store/);
+  t.regex(log, /remote builder ssh-ng:\/\/root@10\.231\.\d+\.2 already holds \d+ output\(s\) of the graph: deleting them there/);
+  const again = b.builders.flatMap((x) => x.built(started)).sort();
+  t.deepEqual(again, [...Array.from({ length: LEAVES }, (_, i) => `leaf-${i}.drv`), "wide-root.drv"].sort(), "the builders' own logs show each built again, not answered from their stores");
+});
+
+test.serial("a builder that keeps an output of the graph alive (a GC root there) is refused in one line: it would not be rebuilt", async (t) => {
+  const [one] = b.builders;
+  const held = fs.readdirSync(path.join(one.store, "store")).find((n) => /-leaf-\d+$/.test(n))!;
+  t.truthy(held, "the builder holds a leaf from the runs above");
+  const root = path.join(one.store, "var", "nix", "gcroots", "test-keeps-a-leaf");
+  fs.symlinkSync(`/nix/store/${held}`, root);
+  try {
+    const r = await cli(["rebuild", ...target, "--closure", closure, "--isolation", "bwrap", "--out", path.join(w.dir, "rb-held"), "--builders", one.line, "--max-jobs", "0"]);
+    t.is(r.code, 2, r.stderr.slice(-2000));
+    t.regex(r.stderr, new RegExp(`remote builder ssh-ng://root@${one.address.replace(/\./g, "\\.")} holds /nix/store/\\S+ of the target's graph and cannot delete it \\(alive there\\): it would not be rebuilt`));
+  } finally {
+    fs.rmSync(root);
+  }
 });
 
 test.serial("a builder whose host key is not the one given is never used: the rebuild fails naming it", async (t) => {
   const [one, two] = b.builders;
   const impostor = one.line.replace(one.hostKey, two.hostKey);
-  const before = one.built().length;
+  const since = Date.now() - 1000;
   // The sockets' dir a killed run left behind (its pid is gone) goes with the next run.
   const dead = spawnSync("true").pid!;
-  const leftover = path.join(os.tmpdir(), `sc-builders-${dead}-killed`);
+  const leftover = path.join("/tmp", `sc-builders-${dead}-killed`);
   fs.mkdirSync(leftover);
   const r = await cli(["rebuild", ...target, "--closure", closure, "--isolation", "bwrap", "--out", path.join(w.dir, "rb-bad-key"), "--builders", impostor, "--max-jobs", "0"]);
-  t.is(r.code, 1, r.stderr.slice(-2000));
+  t.is(r.code, 2, r.stderr.slice(-2000));
   t.false(fs.existsSync(leftover), "a dead run's sockets dir is removed");
-  t.regex(r.json.reason, new RegExp(`remote builder ssh-ng://root@${one.address.replace(/\./g, "\\.")} could not be used: its host key is not the one given`));
-  t.is(one.built().length, before, "nothing was built there");
+  t.regex(r.stderr, new RegExp(`remote builder ssh-ng://root@${one.address.replace(/\./g, "\\.")} could not be used: its host key is not the one given`));
+  t.deepEqual(one.built(since), [], "nothing was built there");
 });
 
 test("machines entries the isolation cannot use are refused in one line, naming the entry", (t) => {
@@ -121,6 +141,9 @@ test("machines entries the isolation cannot use are refused in one line, naming 
     t.throws(() => parseBuilders(`ssh-ng://root@b1 x86_64-linux ${key} 1 1 - -`), { message: /builder 'ssh-ng:\/\/root@b1': no public host key/ });
     t.throws(() => parseBuilders(`ssh-ng://root@b1 x86_64-linux - 1 1 - - ${hostKey}`), { message: /no ssh key file/ });
     t.throws(() => parseBuilders(`ssh-ng://root@b1 x86_64-linux key 1 1 - - ${hostKey}`), { message: /must be an absolute path/ });
+    t.throws(() => parseBuilders(`ssh-ng://-oProxyCommand=x@b1 x86_64-linux ${key} 1 1 - - ${hostKey}`), { message: /only ssh-ng:\/\/\[user@\]host/ });
+    t.throws(() => parseBuilders(`ssh-ng://root@b1 x86_64-linux ${key} two 1 - - ${hostKey}`), { message: /jobs \(4th field\) two is not a whole number/ });
+    t.throws(() => parseBuilders(`ssh-ng://root@b1 x86_64-linux ${key} 1 1 - - ${hostKey} extra`), { message: /9 fields, the machines format has 8/ });
     t.throws(() => parseBuilders(`ssh-ng://root@b1 x86_64-linux ${dir}/none 1 1 - - ${hostKey}`), { message: /none not found or not readable/ });
     t.throws(() => parseBuilders(`unix:///run/nix/socket x86_64-linux ${key} 1 1 - - ${hostKey}`), { message: /only ssh-ng:\/\/\[user@\]host or ssh:\/\/\[user@\]host/ });
     t.throws(() => parseBuilders(`ssh-ng://root@b1 x86_64-linux ${key} 1 1 - - bm90IGEga2V5`), { message: /not a base64 OpenSSH public key/ });
