@@ -46,6 +46,16 @@ export function parseMachines(text: string): RemoteBuilder[] {
   });
 }
 
+/** What a result and a signed provenance record of a builder: its URI and the host key required of it. */
+export interface BuilderRecord {
+  uri: string;
+  hostKey: string;
+}
+
+export function builderRecords(builders: RemoteBuilder[] | undefined): BuilderRecord[] | undefined {
+  return builders?.length ? builders.map((b) => ({ uri: b.uri, hostKey: b.hostKey })) : undefined;
+}
+
 /** The builder as a store URI of its own (its key and host key as parameters), for Nix commands on its store. */
 export function storeUri(b: RemoteBuilder): string {
   return `${b.uri}?ssh-key=${encodeURIComponent(b.key)}&base64-ssh-public-host-key=${encodeURIComponent(b.hostKey)}`;

@@ -105,6 +105,8 @@ export interface ProvenanceInput {
   sandbox: boolean;
   isolation: string | null;
   rebuilderImage: string | null;
+  /** The Nix remote builders the offline rebuild could use, with the host key required of each. */
+  remoteBuilders?: { uri: string; hostKey: string }[];
   dependencies: ResourceDescriptor[];
   builderId: string;
   toolVersion: string;
@@ -119,7 +121,14 @@ export function provenancePredicate(p: ProvenanceInput) {
     buildDefinition: {
       buildType: BUILD_TYPE,
       externalParameters: { source: p.source },
-      internalParameters: { drvPath: p.drvPath, nixVersion: p.nixVersion, sandbox: p.sandbox, isolation: p.isolation, rebuilderImage: p.rebuilderImage },
+      internalParameters: {
+        drvPath: p.drvPath,
+        nixVersion: p.nixVersion,
+        sandbox: p.sandbox,
+        isolation: p.isolation,
+        rebuilderImage: p.rebuilderImage,
+        ...(p.remoteBuilders?.length ? { remoteBuilders: p.remoteBuilders } : {}),
+      },
       resolvedDependencies: p.dependencies,
     },
     runDetails: {

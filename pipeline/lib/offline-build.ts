@@ -11,7 +11,7 @@ import { DerivationGraph, isFixedOutput } from "./derivation";
 import { NixTarget } from "./nix";
 import { narHashOfFile } from "./nar-diff";
 import { localFlakeDir } from "./eval-inputs";
-import { BUILDER_TOOLS, machinesSpec, openBuilderTunnels, RemoteBuilder, storeUri } from "./builders";
+import { BUILDER_TOOLS, BuilderRecord, machinesSpec, openBuilderTunnels, RemoteBuilder, storeUri } from "./builders";
 import { TOOL_PACKAGES } from "./proc";
 
 /** A completed rebuild's result file, written last: <out>/rebuild.json. */
@@ -33,8 +33,9 @@ export interface RebuildResult {
   nixRoot?: string;
   /** The version the Nix inside the isolation reported (`nix-store --version`). */
   nixVersion: string | null;
-  /** The Nix remote builders the build could send derivations to (their store URIs), if any. */
-  builders?: string[];
+  /** The Nix remote builders the build could send derivations to, if any: each store URI and the host key
+   * that was required of it (base64), what a signed provenance records of them. */
+  builders?: BuilderRecord[];
   network: { interfaces: string[] };
   drvPath: string;
   outPath: string;
@@ -225,7 +226,7 @@ export interface StagedRebuild {
   isolation: Backend;
   image?: string;
   nixRoot?: string;
-  builders?: string[];
+  builders?: BuilderRecord[];
   closure: string;
   closureSha256: string | null;
   sourceCheck: { checked: number } | null;

@@ -182,6 +182,7 @@ export async function attest(o: AttestOptions): Promise<AttestResult> {
       sandbox: o.sandbox,
       isolation: rebuilt?.isolation ?? verified.isolation ?? null,
       rebuilderImage: rebuilt?.image ?? null,
+      remoteBuilders: rebuilt?.builders,
       dependencies: resolvedDependencies(manifest, evalNar),
       builderId: o.builderId,
       toolVersion: toolVersion(),

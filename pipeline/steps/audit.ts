@@ -27,7 +27,7 @@ import { listNarFile } from "../lib/nar-diff";
 import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion, verifiedStatement } from "../lib/attestation";
-import { BUILDER_OPTIONS, buildersFrom, RemoteBuilder } from "../lib/builders";
+import { BUILDER_OPTIONS, builderRecords, buildersFrom, RemoteBuilder } from "../lib/builders";
 import { builderFault, checkBuilderSystem, checkNixRoot, collectStaged, isolatedTarget, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
 
 const STEP = "audit";
@@ -189,7 +189,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       isolation: o.isolation,
       image: o.image,
       nixRoot: o.nixRoot,
-      builders: o.builders?.map((b) => b.uri),
+      builders: builderRecords(o.builders),
       closure: path.resolve(o.closure),
       closureSha256: staged.sha256,
       sourceCheck: { checked: check.checked },
@@ -231,6 +231,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
           sandbox: o.isolation === "bwrap",
           isolation: o.isolation,
           rebuilderImage: o.image ?? null,
+          remoteBuilders: rebuilt.builders,
           dependencies: [...pre.paths].sort().map(([name, nar]) => ({ name, digest: { [NAR_SHA256]: nar } })),
           builderId: o.builderId,
           toolVersion: toolVersion(),

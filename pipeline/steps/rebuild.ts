@@ -17,7 +17,7 @@ import { describeTarget, loadDerivationGraph, NixTarget, TARGET_OPTIONS, targetF
 // Part of what runners without the CLI use (docs/rebuild-verify.md).
 export { graphOfDrv } from "../lib/nix";
 import { checkClosure, describeFailure, stageClosure } from "../lib/closure-check";
-import { BUILDER_OPTIONS, buildersFrom, RemoteBuilder } from "../lib/builders";
+import { BUILDER_OPTIONS, builderRecords, buildersFrom, RemoteBuilder } from "../lib/builders";
 import { builderFault, checkBuilderSystem, checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 export type { RebuildResult, RebuiltPath } from "../lib/offline-build";
 const STEP = "rebuild";
@@ -110,7 +110,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     isolation: o.isolation,
     image: o.image,
     nixRoot,
-    builders: o.builders?.map((b) => b.uri),
+    builders: builderRecords(o.builders),
     closure: o.closureOrigin ? path.resolve(o.closureOrigin) : closure,
     closureSha256: o.closureSha256 ?? null,
     sourceCheck: o.sourceCheck,

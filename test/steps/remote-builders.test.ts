@@ -60,7 +60,7 @@ test.serial("a wide graph rebuilt offline in bwrap spreads over both builders, a
   const r = await cli(["rebuild", ...target, "--closure", closure, "--isolation", "bwrap", "--out", out, "--builders", b.spec, "--max-jobs", "0"]);
   t.is(r.code, 0, r.stderr.slice(-3000));
   t.deepEqual(r.json.network.interfaces, ["lo"], "the rebuild itself still sees only loopback");
-  t.deepEqual(r.json.builders, b.builders.map((x) => `ssh-ng://root@${x.address}`));
+  t.deepEqual(r.json.builders, b.builders.map((x) => ({ uri: `ssh-ng://root@${x.address}`, hostKey: x.hostKey })), "the builders and the host key required of each");
   t.regex(r.stderr, /derivations: \d+ of \d+ built, building leaf-\d on ssh-ng:\/\/root@10\.231\./, "progress names the builder");
   // Each builder's own store keeps the build logs of what it built: together every derivation, each a part.
   const parts = b.builders.map((x) => x.built());
@@ -85,14 +85,20 @@ test.serial("an audit sends its build phase to the auditor's builders (import an
   const v = await cli(["verify", ...target, "--rebuilt", path.join(w.dir, "rb", "rebuild.json")]);
   t.is(v.code, 0, v.stderr.slice(-2000));
   const publisher = (await cli(["keygen", "--out", path.join(w.dir, "publisher")])).json;
+  const auditor = (await cli(["keygen", "--out", path.join(w.dir, "auditor")])).json;
   const attest = await cli(["attest", "--build", file("build.json", built), "--closure", path.dirname(closure), "--verify", file("verify.json", v.json), "--key", publisher.privateKey, "--out", path.join(w.dir, "attest")]);
   t.is(attest.code, 0, attest.stderr.slice(-2000));
   const out = path.join(w.dir, "audit");
   // The builders hold every output from the rebuild above: the audit must have them deleted there and built again.
   const started = Date.now() - 1000; // mtimes may be coarser than the clock
-  const a = await cli(["audit", ...target, "--closure", closure, "--attestation", path.join(w.dir, "attest", "provenance.intoto.jsonl"), "--public-key", publisher.publicKey, "--isolation", "bwrap", "--out", out, "--builders", b.spec, "--max-jobs", "0"]);
+  const a = await cli(["audit", ...target, "--closure", closure, "--attestation", path.join(w.dir, "attest", "provenance.intoto.jsonl"), "--public-key", publisher.publicKey, "--isolation", "bwrap", "--out", out, "--builders", b.spec, "--max-jobs", "0", "--key", auditor.privateKey]);
   t.is(a.code, 0, a.stderr.slice(-3000));
   t.true(a.json.reproduced);
+  // Both signed provenances name the builders their rebuild trusted, and the host key required of each.
+  const trusted = b.builders.map((x) => ({ uri: `ssh-ng://root@${x.address}`, hostKey: x.hostKey }));
+  const signedStatement = (file: string) => JSON.parse(Buffer.from(JSON.parse(fs.readFileSync(file, "utf8").split("\n")[0]).payload, "base64").toString("utf8"));
+  t.deepEqual(signedStatement(path.join(w.dir, "attest", "provenance.intoto.jsonl")).predicate.buildDefinition.internalParameters.remoteBuilders, trusted);
+  t.deepEqual(signedStatement(a.json.attestation).predicate.buildDefinition.internalParameters.remoteBuilders, trusted);
   const log = fs.readFileSync(path.join(out, "audit.log"), "utf8");
   const sent = [...log.matchAll(/building '\/nix\/store\/[0-9a-z]{32}-([^']+)\.drv' on '(ssh-ng:\/\/[^']+)'/g)];
   t.is(new Set(sent.map((m) => m[1])).size, LEAVES + 1, "every derivation went to a builder");
