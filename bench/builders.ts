@@ -59,8 +59,7 @@ async function main(): Promise<void> {
     /** A copy of the graph with its own salt: new derivations that no store has built. */
     const freshTarget = () => {
       const file = path.join(worldDir, `wide-${++salt}.nix`);
-      const graph = wideGraphNix({ world: "./default.nix", leaves: LEAVES, leaf: `${leafWork()}; echo \${salt} \${name} > $out` });
-      fs.writeFileSync(file, graph.replace('{ salt ? "" }', `{ salt ? "run-${salt}-${process.pid}" }`));
+      fs.writeFileSync(file, wideGraphNix({ world: "./default.nix", leaves: LEAVES, leaf: `${leafWork()}; echo \${salt} \${name} > $out`, salt: `run-${salt}-${process.pid}` }));
       return ["--file", file, "--attribute", "wide"];
     };
     say("exporting the graph's sources (the demo world's busybox)");

@@ -4,7 +4,6 @@
 // socket; Nix's own build hook does the rest (ssh-ng/ssh store, scheduling over the builders' slots).
 import * as fs from "node:fs";
 import * as net from "node:net";
-import * as os from "node:os";
 import * as path from "node:path";
 import { InputError, OptionSpec } from "./step";
 

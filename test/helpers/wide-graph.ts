@@ -7,11 +7,13 @@ export interface WideGraph {
   leaves: number;
   /** Each leaf's shell command, Nix-interpolated: `${sh}` is busybox, `${name}` the leaf's name; it writes $out. */
   leaf: string;
+  /** The default of `salt`, which every leaf's command sees as `${salt}` (new derivations per salt). */
+  salt?: string;
 }
 
-/** The Nix file: a function of `salt` (default "") that every leaf's command sees as `${salt}`, attribute `wide`. */
+/** The Nix file: a function of `salt` (default `g.salt`, or ""), attribute `wide`. */
 export function wideGraphNix(g: WideGraph): string {
-  return `{ salt ? "" }:
+  return `{ salt ? ${JSON.stringify(g.salt ?? "")} }:
 let
   world = import ${g.world};
   sh = "\${world.busybox}/bin/busybox";
