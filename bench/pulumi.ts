@@ -7,8 +7,9 @@
 //     runtime nodejs, its own backend) plus the `nix-instantiate` of the demo target that the
 //     program's one invoke runs (preview and up both run it: up runs the program twice, preview
 //     and update, but the floor's `up` is also a preview and an update).
-// Also, for the record, (c) an empty program that only imports @pulumi/pulumi: loading the SDK
-// (grpc, typescript, @npmcli/arborist) is a cost of every program that uses it, TypeScript or not.
+// Also, for the record, (c) an empty program that only imports @pulumi/pulumi, as any program would
+// without our preload (bin/pulumi-preload.js, which the demo program runs with): the SDK then loads
+// the TypeScript compiler and @npmcli/arborist for its function serialization at every start.
 // Runs alternate a, b, c, ... so all see the same machine load; medians. Last line is JSON.
 import { execFile, spawnSync } from "node:child_process";
 import * as fs from "node:fs";

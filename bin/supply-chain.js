@@ -1,38 +1,4 @@
 #!/usr/bin/env node
-// Steps are TypeScript run in place. Types are only stripped (type checking is `npm run typecheck`),
-// by sucrase, and each file's output is cached by content hash: a step starts in about the time of
-// bare node, so benchmarks comparing a step with its bare tool measure the step, not a compiler.
-const crypto = require("node:crypto");
-const fs = require("node:fs");
-const Module = require("node:module");
-const path = require("node:path");
-
-const cacheDir = path.join(__dirname, "..", "node_modules", ".cache", "supply-chain-cli");
-// Node 20 runs ES2022 as is: sucrase's rewrites of `?.`, `??` and class fields into helper calls only cost
-// time (they showed in the closure step's profile). The options are part of the cache key.
-const TRANSFORM = { transforms: ["typescript", "imports"], disableESTransforms: true };
-const TRANSFORM_ID = JSON.stringify(TRANSFORM) + "\0";
-let sucrase;
-Module._extensions[".ts"] = function loadTypeScript(module, filename) {
-  const source = fs.readFileSync(filename, "utf8");
-  const key = crypto.createHash("sha256").update(TRANSFORM_ID).update(filename).update("\0").update(source).digest("hex");
-  const cached = path.join(cacheDir, `${key}.js`);
-  let code;
-  try {
-    code = fs.readFileSync(cached, "utf8");
-  } catch {
-    sucrase ??= require("sucrase");
-    code = sucrase.transform(source, { ...TRANSFORM, filePath: filename }).code;
-    try {
-      fs.mkdirSync(cacheDir, { recursive: true });
-      const tmp = `${cached}.${process.pid}.tmp`;
-      fs.writeFileSync(tmp, code);
-      fs.renameSync(tmp, cached); // concurrent steps may race here: either complete copy wins
-    } catch {
-      /* a read-only checkout still runs, just without the cache */
-    }
-  }
-  module._compile(code, filename);
-};
-
+// The CLI: steps are TypeScript run in place (register-ts.js strips types, cached by content hash).
+require("./register-ts");
 require("../pipeline/cli").main(process.argv.slice(2));

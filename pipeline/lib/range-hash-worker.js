@@ -1,5 +1,5 @@
 // Plain JavaScript on purpose: a worker thread starts without the CLI's TypeScript hook
-// (bin/supply-chain.js) or ts-node, and this file runs as is from pipeline/lib and from dist/ alike.
+// (bin/register-ts.js) or ts-node, and this file runs as is from pipeline/lib and from dist/ alike.
 // range-hash.ts runs it in each worker, and in-process for small jobs (the same code either way).
 "use strict";
 const crypto = require("node:crypto");

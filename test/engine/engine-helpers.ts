@@ -40,7 +40,7 @@ export function projectCopy(prefix: string): Engine {
   fs.mkdirSync(state);
   // apps/: the system image (the demo stack's world) compiles them; their host build dirs are not sources.
   const hostBuild = new Set(["apps/db-writer/build", "apps/db-reader/target"].map((p) => path.join(ROOT, p)));
-  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "tsconfig.pulumi.json", "package.json", "bin", "pipeline", "stacks", "consumer", "apps"]) {
+  for (const f of ["Pulumi.yaml", "index.ts", "tsconfig.json", "package.json", "bin", "pipeline", "stacks", "consumer", "apps"]) {
     fs.cpSync(path.join(ROOT, f), path.join(dir, f), { recursive: true, filter: (src) => !hostBuild.has(src) });
   }
   fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/google/shlex"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc"
@@ -102,7 +103,18 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "node", args...)
+	// Pulumi.yaml `runtime.options.nodeargs`: node's own flags, split as a shell would, before the runner.
+	var nodeargs []string
+	if v, ok := opts["nodeargs"]; ok {
+		s, isString := v.(string)
+		if !isString {
+			return &pulumirpc.RunResponse{Error: "nodeargs option must be a string"}, nil
+		}
+		if nodeargs, err = shlex.Split(s); err != nil {
+			return &pulumirpc.RunResponse{Error: fmt.Sprintf("nodeargs option: %v", err)}, nil
+		}
+	}
+	cmd := exec.CommandContext(ctx, "node", append(nodeargs, args...)...)
 	cmd.Dir = req.Pwd
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+string(config), "PULUMI_CONFIG_SECRET_KEYS="+string(secretKeys))

@@ -1,0 +1,58 @@
+// Preloaded into the node that runs a Pulumi program of this repository (Pulumi.yaml
+// `runtime.options.nodeargs: --require ./bin/pulumi-preload.js`, with `typescript: false`): a no-op
+// `pulumi preview|up` then costs little more than an empty program's (npm run bench:pulumi).
+//  1. `.ts` files load through register-ts.js (types stripped by sucrase, cached by content) instead
+//     of the runner's ts-node, which loads the TypeScript compiler (9 MB of JS) at every run.
+//  2. The SDK's function serialization is loaded when first used instead of at start-up. The index of
+//     `@pulumi/pulumi/runtime` re-exports serializeFunction and computeCodePaths, so every program that
+//     imports the SDK loads their dependencies: the TypeScript compiler and @npmcli/arborist (pacote,
+//     sigstore...), about 880 modules and half a second here, though only dynamic providers and
+//     closure serialization use them (the SDK's own dynamic/index.js defers them for that reason).
+//     These programs serialize no functions. A program that does still gets the real functions: each
+//     stand-in loads its module on its first call. test/pulumi-preload.test.ts checks the stand-ins
+//     against the installed SDK's exports.
+require("./register-ts");
+const Module = require("node:module");
+const path = require("node:path");
+
+/** Modules of @pulumi/pulumi/runtime/closure deferred, with every function each exports. */
+const DEFERRED = {
+  "serializeClosure.js": ["serializeFunction", "serializeFunctionAsync"],
+  "codePaths.js": ["computeCodePaths", "findWorkspaceRoot"],
+};
+
+function deferClosureSerialization() {
+  let closureDir;
+  try {
+    // The SDK the runner uses: the program directory's (the runner's cwd).
+    closureDir = path.dirname(require.resolve("@pulumi/pulumi/runtime/closure/serializeClosure", { paths: [process.cwd()] }));
+  } catch {
+    return; // no SDK, or another layout: nothing deferred, the SDK loads as it would
+  }
+  for (const [file, names] of Object.entries(DEFERRED)) {
+    const filename = path.join(closureDir, file);
+    let real;
+    const load = () => {
+      if (!real) {
+        delete require.cache[filename]; // the stand-in: from now on, `require` gives the real module
+        real = require(filename);
+      }
+      return real;
+    };
+    const standIn = new Module(filename, module);
+    standIn.filename = filename;
+    standIn.loaded = true;
+    standIn.exports = Object.fromEntries(
+      names.map((name) => [
+        name,
+        function (...args) {
+          return load()[name].apply(this, args);
+        },
+      ]),
+    );
+    require.cache[filename] = standIn;
+  }
+}
+
+deferClosureSerialization();
+module.exports = { DEFERRED };

@@ -1,0 +1,64 @@
+// How the Pulumi program starts (Pulumi.yaml: typescript false, nodeargs --require ./bin/pulumi-preload.js):
+// the SDK loads without its function serialization's dependencies, and serialization still works.
+// Real node processes, the installed SDK; no engine (the engine runs the program in demo-stack.test.ts).
+import test from "ava";
+import { spawnSync } from "node:child_process";
+import * as path from "node:path";
+import * as YAML from "yaml";
+import * as fs from "node:fs";
+
+const ROOT = path.join(__dirname, "..", "..");
+const PRELOAD = path.join(ROOT, "bin", "pulumi-preload.js");
+
+/** Runs `script` in a fresh node at the project root, with the preload or without; its JSON output. */
+function inNode(script: string, preload: boolean): any {
+  const r = spawnSync(process.execPath, [...(preload ? ["--require", PRELOAD] : []), "-e", script], { cwd: ROOT, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`node exited ${r.status}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+// What a program's `import * as pulumi from "@pulumi/pulumi"` loads, then one serialized function.
+const SDK_THEN_SERIALIZE = `
+const heavy = () => Object.keys(require.cache).filter((f) => /[/]node_modules[/](typescript|@npmcli[/]arborist)[/]/.test(f)).length;
+const pulumi = require("@pulumi/pulumi");
+const atStart = heavy();
+pulumi.runtime.serializeFunction(() => 6 * 7).then((s) => {
+  console.log(JSON.stringify({ atStart, afterSerialize: heavy(), text: s.text, exportName: s.exportName }));
+});`;
+
+test("with the preload, @pulumi/pulumi loads without TypeScript or arborist, and serializeFunction still serializes (loading them then)", (t) => {
+  const r = inNode(SDK_THEN_SERIALIZE, true);
+  t.is(r.atStart, 0, "the TypeScript compiler or @npmcli/arborist was loaded at start-up");
+  t.true(r.afterSerialize > 0, "serializing a function loaded neither");
+  t.regex(r.text, /6 \* 7/);
+  t.truthy(r.exportName);
+});
+
+test("without the preload the SDK loads TypeScript and arborist at start-up (the case the preload exists for)", (t) => {
+  const r = inNode(SDK_THEN_SERIALIZE, false);
+  t.true(r.atStart > 0);
+  t.regex(r.text, /6 \* 7/);
+});
+
+test("the preload's stand-ins are every function the installed SDK's deferred modules export", (t) => {
+  const { DEFERRED } = require(PRELOAD) as { DEFERRED: Record<string, string[]> };
+  const closureDir = path.dirname(require.resolve("@pulumi/pulumi/runtime/closure/serializeClosure", { paths: [ROOT] }));
+  const real = inNode(
+    `const path = require("node:path"); const out = {};
+     for (const f of ${JSON.stringify(Object.keys(DEFERRED))}) out[f] = Object.entries(require(path.join(${JSON.stringify(closureDir)}, f))).map(([k, v]) => k + ":" + typeof v).sort();
+     console.log(JSON.stringify(out));`,
+    false,
+  );
+  for (const [file, names] of Object.entries(DEFERRED)) {
+    t.deepEqual(real[file], names.map((n) => `${n}:function`).sort(), `${file}: the SDK's exports changed; update DEFERRED in bin/pulumi-preload.js`);
+  }
+});
+
+test("both Pulumi projects run their TypeScript through the preload, not ts-node", (t) => {
+  for (const [file, preload] of [["Pulumi.yaml", "./bin/pulumi-preload.js"], ["consumer/Pulumi.yaml", "../bin/pulumi-preload.js"]]) {
+    const options = YAML.parse(fs.readFileSync(path.join(ROOT, file), "utf8")).runtime.options;
+    t.is(options.typescript, false, file);
+    t.is(options.nodeargs, `--require ${preload}`, file);
+    t.true(fs.existsSync(path.resolve(ROOT, path.dirname(file), preload)), file);
+  }
+});
