@@ -3,8 +3,10 @@
 //   writerLinesPerSec            CLIENTS TCP clients, each keeping WINDOW lines in flight, counting
 //                                OK replies (each sent only after that line's commit)
 //   writerOneAtATimeLinesPerSec  one client, one line in flight: each line its own commit (no batching),
-//                                sent by a strict send/wait loop like pgbench's (oneAtATime below)
-//   echoOneAtATimeRoundTripsPerSec  the same loop against a trivial echo server in its own process:
+//                                sent by a blocking send/wait loop in C (bench/one-at-a-time.c), as
+//                                pgbench's client is C; writerOneAtATimeNodeClientLinesPerSec: the same
+//                                with a Node client (oneAtATime below), whose own loop costs ~90 us a line
+//   echoOneAtATimeRoundTripsPerSec  the C loop against a trivial echo server in its own process:
 //                                the client's own ceiling, so it is seen not to be the bottleneck
 //   rawInsertsPerSec             pgbench -M prepared, ONE connection, one INSERT per transaction
 //   perLineConnectInsertsPerSec  pgbench -C: a new connection per INSERT (how the replaced writer
@@ -59,10 +61,10 @@ async function writerRound(writer: Writer, round: number, nClients = CLIENTS, wi
 }
 
 /**
- * One connection, one line in flight: send a line, wait for its reply, send the next, for SECONDS,
- * as pgbench -c 1 waits for each INSERT. Callback-driven: LineClient's promise, write callback and
- * timer per line cost about 125 us a round trip (8,000/s against a trivial echo server, where this
- * loop does 29,000-43,000/s), more than pgbench's whole INSERT.
+ * The one-line-at-a-time loop in Node (for the record: the measured figure is the C client's). One
+ * connection, one line in flight, for SECONDS. Lean for Node (LineClient's promise, write callback and
+ * timer per line cost about 125 us a round trip), yet its event loop still costs 70-90 us a round
+ * trip here (11,000-14,600/s against a trivial echo server), near pgbench's whole INSERT.
  */
 function oneAtATime(port: number, tag: string, expectOk = true): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -122,6 +124,18 @@ function pgbench(pg: PgCluster, script: string, args: string[]): number {
   return Number(m[1]);
 }
 
+/** Builds bench/one-at-a-time.c into `dir` (gcc or cc, as apps/db-writer's build needs anyway). */
+function buildOneAtATime(dir: string): string {
+  const bin = path.join(dir, "one-at-a-time");
+  execFileSync("cc", ["-O2", "-Wall", "-Werror", "-o", bin, path.join(__dirname, "one-at-a-time.c")], { stdio: ["ignore", "inherit", "inherit"] });
+  return bin;
+}
+
+/** The C client's lines answered per second over SECONDS (it exits non-zero on a reply that is not OK). */
+function oneAtATimeC(bin: string, port: number, tag: string, expectOk = true): number {
+  return Number(execFileSync(bin, [String(port), String(SECONDS), tag, expectOk ? "1" : "0"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim());
+}
+
 async function main() {
   log(`${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
   log("starting PostgreSQL (throwaway cluster, fsync=off as in the tests)");
@@ -136,14 +150,17 @@ async function main() {
     fs.writeFileSync(script, "\\set n random(1, 1000000000)\nINSERT INTO testcounter (content) VALUES ('pgbench line ' || :n) RETURNING id;\n");
 
     const echo = await startEcho();
-    const w: number[] = [], raw: number[] = [], conn: number[] = [], single: number[] = [], echoed: number[] = [];
+    const client = buildOneAtATime(tmp);
+    const w: number[] = [], raw: number[] = [], conn: number[] = [], single: number[] = [], singleNode: number[] = [], echoed: number[] = [];
     for (let r = 1; r <= ROUNDS; r++) {
       w.push(await writerRound(writer, r));
       log(`round ${r}/${ROUNDS}: writer ${w[w.length - 1].toFixed(0)} lines/s (${CLIENTS} clients, window ${WINDOW})`);
-      single.push(await oneAtATime(writer.port, `bench r${r} single`));
-      log(`round ${r}/${ROUNDS}: writer, 1 client, 1 line in flight: ${single[single.length - 1].toFixed(0)} lines/s`);
-      echoed.push(await oneAtATime(echo.port, "echo", false));
-      log(`round ${r}/${ROUNDS}: the same client against a trivial echo server: ${echoed[echoed.length - 1].toFixed(0)} round trips/s`);
+      single.push(oneAtATimeC(client, writer.port, `bench r${r} single`));
+      log(`round ${r}/${ROUNDS}: writer, 1 client (C), 1 line in flight: ${single[single.length - 1].toFixed(0)} lines/s`);
+      singleNode.push(await oneAtATime(writer.port, `bench r${r} single node`));
+      log(`round ${r}/${ROUNDS}: writer, 1 client (Node), 1 line in flight: ${singleNode[singleNode.length - 1].toFixed(0)} lines/s`);
+      echoed.push(oneAtATimeC(client, echo.port, "echo", false));
+      log(`round ${r}/${ROUNDS}: the C client against a trivial echo server: ${echoed[echoed.length - 1].toFixed(0)} round trips/s`);
       raw.push(pgbench(pg, script, ["-M", "prepared", "-c", "1", "-j", "1"]));
       log(`round ${r}/${ROUNDS}: pgbench -M prepared, 1 connection: ${raw[raw.length - 1].toFixed(0)} inserts/s`);
       conn.push(pgbench(pg, script, ["-C", "-c", String(CLIENTS), "-j", "2"]));
@@ -163,6 +180,7 @@ async function main() {
       // No pipelining and no batching possible: every line is its own commit, like rawInsertsPerSec.
       writerOneAtATimeLinesPerSec: Math.round(median(single)),
       oneAtATimeRatioVsRaw: Number((median(single) / rawInsertsPerSec).toFixed(2)),
+      writerOneAtATimeNodeClientLinesPerSec: Math.round(median(singleNode)),
       // The one-at-a-time client's own ceiling (no database, no writer): far above both figures above.
       echoOneAtATimeRoundTripsPerSec: Math.round(median(echoed)),
       goals: { ratioVsRaw: 0.5, ratioVsPerLineConnect: 10, oneAtATimeRatioVsRaw: 0.6 },
@@ -181,6 +199,7 @@ async function main() {
       samples: {
         writer: w.map(Math.round),
         writerOneAtATime: single.map(Math.round),
+        writerOneAtATimeNodeClient: singleNode.map(Math.round),
         echoOneAtATime: echoed.map(Math.round),
         raw: raw.map(Math.round),
         perLineConnect: conn.map(Math.round),
