@@ -9,8 +9,13 @@
 //     sigstore...), about 880 modules and half a second here, though only dynamic providers and
 //     closure serialization use them (the SDK's own dynamic/index.js defers them for that reason).
 //     These programs serialize no functions. A program that does still gets the real functions: each
-//     stand-in loads its module on its first call. test/pulumi-preload.test.ts checks the stand-ins
-//     against the installed SDK's exports.
+//     stand-in loads its module on its first call. test/engine/program-start.test.ts checks the
+//     stand-ins against the installed SDK's exports.
+//  3. Stack traces leave frames in node_modules as they are. The runner installs source-map-support,
+//     and the SDK formats a stack for every promise it makes (runtime/debuggable.js) and resource it
+//     registers, so each run parsed the SDK's own source maps, about 0.1 s of a no-op run here. Those
+//     maps name .ts files the package does not ship; the .js positions name files that exist. The
+//     program's own frames are unchanged (register-ts keeps line numbers, and looks up no map).
 require("./register-ts");
 const Module = require("node:module");
 const path = require("node:path");
@@ -55,4 +60,21 @@ function deferClosureSerialization() {
 }
 
 deferClosureSerialization();
+
+const NO_MAP = JSON.stringify({ version: 3, sources: [], names: [], mappings: "" });
+function leaveLibraryFramesUnmapped() {
+  let sourceMapSupport;
+  try {
+    // The copy the runner's `source-map-support/register` loads (resolved from the SDK, as it does).
+    sourceMapSupport = require(require.resolve("source-map-support", { paths: [path.dirname(require.resolve("@pulumi/pulumi", { paths: [process.cwd()] }))] }));
+  } catch {
+    return;
+  }
+  sourceMapSupport.install({
+    handleUncaughtExceptions: false, // the runner's own install sets that up, as without this file
+    retrieveSourceMap: (source) => (source.includes(`${path.sep}node_modules${path.sep}`) ? { url: source, map: NO_MAP } : null),
+  });
+}
+leaveLibraryFramesUnmapped();
+
 module.exports = { DEFERRED };

@@ -62,3 +62,20 @@ test("both Pulumi projects run their TypeScript through the preload, not ts-node
     t.true(fs.existsSync(path.resolve(ROOT, path.dirname(file), preload)), file);
   }
 });
+
+// Where a stack frame of the SDK's resource.js points once source-map-support is installed (as the runner does).
+const SDK_FRAME_SOURCE = `
+require("source-map-support/register");
+const file = require.resolve("@pulumi/pulumi/resource.js");
+const lines = require("node:fs").readFileSync(file, "utf8").split("\\n");
+const line = lines.findIndex((l) => l.includes("Resource.stackTrace("));
+const pos = require("source-map-support").mapSourcePosition({ source: file, line: line + 1, column: lines[line].search(/\\S/) });
+console.log(JSON.stringify({ file, mapped: pos.source }));`;
+
+test("with the preload, stack frames in node_modules keep their .js file; without it they point at the SDK's .ts sources, which do not ship", (t) => {
+  const withPreload = inNode(SDK_FRAME_SOURCE, true);
+  t.is(withPreload.mapped, withPreload.file);
+  const without = inNode(SDK_FRAME_SOURCE, false);
+  t.regex(without.mapped, /resource\.ts$/);
+  t.false(fs.existsSync(without.mapped), `${without.mapped} exists after all`);
+});
