@@ -155,10 +155,13 @@ async function main() {
     for (let r = 1; r <= ROUNDS; r++) {
       w.push(await writerRound(writer, r));
       log(`round ${r}/${ROUNDS}: writer ${w[w.length - 1].toFixed(0)} lines/s (${CLIENTS} clients, window ${WINDOW})`);
-      single.push(oneAtATimeC(client, writer.port, `bench r${r} single`));
-      log(`round ${r}/${ROUNDS}: writer, 1 client (C), 1 line in flight: ${single[single.length - 1].toFixed(0)} lines/s`);
-      singleNode.push(await oneAtATime(writer.port, `bench r${r} single node`));
-      log(`round ${r}/${ROUNDS}: writer, 1 client (Node), 1 line in flight: ${singleNode[singleNode.length - 1].toFixed(0)} lines/s`);
+      // The two clients take turns going first, so neither always follows the batched round.
+      for (const lang of r % 2 ? ["C", "Node"] : ["Node", "C"]) {
+        if (lang === "C") single.push(oneAtATimeC(client, writer.port, `bench r${r} single`));
+        else singleNode.push(await oneAtATime(writer.port, `bench r${r} single node`));
+        const last = lang === "C" ? single[single.length - 1] : singleNode[singleNode.length - 1];
+        log(`round ${r}/${ROUNDS}: writer, 1 client (${lang}), 1 line in flight: ${last.toFixed(0)} lines/s`);
+      }
       echoed.push(oneAtATimeC(client, echo.port, "echo", false));
       log(`round ${r}/${ROUNDS}: the C client against a trivial echo server: ${echoed[echoed.length - 1].toFixed(0)} round trips/s`);
       raw.push(pgbench(pg, script, ["-M", "prepared", "-c", "1", "-j", "1"]));

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   double seconds = atof(argv[2]);
   const char* tag = argv[3];
   int expect_ok = atoi(argv[4]);
+  signal(SIGPIPE, SIG_IGN); /* a server that closes shows as a failed write, with this tool's message */
 
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) die("socket");
@@ -50,9 +52,16 @@ int main(int argc, char** argv) {
   double start = now(), stop_at = start + seconds, t = start;
   while (t < stop_at) {
     int n = snprintf(line, sizeof line, "%s line %lu\n", tag, answered);
-    if (write(fd, line, (size_t)n) != n) die("write");
+    if (write(fd, line, (size_t)n) != n) {
+      fprintf(stderr, "%s: write failed after %lu replies\n", tag, answered);
+      return 1;
+    }
     char* nl;
     while (!(nl = memchr(buf, '\n', have))) {
+      if (have == sizeof buf) {
+        fprintf(stderr, "%s: a reply longer than %zu bytes\n", tag, sizeof buf);
+        return 1;
+      }
       ssize_t r = read(fd, buf + have, sizeof buf - have);
       if (r <= 0) {
         fprintf(stderr, "%s: connection closed after %lu replies\n", tag, answered);

@@ -20,7 +20,7 @@ require("./register-ts");
 const Module = require("node:module");
 const path = require("node:path");
 
-/** Modules of @pulumi/pulumi/runtime/closure deferred, with every function each exports. */
+/** Modules of @pulumi/pulumi/runtime/closure deferred, with every function each exports (all async). */
 const DEFERRED = {
   "serializeClosure.js": ["serializeFunction", "serializeFunctionAsync"],
   "codePaths.js": ["computeCodePaths", "findWorkspaceRoot"],
@@ -50,7 +50,8 @@ function deferClosureSerialization() {
     standIn.exports = Object.fromEntries(
       names.map((name) => [
         name,
-        function (...args) {
+        // async, as the real ones are: a module that fails to load rejects, as a real call would.
+        async function (...args) {
           return load()[name].apply(this, args);
         },
       ]),

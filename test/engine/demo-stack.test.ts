@@ -81,10 +81,15 @@ test.serial("(real engine) the signing key is in no state, log or output in clea
   t.false(attest.inputs.create.includes("PRIVATE KEY"));
 });
 
-test.serial("(real engine) a second pulumi up changes nothing and runs no step", async (t) => {
+test.serial("(real engine) a second pulumi up changes nothing and runs no step, with a built library (dist/) beside index.ts", async (t) => {
   const rebuildJson = path.join(ctx.dir, ".supply-chain", "demo", "rebuild", "rebuild.json");
   const before = JSON.parse(fs.readFileSync(rebuildJson, "utf8")).runId;
   const closureMtime = fs.statSync(ctx.outputs!.closureFile).mtimeMs;
+  // A built library (dist/, as `npm pack` or `npm run build:lib` leave it) must not become the program:
+  // package.json's "exports" names it, and the runner takes that over "main" unless Pulumi.yaml names one.
+  const decoy = path.join(ctx.dir, "dist", "pipeline", "library.js");
+  fs.mkdirSync(path.dirname(decoy), { recursive: true });
+  fs.writeFileSync(decoy, 'throw new Error("the runner ran dist/pipeline/library.js, not index.ts");\n');
   await pulumi(["up", "--yes", "--stack", "demo"]);
   const changes = await lastChanges("demo");
   t.deepEqual(Object.keys(changes), ["same"], JSON.stringify(changes));

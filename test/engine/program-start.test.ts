@@ -40,27 +40,53 @@ test("without the preload the SDK loads TypeScript and arborist at start-up (the
   t.regex(r.text, /6 \* 7/);
 });
 
-test("the preload's stand-ins are every function the installed SDK's deferred modules export", (t) => {
-  const { DEFERRED } = require(PRELOAD) as { DEFERRED: Record<string, string[]> };
+test("the preload's stand-ins are every function the installed SDK's deferred modules export, all async as theirs", (t) => {
+  // Read in a child: loading the preload here would replace this test process's own .ts hook.
+  const DEFERRED = inNode(`console.log(JSON.stringify(require(${JSON.stringify(PRELOAD)}).DEFERRED))`, false) as Record<string, string[]>;
   const closureDir = path.dirname(require.resolve("@pulumi/pulumi/runtime/closure/serializeClosure", { paths: [ROOT] }));
   const real = inNode(
     `const path = require("node:path"); const out = {};
-     for (const f of ${JSON.stringify(Object.keys(DEFERRED))}) out[f] = Object.entries(require(path.join(${JSON.stringify(closureDir)}, f))).map(([k, v]) => k + ":" + typeof v).sort();
+     for (const f of ${JSON.stringify(Object.keys(DEFERRED))}) out[f] = Object.entries(require(path.join(${JSON.stringify(closureDir)}, f))).map(([k, v]) => k + ":" + (typeof v === "function" ? v.constructor.name : typeof v)).sort();
      console.log(JSON.stringify(out));`,
     false,
   );
   for (const [file, names] of Object.entries(DEFERRED)) {
-    t.deepEqual(real[file], names.map((n) => `${n}:function`).sort(), `${file}: the SDK's exports changed; update DEFERRED in bin/pulumi-preload.js`);
+    t.deepEqual(real[file], names.map((n) => `${n}:AsyncFunction`).sort(), `${file}: the SDK's exports changed; update DEFERRED in bin/pulumi-preload.js`);
   }
 });
 
-test("both Pulumi projects run their TypeScript through the preload, not ts-node", (t) => {
+test("a deferred module that fails to load makes the call reject, as the real async function would, not throw", (t) => {
+  const r = inNode(
+    `const Module = require("node:module");
+     const compile = Module.prototype._compile;
+     Module.prototype._compile = function (code, file) {
+       if (file.endsWith("serializeClosure.js")) throw new Error("cannot load serializeClosure");
+       return compile.call(this, code, file);
+     };
+     const pulumi = require("@pulumi/pulumi");
+     const say = (how) => console.log(JSON.stringify({ how }));
+     try {
+       pulumi.runtime.serializeFunction(() => 1).then(() => say("resolved"), (e) => say("rejected: " + e.message));
+     } catch (e) {
+       say("threw: " + e.message);
+     }`,
+    true,
+  );
+  t.is(r.how, "rejected: cannot load serializeClosure");
+});
+
+test("the Pulumi projects run their TypeScript through the preload, not ts-node; the example through the package's export", (t) => {
+  const optionsOf = (file: string) => YAML.parse(fs.readFileSync(path.join(ROOT, file), "utf8")).runtime.options;
   for (const [file, preload] of [["Pulumi.yaml", "./bin/pulumi-preload.js"], ["consumer/Pulumi.yaml", "../bin/pulumi-preload.js"]]) {
-    const options = YAML.parse(fs.readFileSync(path.join(ROOT, file), "utf8")).runtime.options;
-    t.is(options.typescript, false, file);
-    t.is(options.nodeargs, `--require ${preload}`, file);
+    t.is(optionsOf(file).typescript, false, file);
+    t.is(optionsOf(file).nodeargs, `--require ${preload}`, file);
     t.true(fs.existsSync(path.resolve(ROOT, path.dirname(file), preload)), file);
   }
+  const example = optionsOf("examples/two-images/Pulumi.yaml");
+  t.is(example.typescript, false);
+  t.is(example.nodeargs, "--require secure-supply-chain/pulumi-preload");
+  const exported = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")).exports["./pulumi-preload"];
+  t.is(path.resolve(ROOT, exported), PRELOAD);
 });
 
 // Where a stack frame of the SDK's resource.js points once source-map-support is installed (as the runner does).
