@@ -10,9 +10,10 @@ const path = require("node:path");
 
 const cacheDir = path.join(__dirname, "..", "node_modules", ".cache", "supply-chain-cli");
 // Node 20 runs ES2022 as is: sucrase's rewrites of `?.`, `??` and class fields into helper calls only cost
-// time (they showed in the closure step's profile). The options are part of the cache key.
+// time (they showed in the closure step's profile). The options and sucrase's version are part of the
+// cache key, so an upgraded sucrase does not reuse an older one's output.
 const TRANSFORM = { transforms: ["typescript", "imports"], disableESTransforms: true };
-const TRANSFORM_ID = JSON.stringify(TRANSFORM) + "\0";
+const TRANSFORM_ID = JSON.stringify(TRANSFORM) + require("sucrase/package.json").version + "\0";
 let sucrase;
 Module._extensions[".ts"] = function loadTypeScript(module, filename) {
   const source = fs.readFileSync(filename, "utf8");
