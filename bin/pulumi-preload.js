@@ -17,6 +17,7 @@
 //     maps name .ts files the package does not ship; the .js positions name files that exist. The
 //     program's own frames are unchanged (register-ts keeps line numbers, and looks up no map).
 require("./register-ts");
+const fs = require("node:fs");
 const Module = require("node:module");
 const path = require("node:path");
 
@@ -26,16 +27,20 @@ const DEFERRED = {
   "codePaths.js": ["computeCodePaths", "findWorkspaceRoot"],
 };
 
-function deferClosureSerialization() {
-  let closureDir;
+/** The SDK the runner uses: the program directory's (the runner's cwd); undefined without one. */
+function sdkDir() {
   try {
-    // The SDK the runner uses: the program directory's (the runner's cwd).
-    closureDir = path.dirname(require.resolve("@pulumi/pulumi/runtime/closure/serializeClosure", { paths: [process.cwd()] }));
+    return path.dirname(require.resolve("@pulumi/pulumi/package.json", { paths: [process.cwd()] }));
   } catch {
-    return; // no SDK, or another layout: nothing deferred, the SDK loads as it would
+    return undefined;
   }
+}
+
+function deferClosureSerialization(sdk) {
+  const closureDir = path.join(sdk, "runtime", "closure");
   for (const [file, names] of Object.entries(DEFERRED)) {
     const filename = path.join(closureDir, file);
+    if (!fs.existsSync(filename)) continue; // another layout: that module loads as it would
     let real;
     const load = () => {
       if (!real) {
@@ -60,14 +65,12 @@ function deferClosureSerialization() {
   }
 }
 
-deferClosureSerialization();
-
 const NO_MAP = JSON.stringify({ version: 3, sources: [], names: [], mappings: "" });
-function leaveLibraryFramesUnmapped() {
+function leaveLibraryFramesUnmapped(sdk) {
   let sourceMapSupport;
   try {
     // The copy the runner's `source-map-support/register` loads (resolved from the SDK, as it does).
-    sourceMapSupport = require(require.resolve("source-map-support", { paths: [path.dirname(require.resolve("@pulumi/pulumi", { paths: [process.cwd()] }))] }));
+    sourceMapSupport = require(require.resolve("source-map-support", { paths: [sdk] }));
   } catch {
     return;
   }
@@ -76,6 +79,10 @@ function leaveLibraryFramesUnmapped() {
     retrieveSourceMap: (source) => (source.includes(`${path.sep}node_modules${path.sep}`) ? { url: source, map: NO_MAP } : null),
   });
 }
-leaveLibraryFramesUnmapped();
+const sdk = sdkDir();
+if (sdk) {
+  deferClosureSerialization(sdk);
+  leaveLibraryFramesUnmapped(sdk);
+}
 
 module.exports = { DEFERRED };

@@ -1,6 +1,7 @@
 // in-toto Statement v1 with the SLSA Provenance v1 and Verification Summary v1 predicates, built as pure
 // functions of what the steps printed (docs/attest.md defines our buildType and digest keys).
 import type { Manifest } from "../steps/closure";
+import type { BuilderRecord } from "./builders";
 
 export const STATEMENT_TYPE = "https://in-toto.io/Statement/v1";
 export const SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1";
@@ -106,7 +107,7 @@ export interface ProvenanceInput {
   isolation: string | null;
   rebuilderImage: string | null;
   /** The Nix remote builders the offline rebuild could use, with the host key required of each. */
-  remoteBuilders?: { uri: string; hostKey: string }[];
+  remoteBuilders?: BuilderRecord[];
   dependencies: ResourceDescriptor[];
   builderId: string;
   toolVersion: string;
