@@ -6,10 +6,13 @@
 // order they were sent and get increasing ids. The worker thread also runs its lane's io_context, the
 // sessions' socket I/O: a line is read, committed and answered on one thread, with no hand-off
 // between threads (each hand-off, a wake-up of a sleeping thread, cost more than the commit itself).
+// For the same reason a worker that is the only one awake polls for its next event for a moment
+// before it sleeps (kSpin in db_pool.cpp).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -70,6 +73,9 @@ class DbPool {
   };
   /** Moves the next batch of the lane's queue into `batch`; false if the queue is empty. */
   bool take(unsigned lane, std::vector<Item>& batch);
+  bool has_queued(unsigned lane);
+  /** No other worker is awake (all others sleep waiting for their clients). */
+  bool alone_awake() const { return awake_.load(std::memory_order_relaxed) == 1; }
   bool stopping();
   void deliver(std::vector<Item>& batch, std::vector<std::string>& replies);
   bool interruptible_sleep(std::chrono::milliseconds d);
@@ -81,6 +87,7 @@ class DbPool {
   size_t queued_ = 0;
   size_t busy_ = 0;  // lines taken by workers and not yet delivered
   bool stopping_ = false;
+  std::atomic<unsigned> awake_;  // workers not asleep in their io_context
   std::vector<std::thread> threads_;
 };
 
