@@ -6,7 +6,8 @@
 //       against `sha256sum` of the same closure file; the check's peak RSS (GNU time's %M);
 //   (b) `supply-chain closure` (evaluation, export, its digest, fsync, reports) against `nix-store --export`
 //       of the same paths into a file, and against that export plus an fsync of its file (the durability the
-//       step gives its file).
+//       step gives its file). The CPU time (user + system, GNU time) of both, and of the file's SHA-256 alone
+//       (Node's crypto, as the step hashes), show what the step does beyond the export on the machine's cores.
 // Generation and seeding are not timed; the sources are cached under $TMPDIR/hash-bench-v1-<bytes> (store
 // paths checked valid on reuse). Last line: the JSON verdict.
 import { spawnSync } from "node:child_process";
@@ -24,6 +25,14 @@ const ENV = { ...process.env, NIX_CONFIG: `${process.env.NIX_CONFIG ?? ""}\nsubs
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 function say(m: string): void {
   process.stderr.write(`[bench:hash ${new Date().toISOString().slice(11, 19)}] ${m} (load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")})\n`);
+}
+
+/** sh() under GNU time: also the CPU seconds (user + system) of the command and its children. */
+function shCpu(cmd: string, args: string[]): { stdout: string; seconds: number; cpu: number } {
+  const r = sh("/usr/bin/time", ["-f", "cpu %U %S", cmd, ...args]);
+  const m = /cpu ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
+  if (!m) throw new Error(`no CPU time from GNU time for ${cmd}: ${r.stderr.slice(-300)}`);
+  return { stdout: r.stdout, seconds: r.seconds, cpu: Number(m[1]) + Number(m[2]) };
 }
 
 function sh(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv } = {}): { stdout: string; stderr: string; seconds: number } {
@@ -163,6 +172,7 @@ function main(): void {
 
     const t = { check: [] as number[], sha256sum: [] as number[], closure: [] as number[], nixExport: [] as number[], nixExportFsync: [] as number[] };
     const rss: number[] = [];
+    const cpu = { closure: [] as number[], nixExport: [] as number[], digest: [] as number[] };
     const baseline = path.join(out, "baseline.closure");
     const scenarios: [keyof typeof t, () => number][] = [
       ["check", () => {
@@ -177,23 +187,32 @@ function main(): void {
         // As the baselines' file below: the previous run's closure goes first, untimed (replacing it inside the
         // timed run freed its 2.25 GB at the rename, about 0.5 s the baselines never paid).
         removeSettled(closureDir);
-        const r = sh(process.execPath, node(["closure", ...target, "--offline", "--out", closureDir]).slice(1));
+        const r = shCpu(process.execPath, node(["closure", ...target, "--offline", "--out", closureDir]).slice(1));
         if (JSON.parse(r.stdout).closureSha256 !== digest) throw new Error("closure: another digest");
+        cpu.closure.push(r.cpu);
         return r.seconds;
       }],
       ["nixExport", () => {
         removeSettled(baseline);
-        return sh("sh", ["-c", 'f="$1"; shift; nix-store --export "$@" > "$f"', "sh", baseline, ...exported]).seconds;
+        const r = shCpu("sh", ["-c", 'f="$1"; shift; nix-store --export "$@" > "$f"', "sh", baseline, ...exported]);
+        cpu.nixExport.push(r.cpu);
+        return r.seconds;
       }],
       ["nixExportFsync", () => {
         removeSettled(baseline);
         return sh("sh", ["-c", 'f="$1"; shift; nix-store --export "$@" > "$f" && sync "$f"', "sh", baseline, ...exported]).seconds;
       }],
     ];
+    // Untimed for the ratios: the digest the step computes besides the export, alone (from the page cache).
+    const hashFile = "const h=require('crypto').createHash('sha256'),fs=require('fs'),b=Buffer.allocUnsafe(1<<20),fd=fs.openSync(process.argv[1]);" +
+      "for(let n;(n=fs.readSync(fd,b))>0;)h.update(b.subarray(0,n));process.stdout.write(h.digest('hex'))";
     for (let i = 0; i < REPS; i++) {
+      const d = shCpu(process.execPath, ["-e", hashFile, closure]);
+      if (d.stdout !== digest) throw new Error("the digest alone: another digest");
+      cpu.digest.push(d.cpu);
       // Alternating the order: whatever runs first or second in a round does not always fall to one side.
       for (const [k, f] of i % 2 ? [...scenarios].reverse() : scenarios) t[k].push(f());
-      say(`rep ${i + 1}/${REPS}: check-closure ${t.check[i].toFixed(2)} s (peak RSS ${rss[i].toFixed(0)} MB) vs sha256sum ${t.sha256sum[i].toFixed(2)} s; closure ${t.closure[i].toFixed(2)} s vs nix-store --export ${t.nixExport[i].toFixed(2)} s (with fsync ${t.nixExportFsync[i].toFixed(2)} s)`);
+      say(`rep ${i + 1}/${REPS}: check-closure ${t.check[i].toFixed(2)} s (peak RSS ${rss[i].toFixed(0)} MB) vs sha256sum ${t.sha256sum[i].toFixed(2)} s; closure ${t.closure[i].toFixed(2)} s vs nix-store --export ${t.nixExport[i].toFixed(2)} s (with fsync ${t.nixExportFsync[i].toFixed(2)} s); CPU: closure ${cpu.closure[i].toFixed(2)} s, export ${cpu.nixExport[i].toFixed(2)} s, the digest alone ${cpu.digest[i].toFixed(2)} s`);
     }
     const best = (xs: number[]) => Math.min(...xs);
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -210,6 +229,9 @@ function main(): void {
       nixStoreExportFsyncSeconds: r3(best(t.nixExportFsync)),
       exportRatio: r3(best(t.closure) / best(t.nixExport)),
       exportRatioVsExportFsync: r3(best(t.closure) / best(t.nixExportFsync)),
+      closureCpuSeconds: r3(median(cpu.closure)),
+      nixStoreExportCpuSeconds: r3(median(cpu.nixExport)),
+      digestCpuSeconds: r3(median(cpu.digest)),
       goals: GOALS,
       met: {
         ratioVsSha256sum: best(t.check) / best(t.sha256sum) <= GOALS.ratioVsSha256sum,
