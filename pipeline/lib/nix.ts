@@ -143,8 +143,12 @@ export async function instantiateMany(t: { file: string; attribute: string }, o:
 }
 
 /** Builds (or fetches) a derivation; returns its output paths in the order nix-store prints them. */
-export async function realise(drvPath: string | string[], o: NixOptions = {}, extraArgs: string[] = []): Promise<string[]> {
-  const res = await run("nix-store", ["--realise", ...[drvPath].flat(), ...nixOptionArgs(o), ...extraArgs], { label: o.label ?? "nix" });
+/** `env`: variables added to the child's environment only (this process's stays as it is). */
+export async function realise(drvPath: string | string[], o: NixOptions = {}, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<string[]> {
+  const res = await run("nix-store", ["--realise", ...[drvPath].flat(), ...nixOptionArgs(o), ...extraArgs], {
+    label: o.label ?? "nix",
+    ...(Object.keys(env).length ? { env: { ...process.env, ...env } } : {}),
+  });
   const printed = res.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
   // With --add-root nix-store prints the roots (symlinks), not the store paths.
   return extraArgs.includes("--add-root") ? printed.map((p) => fs.readlinkSync(p)) : printed;

@@ -55,9 +55,9 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   log("build", `evaluating ${describeTarget(o)}`);
   const drvPath = await instantiate(o);
   log("build", `building ${drvPath} (sandbox ${o.sandbox === false ? "off" : "on"}${o.offline ? ", substituters off" : ""}${o.builders?.length ? `, remote builders ${o.builders.map((b) => b.uri).join(" ")}` : ""})`);
-  if (o.builders?.length) process.env.NIX_SSHOPTS = [process.env.NIX_SSHOPTS, STRICT_HOST_KEY_SSHOPTS].filter(Boolean).join(" ");
+  const sshEnv: Record<string, string> = o.builders?.length ? { NIX_SSHOPTS: [process.env.NIX_SSHOPTS, STRICT_HOST_KEY_SSHOPTS].filter(Boolean).join(" ") } : {};
   const extra = [...builderArgs(o.builders ?? [], o.maxJobs), ...(o.outLink ? ["--add-root", path.resolve(o.outLink)] : [])];
-  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, extra).catch((e) => {
+  const outs = await realise(drvPath, { sandbox: o.sandbox, offline: o.offline }, extra, sshEnv).catch((e) => {
     throw explainBuildFailure(e, drvPath);
   });
   const outPath = outs[0];
