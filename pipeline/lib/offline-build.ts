@@ -148,11 +148,23 @@ export async function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedRes
 }
 
 /**
+ * A failed isolated run that is the machine refusing (exit 2: a remote builder that could not be used, a
+ * full disk), not a verdict on the sources; the error names the log. Undefined for a verdict.
+ */
+export function machineFault(logText: string, out: string, log: string): InputError | undefined {
+  const builder = builderFault(logText);
+  if (builder) return new InputError(`${builder} (log ${log})`);
+  // Policy warn must not tolerate a full disk as if the sources had failed.
+  if (/No space left on device/.test(logText)) return new InputError(`no space left on device (ENOSPC, the isolated rebuild writing under ${out}; log ${log})`);
+  return undefined;
+}
+
+/**
  * The remote builder that kept a failed isolated build from running (none took a derivation, or one
  * holds an output it cannot delete; REBUILD_SCRIPT exit 94): which one and why. Undefined when a
  * derivation's builder failed: that is a verdict on the sources, not a machine refusing.
  */
-export function builderFault(logText: string): string | undefined {
+function builderFault(logText: string): string | undefined {
   if (/builder for '[^']+\.drv' failed/.test(logText)) return undefined;
   const held = /^error: (remote builder \S+ holds .*)$/m.exec(logText);
   if (held) return held[1];

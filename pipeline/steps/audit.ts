@@ -28,7 +28,7 @@ import { describeTarget, narHashHex, NixTarget, TARGET_OPTIONS, targetFrom } fro
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { DEFAULT_BUILDER_ID, readSigningKey, sourceParameters, toolVersion, verifiedStatement } from "../lib/attestation";
 import { BUILDER_OPTIONS, builderRecords, buildersFrom, RemoteBuilder } from "../lib/builders";
-import { builderFault, checkBuilderSystem, checkNixRoot, collectStaged, isolatedTarget, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
+import { checkBuilderSystem, checkNixRoot, collectStaged, isolatedTarget, machineFault, readLines, RebuildPhase, RebuildResult, runRebuildScript } from "../lib/offline-build";
 
 const STEP = "audit";
 const STORE_DIR = "/nix/store";
@@ -156,6 +156,9 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     const first = await isolated(["import", "eval"]);
     if (interfaces().some((i) => i !== "lo")) refuse(`isolation is broken: network interfaces ${interfaces().join(", ")} were visible inside`);
     const logText = () => (fs.existsSync(buildLog) ? fs.readFileSync(buildLog, "utf8") : "");
+    // A full disk is the auditor's machine refusing (exit 2), not a verdict on what the publisher signed.
+    const firstFault = first.code !== 0 ? machineFault(logText(), out, buildLog) : undefined;
+    if (firstFault) throw firstFault;
     if (first.code === 91) {
       const m = /evaluate to (\S+) inside/.exec(logText());
       refuse(`the reviewed files evaluate to ${m?.[1] ?? "another derivation"}, but the publisher's provenance attests ${drvPath}: this checkout is not what was built`);
@@ -178,8 +181,8 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
 
     // (e) Build in the same store, then the rebuild step's own post-run checks (collectStaged).
     const second = await isolated(["build"]);
-    const fault = second.code !== 0 ? builderFault(logText()) : undefined;
-    if (fault) throw new InputError(`${fault} (log ${buildLog})`);
+    const fault = second.code !== 0 ? machineFault(logText(), out, buildLog) : undefined;
+    if (fault) throw fault;
     if (second.code !== 0) refuse(`the offline build of ${drvPath} failed (exit ${second.code ?? second.signal}; log ${buildLog})`);
     const rebuilt: RebuildResult = await collectStaged({
       work,

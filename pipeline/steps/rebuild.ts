@@ -18,7 +18,7 @@ import { describeTarget, loadDerivationGraph, NixTarget, TARGET_OPTIONS, targetF
 export { graphOfDrv } from "../lib/nix";
 import { checkClosure, describeFailure, stageClosure } from "../lib/closure-check";
 import { BUILDER_OPTIONS, builderRecords, buildersFrom, RemoteBuilder } from "../lib/builders";
-import { builderFault, checkBuilderSystem, checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
+import { checkBuilderSystem, checkNixRoot, collectStaged, expectedOutputs, isolatedTarget, machineFault, readLines, REBUILD_RESULT, rebuildRefused, RebuildResult, runRebuildScript, STAGED_CLOSURE_PREFIX } from "../lib/offline-build";
 export type { RebuildResult, RebuiltPath } from "../lib/offline-build";
 const STEP = "rebuild";
 export type OfflineBuildOptions = NixTarget & {
@@ -95,11 +95,8 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     if (interfaces.some((i) => i !== "lo")) rebuildRefused(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
     const why = explainFailure(logText, graph.drvs) ?? `isolated build exited with ${res.code ?? res.signal}`;
     fs.rmSync(work, { recursive: true, force: true });
-    // A builder that could not be used is the machines refusing (exit 2), not a verdict on the sources.
-    const fault = builderFault(logText);
-    if (fault) throw new InputError(`${fault} (log ${finalLog})`);
-    // A full disk is the machine refusing (exit 2), not a verdict on the sources: policy warn must not tolerate it.
-    if (/No space left on device/.test(logText)) throw new InputError(`no space left on device (ENOSPC, the isolated rebuild writing under ${out}; log ${finalLog})`);
+    const fault = machineFault(logText, out, finalLog);
+    if (fault) throw fault;
     rebuildRefused(`offline rebuild of ${drvPath} failed: ${why} (log ${finalLog})`, base);
   }
   return collectStaged({

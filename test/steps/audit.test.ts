@@ -98,6 +98,26 @@ test.serial("the whole audit, in an empty store with the file:// sources moved a
   t.is(c.json.paths.length, r.json.checked);
 });
 
+test.serial("a disk full under --out is the auditor's machine refusing (exit 2, one line naming ENOSPC and the log), not a verdict on the publisher", (t) => {
+  if (process.getuid?.() !== 0) throw new Error("this case mounts a tmpfs: run it as root (as CI does)");
+  const out = path.join(dir, "disk-full");
+  fs.mkdirSync(out);
+  // Room for the staged copy of the closure, not for importing it as well.
+  const size = Math.ceil((fs.statSync(S.closure.closureFile).size * 1.4) / 2 ** 20);
+  execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}m`, "tmpfs", out]);
+  try {
+    const r = audit("disk-full");
+    t.is(r.code, 2, r.stderr.slice(-3000));
+    t.is(r.stdout, "", "no verdict on stdout: reproduced: false would be a claim about the publisher's image");
+    const own = r.stderr.split("\n").filter((l) => l.startsWith("supply-chain audit:"));
+    t.is(own.length, 1, r.stderr.slice(-3000));
+    t.regex(own[0], new RegExp(`no space left on device \\(ENOSPC, the isolated rebuild writing under ${out}; log ${out}/audit\\.log\\)`));
+    t.deepEqual(fs.readdirSync(out).filter((e) => e.startsWith(".audit-")), [], "the run's private directory is removed");
+  } finally {
+    execFileSync("umount", [out]);
+  }
+});
+
 test.serial("a tampered pinned input is refused before anything is imported: other bytes under the pin's path, or other bytes under their own path", (t) => {
   const pinnedPath = JSON.parse(fs.readFileSync(path.join(dir, "closure", "manifest.json"), "utf8")).pinnedInputs[0].path;
   // 1. Same path, one byte flipped in its default.nix: the name no longer commits to the bytes.
