@@ -6,6 +6,9 @@
 //                                sent by a blocking send/wait loop in C (bench/one-at-a-time.c), as
 //                                pgbench's client is C; writerOneAtATimeNodeClientLinesPerSec: the same
 //                                with a Node client (oneAtATime below), whose own loop costs ~90 us a line
+//   writerTwoOneAtATimeLinesPerSec  two such C clients at once (on two of the writer's workers), against
+//                                rawTwoConnectionsInsertsPerSec (pgbench -c 2): a worker alone polls
+//                                instead of sleeping, and this shows that two awake ones do not
 //   echoOneAtATimeRoundTripsPerSec  the C loop against a trivial echo server in its own process:
 //                                the client's own ceiling, so it is seen not to be the bottleneck
 //   rawInsertsPerSec             pgbench -M prepared, ONE connection, one INSERT per transaction
@@ -136,6 +139,22 @@ function oneAtATimeC(bin: string, port: number, tag: string, expectOk = true): n
   return Number(execFileSync(bin, [String(port), String(SECONDS), tag, expectOk ? "1" : "0"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim());
 }
 
+/** `n` C clients at once, each with one line in flight: their lines answered per second, together. */
+async function oneAtATimeCTogether(bin: string, port: number, tag: string, n: number): Promise<number> {
+  const each = await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      new Promise<number>((resolve, reject) => {
+        const p = spawn(bin, [String(port), String(SECONDS), `${tag} c${i}`, "1"], { stdio: ["ignore", "pipe", "inherit"] });
+        let out = "";
+        p.stdout!.on("data", (d) => (out += d));
+        p.on("error", reject);
+        p.on("close", (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`one-at-a-time client ${i} exited ${code}`))));
+      }),
+    ),
+  );
+  return each.reduce((a, b) => a + b, 0);
+}
+
 async function main() {
   log(`${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
   log("starting PostgreSQL (throwaway cluster, fsync=off as in the tests)");
@@ -152,6 +171,7 @@ async function main() {
     const echo = await startEcho();
     const client = buildOneAtATime(tmp);
     const w: number[] = [], raw: number[] = [], conn: number[] = [], single: number[] = [], singleNode: number[] = [], echoed: number[] = [];
+    const two: number[] = [], rawTwo: number[] = [];
     for (let r = 1; r <= ROUNDS; r++) {
       w.push(await writerRound(writer, r));
       log(`round ${r}/${ROUNDS}: writer ${w[w.length - 1].toFixed(0)} lines/s (${CLIENTS} clients, window ${WINDOW})`);
@@ -162,10 +182,14 @@ async function main() {
         const last = lang === "C" ? single[single.length - 1] : singleNode[singleNode.length - 1];
         log(`round ${r}/${ROUNDS}: writer, 1 client (${lang}), 1 line in flight: ${last.toFixed(0)} lines/s`);
       }
+      two.push(await oneAtATimeCTogether(client, writer.port, `bench r${r} two`, 2));
+      log(`round ${r}/${ROUNDS}: writer, 2 clients (C), 1 line in flight each: ${two[two.length - 1].toFixed(0)} lines/s`);
       echoed.push(oneAtATimeC(client, echo.port, "echo", false));
       log(`round ${r}/${ROUNDS}: the C client against a trivial echo server: ${echoed[echoed.length - 1].toFixed(0)} round trips/s`);
       raw.push(pgbench(pg, script, ["-M", "prepared", "-c", "1", "-j", "1"]));
       log(`round ${r}/${ROUNDS}: pgbench -M prepared, 1 connection: ${raw[raw.length - 1].toFixed(0)} inserts/s`);
+      rawTwo.push(pgbench(pg, script, ["-M", "prepared", "-c", "2", "-j", "2"]));
+      log(`round ${r}/${ROUNDS}: pgbench -M prepared, 2 connections: ${rawTwo[rawTwo.length - 1].toFixed(0)} inserts/s`);
       conn.push(pgbench(pg, script, ["-C", "-c", String(CLIENTS), "-j", "2"]));
       log(`round ${r}/${ROUNDS}: pgbench -C (connection per insert), ${CLIENTS} clients: ${conn[conn.length - 1].toFixed(0)} inserts/s`);
     }
@@ -184,6 +208,9 @@ async function main() {
       writerOneAtATimeLinesPerSec: Math.round(median(single)),
       oneAtATimeRatioVsRaw: Number((median(single) / rawInsertsPerSec).toFixed(2)),
       writerOneAtATimeNodeClientLinesPerSec: Math.round(median(singleNode)),
+      writerTwoOneAtATimeLinesPerSec: Math.round(median(two)),
+      rawTwoConnectionsInsertsPerSec: Math.round(median(rawTwo)),
+      twoOneAtATimeRatioVsRaw: Number((median(two) / median(rawTwo)).toFixed(2)),
       // The one-at-a-time client's own ceiling (no database, no writer): far above both figures above.
       echoOneAtATimeRoundTripsPerSec: Math.round(median(echoed)),
       goals: { ratioVsRaw: 0.5, ratioVsPerLineConnect: 10, oneAtATimeRatioVsRaw: 0.6 },
@@ -203,6 +230,8 @@ async function main() {
         writer: w.map(Math.round),
         writerOneAtATime: single.map(Math.round),
         writerOneAtATimeNodeClient: singleNode.map(Math.round),
+        writerTwoOneAtATime: two.map(Math.round),
+        rawTwoConnections: rawTwo.map(Math.round),
         echoOneAtATime: echoed.map(Math.round),
         raw: raw.map(Math.round),
         perLineConnect: conn.map(Math.round),
@@ -210,7 +239,7 @@ async function main() {
     };
     log(
       `writer/raw ${result.ratioVsRaw} (goal >= 0.5), writer/per-line-connect ${result.ratioVsPerLineConnect} (goal >= 10), ` +
-        `one at a time/raw ${result.oneAtATimeRatioVsRaw} (goal >= 0.6); load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
+        `one at a time/raw ${result.oneAtATimeRatioVsRaw} (goal >= 0.6), two at a time/raw with 2 connections ${result.twoOneAtATimeRatioVsRaw}; load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
     );
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
