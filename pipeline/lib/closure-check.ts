@@ -11,11 +11,11 @@ import * as path from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { collectSources, Derivation, SourceSet, DerivationGraph } from "./derivation";
-import { ExportedPath, hashIndexed, HashNeeds, IndexedPath, indexExport } from "./nar";
+import { ExportedPath, hashIndexed, HashNeeds, IndexedPath, indexExport, NarFormatError } from "./nar";
 import { sizeOrNull } from "./files";
 import { trackBytes } from "./progress";
 import { loadDerivationGraph, NixTarget } from "./nix";
-import { CheckFailed, InputError } from "./step";
+import { CheckFailed, describeSystemError, InputError } from "./step";
 import { checkoutPins, flakeArchive, flakeEvalInputs, matchesPin, Pin, pinLocation, SELF_CERTIFY_ALGOS, selfCertifies, traceEvaluation } from "./eval-inputs";
 import { nix32Encode, sourcePath, splitStorePath } from "./storepath";
 
@@ -93,17 +93,14 @@ export function verifyExported(e: ExportedPath, want: ExpectedSource, storeDir: 
 /**
  * Indexes the closure (nar.ts `indexExport`: structure only) and hashes each path by byte range on every
  * core, asking `needs` which hashes each path needs (in stream order); `more` names paths whose partial
- * hashes leave a verdict open, hashed again with `full`. A malformed or truncated stream, or one that cannot
- * be read, is `error` (one line); the paths complete before it are returned all the same.
+ * hashes leave a verdict open, hashed again with `full`. A malformed or truncated stream is `error` (one line,
+ * a verdict on the file); the paths complete before it are returned all the same. A file that cannot be read
+ * (EACCES, EIO) or hashed (it changed meanwhile, a worker ran out of memory) throws: that is this machine
+ * refusing (exit 2, naming the file), not a verdict on the closure's bytes.
  */
 async function hashClosure(closure: string, what: string, needs: (p: IndexedPath) => HashNeeds, full: HashNeeds, more: (e: ExportedPath) => boolean, workers?: number): Promise<{ exported: ExportedPath[]; error?: string }> {
   const invalid = (m: string) => `${closure} is not a valid nix-store --export stream: ${m}`;
-  let fd: number;
-  try {
-    fd = fs.openSync(closure, "r");
-  } catch (e: any) {
-    return { exported: [], error: invalid(e.message) };
-  }
+  const fd = fs.openSync(closure, "r");
   let error: string | undefined;
   try {
     const index = await indexExport(fd, fs.fstatSync(fd).size);
@@ -120,7 +117,9 @@ async function hashClosure(closure: string, what: string, needs: (p: IndexedPath
     }
     return { exported, error };
   } catch (e: any) {
-    return { exported: [], error: invalid(e.message) };
+    if (e instanceof NarFormatError) return { exported: [], error: invalid(e.message) };
+    if (describeSystemError(e)) throw Object.assign(e, { path: e.path ?? closure });
+    throw new InputError(`cannot hash ${closure}: ${e.message}`);
   } finally {
     fs.closeSync(fd);
   }

@@ -206,14 +206,15 @@ export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
   const log = fs.openSync(r.logFile, "a");
   fs.writeSync(log, `# ${cmd} ${args.map((x) => (/[\s'"]/.test(x) ? JSON.stringify(x) : x)).join(" ")}\n`);
   const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  // A killed `docker run` client leaves its container running: stop it with us.
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (r.backend === "docker") spawn("docker", ["rm", "-f", containerName(r.owner)], { stdio: "ignore" }).on("close", () => process.kill(process.pid, sig));
+  // A killed `docker run` client leaves its container running: stop the container, not only the client.
+  const stopChild = (then: () => void = () => undefined) => {
+    if (r.backend === "docker") spawn("docker", ["rm", "-f", containerName(r.owner)], { stdio: "ignore" }).on("close", then);
     else {
       child.kill("SIGKILL");
-      process.kill(process.pid, sig);
+      then();
     }
   };
+  const onSignal = (sig: NodeJS.Signals) => stopChild(() => process.kill(process.pid, sig));
   const sigs: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   const handlers = sigs.map((s) => {
     const h = () => {
@@ -223,8 +224,18 @@ export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
     process.on(s, h);
     return h;
   });
+  // A log that cannot be written (a full disk) ends the run as the machine refusing (exit 2, naming the
+  // log): thrown from this handler it would crash the step (exit 1, no verdict) and leave the child running.
+  let logFailed: NodeJS.ErrnoException | undefined;
   const copy = (d: Buffer) => {
-    fs.writeSync(log, d);
+    if (!logFailed) {
+      try {
+        fs.writeSync(log, d);
+      } catch (e) {
+        logFailed = Object.assign(e as NodeJS.ErrnoException, { path: r.logFile });
+        stopChild();
+      }
+    }
     const chunk = d.toString();
     r.onOutput?.(chunk);
     if (r.label) {
@@ -237,7 +248,7 @@ export async function runIsolated(r: IsolatedRun): Promise<IsolatedResult> {
   try {
     return await new Promise<IsolatedResult>((resolve, reject) => {
       child.on("error", (e: NodeJS.ErrnoException) => reject(e.code === "ENOENT" ? missingTool(cmd) : e));
-      child.on("close", (code, signal) => resolve({ code, signal }));
+      child.on("close", (code, signal) => (logFailed ? reject(logFailed) : resolve({ code, signal })));
     });
   } finally {
     for (const [i, s] of sigs.entries()) process.removeListener(s, handlers[i]);

@@ -3,10 +3,12 @@
 // world's file:// source cache. A probe given the same secret as a readOnly path sees it (the probe
 // is not blind). With a systemRoot, the root's system (its Nix) replaces the host's.
 import test from "ava";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { bwrapArgs, IsolatedRun, runIsolated } from "../../pipeline/lib/isolation";
+import { describeSystemError } from "../../pipeline/lib/step";
 import { demoWorld, DemoWorld, rm, ROOT } from "../steps/rebuild-helpers";
 import { demoSourceCache, hostSecret, probeIsolation } from "../helpers/visibility";
 import { hostNixVersion, nixRoot } from "../helpers/nix-root";
@@ -88,6 +90,27 @@ test("bwrap with systemRoot: the root's Nix (sid: 2.34) runs, not the host's, st
   t.deepEqual(withRoot.interfaces, ["lo"]);
   t.is(without.version, host);
   t.deepEqual(without.interfaces, ["lo"]);
+});
+
+test.serial("a log that cannot be written (a full disk) stops the isolated run and rejects naming the log, instead of crashing the step", async (t) => {
+  if (process.getuid?.() !== 0) throw new Error("this case mounts a tmpfs: run it as root (as CI does)");
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "isolation-full-log-"));
+  const full = path.join(work, "full");
+  fs.mkdirSync(full);
+  execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", full]);
+  try {
+    // 1 MiB of output, then a marker the run must never reach once its log is full.
+    fs.writeFileSync(path.join(work, "s.sh"), `head -c 1048576 /dev/zero | tr '\\0' x\nsleep 5\ntouch "$1/finished"\n`);
+    const logFile = path.join(full, "log");
+    const run: IsolatedRun = { backend: "bwrap", readOnly: [], workDir: work, script: path.join(work, "s.sh"), args: [work], env: { PATH: "/usr/bin:/bin" }, logFile, owner: work };
+    const e = await t.throwsAsync(runIsolated(run));
+    t.is((e as NodeJS.ErrnoException).code, "ENOSPC");
+    t.is(describeSystemError(e), `no space left on device (ENOSPC, write ${logFile})`);
+    t.false(fs.existsSync(path.join(work, "finished")), "the run was stopped, not waited for");
+  } finally {
+    execFileSync("umount", [full]);
+    rm(work);
+  }
 });
 
 test("bwrapArgs with systemRoot: every system bind comes from the root, at the usual places; nothing else changes", (t) => {

@@ -5,7 +5,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { checkClosure, checkExportAgainst, describeFailure, expectedSources } from "../../pipeline/lib/closure-check";
+import { checkClosure, checkExportAgainst, describeFailure, expectedSources, preImportCheck } from "../../pipeline/lib/closure-check";
+import { describeSystemError } from "../../pipeline/lib/step";
 import { collectSources } from "../../pipeline/lib/derivation";
 import { readDerivationGraph } from "../../pipeline/lib/drv-file";
 import { ByteReader, parseExport, ExportedPath } from "../../pipeline/lib/nar";
@@ -107,6 +108,17 @@ test("check-closure: an extra path (could pre-empt a build) and a truncated stre
   t.is(tr.code, 1);
   t.regex(tr.json.error, /not a valid nix-store --export stream: truncated/);
   t.true(tr.json.missing.length > 0);
+});
+
+test("a closure this machine cannot read throws its read error naming the file (exit 2 in a step), not a verdict on its bytes", async (t) => {
+  // A directory opens but fails every read (EISDIR): as EIO from a failing disk would, after the steps' own checks.
+  const dir = path.join(out, "unreadable.closure");
+  fs.mkdirSync(dir, { recursive: true });
+  for (const check of [() => checkExportAgainst(dir, new Map(), "/nix/store"), () => preImportCheck(dir, [], "/nix/store")]) {
+    const e = await t.throwsAsync(check());
+    t.is((e as NodeJS.ErrnoException).code, "EISDIR");
+    t.is(describeSystemError(e), `illegal operation on a directory (EISDIR, read ${dir})`);
+  }
 });
 
 test("checkClosure() (library) returns the verdict without throwing; bad input throws", async (t) => {
