@@ -148,14 +148,19 @@ export async function runRebuildScript(r: RebuildScriptRun): Promise<IsolatedRes
 }
 
 /**
- * A failed isolated run that is the machine refusing (exit 2: a remote builder that could not be used, a
- * full disk), not a verdict on the sources; the error names the log. Undefined for a verdict.
+ * A failed isolated run that is the machine refusing (exit 2), not a verdict on the sources; the error names
+ * the log. Undefined for a verdict. The machine: the isolation killed by a signal this step did not send (the
+ * OOM killer, another process: the step's own interruptions never get here), a remote builder that could not
+ * be used, a full disk or quota. The disk is read from the log, so a failing builder that prints the same
+ * text also ends as exit 2: no verdict either way, never a "yes".
  */
-export function machineFault(logText: string, out: string, log: string): InputError | undefined {
+export function machineFault(res: IsolatedResult, logText: string, out: string, log: string): InputError | undefined {
+  if (res.signal) return new InputError(`the isolated run was killed by ${res.signal} from outside this step (the OOM killer, or another process; log ${log})`);
   const builder = builderFault(logText);
   if (builder) return new InputError(`${builder} (log ${log})`);
   // Policy warn must not tolerate a full disk as if the sources had failed.
-  if (/No space left on device/.test(logText)) return new InputError(`no space left on device (ENOSPC, the isolated rebuild writing under ${out}; log ${log})`);
+  const full = /No space left on device/.test(logText) ? "no space left on device (ENOSPC" : /Disk quota exceeded/.test(logText) ? "disk quota exceeded (EDQUOT" : undefined;
+  if (full) return new InputError(`${full}, the isolated rebuild writing under ${out}; log ${log})`);
   return undefined;
 }
 

@@ -157,7 +157,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     if (interfaces().some((i) => i !== "lo")) refuse(`isolation is broken: network interfaces ${interfaces().join(", ")} were visible inside`);
     const logText = () => (fs.existsSync(buildLog) ? fs.readFileSync(buildLog, "utf8") : "");
     // A full disk is the auditor's machine refusing (exit 2), not a verdict on what the publisher signed.
-    const firstFault = first.code !== 0 ? machineFault(logText(), out, buildLog) : undefined;
+    const firstFault = first.code !== 0 ? machineFault(first, logText(), out, buildLog) : undefined;
     if (firstFault) throw firstFault;
     if (first.code === 91) {
       const m = /evaluate to (\S+) inside/.exec(logText());
@@ -181,7 +181,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
 
     // (e) Build in the same store, then the rebuild step's own post-run checks (collectStaged).
     const second = await isolated(["build"]);
-    const fault = second.code !== 0 ? machineFault(logText(), out, buildLog) : undefined;
+    const fault = second.code !== 0 ? machineFault(second, logText(), out, buildLog) : undefined;
     if (fault) throw fault;
     if (second.code !== 0) refuse(`the offline build of ${drvPath} failed (exit ${second.code ?? second.signal}; log ${buildLog})`);
     const rebuilt: RebuildResult = await collectStaged({

@@ -95,7 +95,7 @@ export async function offlineBuild(o: OfflineBuildOptions): Promise<RebuildResul
     if (interfaces.some((i) => i !== "lo")) rebuildRefused(`isolation is broken: network interfaces ${interfaces.join(", ")} were visible inside`, base);
     const why = explainFailure(logText, graph.drvs) ?? `isolated build exited with ${res.code ?? res.signal}`;
     fs.rmSync(work, { recursive: true, force: true });
-    const fault = machineFault(logText, out, finalLog);
+    const fault = machineFault(res, logText, out, finalLog);
     if (fault) throw fault;
     rebuildRefused(`offline rebuild of ${drvPath} failed: ${why} (log ${finalLog})`, base);
   }

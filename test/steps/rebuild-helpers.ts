@@ -112,6 +112,29 @@ export function rm(dir: string): void {
  * Starts `supply-chain <args>` in its own process group, waits until Nix is building the kernel
  * layer (the middle of a real rebuild), then SIGKILLs the whole group: no handler gets to clean up.
  */
+/**
+ * The OOM killer's view of a rebuild: mid-build, only the step's bwrap gets SIGKILL, from outside the step.
+ * Returns how the step itself then ended.
+ */
+export async function killIsolationMidBuild(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = await startUntilBuilding(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], env);
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const bwrap = descendants(child.pid!).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "bwrap";
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+  if (bwrap.length === 0) throw new Error("the rebuild runs no bwrap");
+  process.kill(bwrap[0], "SIGKILL");
+  const code = await new Promise<number | null>((r) => child.on("close", r));
+  return { code, stdout, stderr };
+}
+
 export async function killMidBuild(args: string[], env: NodeJS.ProcessEnv = ENV): Promise<void> {
   const child = await startUntilBuilding(process.execPath, [path.join(ROOT, "bin", "supply-chain.js"), ...args], env);
   process.kill(-child.pid!, "SIGKILL");

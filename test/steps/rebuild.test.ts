@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { offlineBuild } from "../../pipeline/steps/rebuild";
 import { CheckFailed } from "../../pipeline/lib/step";
 import { sha256File } from "../../pipeline/lib/files";
-import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killMidBuild, orphanMidBuild, swappingFile } from "./rebuild-helpers";
+import { cli, requireTool, closureOf, closureWithout, demoWorld, DemoWorld, ENV, rm, tamperedCopy, killIsolationMidBuild, killMidBuild, orphanMidBuild, swappingFile } from "./rebuild-helpers";
 import { LOCK_NAME } from "../../pipeline/lib/lifetime";
 
 let w: DemoWorld;
@@ -233,6 +233,14 @@ test.serial("a rebuild killed half-way: nothing half-written is accepted, and a 
   const tampered = await cli(["verify", "--file", w.file, "--attribute", w.attribute, "--rebuilt", path.join(out, "rebuild.json")]);
   t.is(tampered.code, 2);
   t.regex(tampered.stderr, /modified/);
+});
+
+test.serial("the isolation killed from outside mid-build (as by the OOM killer) is the machine refusing: exit 2 naming the signal and the log, no verdict", async (t) => {
+  const out = path.join(w.dir, "rb-oom");
+  const r = await killIsolationMidBuild(["rebuild", "--file", w.file, "--attribute", w.attribute, "--closure", closure, "--isolation", "bwrap", "--out", out]);
+  t.is(r.code, 2, r.stderr.slice(-3000));
+  t.is(r.stdout, "", "no verdict on stdout: the sources were not judged");
+  t.regex(r.stderr, new RegExp(`supply-chain rebuild: the isolated run was killed by SIGKILL from outside this step \\(the OOM killer, or another process; log ${out}/build\\.log\\)`));
 });
 
 test.serial("a rebuild whose starter is killed (a killed pulumi up) stops with its children, leaves no live lock, and a re-run completes", async (t) => {
