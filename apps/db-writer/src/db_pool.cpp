@@ -118,17 +118,19 @@ bool drain_to_sync(PGconn* c) {
 // One client sending a line at a time, and nothing else to do: each of its lines waits twice on
 // another process, PostgreSQL's answer (~100 us) and the client's next line (microseconds after its
 // OK). Sleeping in poll() for either costs a wake-up of this thread, an inter-processor interrupt
-// that in this VM cost more than the INSERT (bench:apps: 6,200-7,600 one-at-a-time lines/s sleeping,
-// 10,300-11,800 polling). So a worker that is the only one awake polls without sleeping, for up to
-// kSpin, before it sleeps. With two or more workers awake it never polls: on two cores the spinning
-// workers took the CPU their PostgreSQL backends needed (2 clients: 12,000-17,800 lines/s against
-// 21,800-26,000 sleeping).
+// that in this VM cost more than the INSERT (bench:apps, interleaved: 6,200-7,600 one-at-a-time
+// lines/s sleeping, 10,300-11,800 polling). So a worker that is the only one awake polls without
+// sleeping, for up to kSpin: for PostgreSQL's answer to a one-line batch, and for the client's next
+// line when its last one came within kSpin of the answer before it (a slower client is slept for).
+// With two or more workers awake no one polls: on two cores the spinning workers took the CPU their
+// PostgreSQL backends needed (2 clients: 12,000-17,800 lines/s against 21,800-26,000 sleeping).
 constexpr auto kSpin = std::chrono::microseconds(400);
 
-/** Reads PostgreSQL's answer without sleeping, for up to kSpin; the caller's PQgetResult does the rest. */
-void spin_for_input(PGconn* c) {
+/** Reads PostgreSQL's answer without sleeping, for up to kSpin while `alone()`; PQgetResult does the rest. */
+template <typename Alone>
+void spin_for_input(PGconn* c, Alone&& alone) {
   const auto until = Clock::now() + kSpin;
-  while (PQisBusy(c) && Clock::now() < until)
+  while (PQisBusy(c) && Clock::now() < until && alone())
     if (!PQconsumeInput(c)) return;
 }
 
@@ -159,8 +161,9 @@ bool session_kept(PGconn* c, const PGresult* r) {
  * commits at the Sync, so PGRES_PIPELINE_SYNC after all-successful statements means every row of the
  * batch is committed, and the token row exists exactly when they do.
  */
+template <typename Alone>
 BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, std::vector<long long>& ids,
-                      const std::string& token, const std::string& lane, bool spin) {
+                      const std::string& token, const std::string& lane, Alone&& alone) {
   auto broken = [](std::string why, bool maybe_committed, bool kept = false) {
     return BatchResult{BatchResult::Broken, 0, std::move(why), maybe_committed, kept};
   };
@@ -173,7 +176,7 @@ BatchResult run_batch(PGconn* c, const std::vector<const std::string*>& lines, s
       return broken(one_line(PQerrorMessage(c)), false);
   }
   if (!PQpipelineSync(c)) return broken(one_line(PQerrorMessage(c)), true);
-  if (spin) spin_for_input(c);
+  if (lines.size() == 1 && alone()) spin_for_input(c, alone);
 
   BatchResult out;
   // One result per line; each query's results end with a NULL.
@@ -402,7 +405,7 @@ struct DbPool::Worker {
       lines.clear();
       for (size_t i : todo) lines.push_back(&batch[i].content);
       const std::string token = lane + "-" + std::to_string(++attempts);
-      BatchResult res = run_batch(conn.get(), lines, ids, token, lane, lines.size() == 1 && pool.alone_awake());
+      BatchResult res = run_batch(conn.get(), lines, ids, token, lane, [this] { return pool.alone_awake(); });
       switch (res.kind) {
         case BatchResult::Committed:
           for (size_t k = 0; k < todo.size(); ++k) replies[todo[k]] = "OK " + std::to_string(ids[k]) + "\n";
@@ -445,27 +448,33 @@ struct DbPool::Worker {
     std::vector<std::string> replies;
     auto& io = pool.lane_context(index);
     auto busy = boost::asio::make_work_guard(io);
-    bool lone = false;  // the last batch was one line: its client may be waiting for each OK
+    // Poll for the next line after answering this batch (see kSpin): it was one line, and the one
+    // before it was answered less than kSpin before it came.
+    bool spin_next = false;
+    auto answered = Clock::now() - 2 * kSpin;  // when the last one-line batch was answered
     for (;;) {
       // Read what the lane's clients have sent; while a batch commits, new lines wait in the socket
       // buffers and make up the next batch.
       io.poll();
-      if (lone && pool.alone_awake()) {
-        const auto until = Clock::now() + kSpin;  // the client's next line, without sleeping for it
-        while (!pool.has_queued(index) && Clock::now() < until) io.poll();
+      if (spin_next) {
+        const auto until = Clock::now() + kSpin;
+        while (!pool.has_queued(index) && Clock::now() < until && pool.alone_awake()) io.poll();
       }
       if (pool.take(index, batch)) {
-        lone = batch.size() == 1;
+        const bool one = batch.size() == 1;
+        spin_next = one && Clock::now() - answered < kSpin;
         process(batch, replies);
         pool.deliver(batch, replies);
+        if (one) answered = Clock::now();
         continue;
       }
-      lone = false;
+      spin_next = false;
       if (pool.stopping()) break;
       --pool.awake_;
       io.run_one();  // sleep until a client of this lane sends something (or stop wakes us)
       ++pool.awake_;
     }
+    --pool.awake_;  // gone: never counted as awake again
   }
 };
 
