@@ -202,6 +202,15 @@ test.serial("SIGKILL to the step (no handler runs) still stops QEMU: the watchdo
   t.true(await waitFor(() => processesMentioning(out).length === 0, 5000), "a process of this run is still alive");
 });
 
+test.serial("QEMU refusing to run on this machine (no memory for the guest) is exit 2 naming QEMU's reason, not a failed boot", async (t) => {
+  const out = path.join(work, "qemu-refuses");
+  const r = await cli(["boot-test", "--image", neverStarts, "--probes", probes, "--timeout", "60", "--memory", "100000000", "--out", out]);
+  t.is(r.code, 2, r.stderr);
+  t.is(r.stdout, "", "no verdict on stdout");
+  t.regex(reason(r), new RegExp(`^supply-chain boot-test: QEMU could not run ${neverStarts}: qemu-system-x86_64: cannot set up guest memory 'pc\\.ram': Cannot allocate memory \\(exit \\d+; serial log ${out}/serial\\.log\\)$`));
+  t.false(fs.existsSync(path.join(out, "result.json")), "no result a verification could sign");
+});
+
 test("a bad probe file is exit 2 naming the probe and the field", async (t) => {
   const bad = writeProbes("bad.yaml", "probes:\n  - name: reader\n    http: { port: eighty, path: / }\n");
   const r = await cli(["boot-test", "--image", image, "--probes", bad]);
