@@ -81,9 +81,10 @@ export async function sha256File(file: string, track?: (done: () => number, tota
 /**
  * SHA-256 of a file that another process is writing, read close behind the writer (from the page cache)
  * while it writes: the digest is ready when the file is, instead of after a second pass over GiBs.
- * `finish()` once the writer is done: reads the rest and returns the digest. `stop()` abandons it.
+ * `finish()` once the writer is done: reads the rest and returns the digest. `stop()` abandons it, resolving
+ * once the reader has let go (its progress line printed), so that a step's one-line reason comes after it.
  */
-export function sha256Following(file: string, track?: (done: () => number) => { stop(outcome?: "done" | "failed"): void }, pollMs = 20): { finish(): Promise<string>; stop(): void } {
+export function sha256Following(file: string, track?: (done: () => number) => { stop(outcome?: "done" | "failed"): void }, pollMs = 20): { finish(): Promise<string>; stop(): Promise<void> } {
   const fd = fs.openSync(file, "r");
   const hash = crypto.createHash("sha256");
   const buf = Buffer.allocUnsafe(1 << 20);
@@ -124,6 +125,10 @@ export function sha256Following(file: string, track?: (done: () => number) => { 
     },
     stop() {
       stopped = true;
+      return reading.then(
+        () => undefined,
+        () => undefined,
+      );
     },
   };
 }

@@ -13,7 +13,7 @@ import { humanBytes, produceAtomic, sha256Following, writeFileAtomic } from "../
 import { trackBytes } from "../lib/progress";
 import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
 import { missingTool, run } from "../lib/proc";
-import { InputError, log, StepDefinition } from "../lib/step";
+import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode, storePathName } from "../lib/storepath";
 import { narSizeOf } from "../lib/nar";
 import { localFlakeDir, pinsFilesOf, PinnedInput, resolveFlakeInputs, resolvePinnedInputs } from "../lib/eval-inputs";
@@ -287,7 +287,7 @@ async function exportTo(tmp: string, paths: string[], target: string, narBytes: 
     stopWriteBack = writeBackWhileWritten(tmp);
     await exportInto(fd, paths, target, narBytes);
   } catch (e) {
-    hashing.stop();
+    await hashing.stop();
     throw e;
   } finally {
     stopWriteBack();
@@ -352,10 +352,16 @@ function exportInto(fd: number, paths: string[], target: string, narBytes: numbe
     child.on("close", (code) => {
       progress.stop(code === 0 ? "done" : "failed");
       closeFd();
-      if (code === 0) resolve();
+      if (code === 0) return resolve();
+      // Nix re-hashes every path it exports: bytes changed since it registered them (a tampered or corrupted
+      // store) are a failed check, exit 1, never published.
+      const changed = /hash of path '([^']+)' has changed from '([^']+)' to '([^']+)'/.exec(err);
+      if (changed) return reject(new CheckFailed(`store path ${changed[1]} is not what Nix registered (NAR hash ${changed[2]}, now ${changed[3]}): the store is corrupted or tampered, and nothing was exported`));
       // A full disk is the machine refusing, not a bug: the same one line as Node's own ENOSPC.
-      else if (/No space left on device/.test(err)) reject(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC", syscall: "write", path: target }));
-      else reject(new Error(`nix-store --export failed (exit ${code}): ${err.trim().split("\n").slice(-3).join(" ")}`));
+      if (/No space left on device/.test(err)) return reject(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC", syscall: "write", path: target }));
+      if (/Disk quota exceeded/.test(err)) return reject(Object.assign(new Error("EDQUOT: disk quota exceeded, write"), { code: "EDQUOT", syscall: "write", path: target }));
+      // Anything else is Nix or its store refusing (exit 2), not a bug of ours.
+      reject(new InputError(`nix-store --export failed (exit ${code ?? "signal"}): ${err.trim().split("\n").slice(-3).join(" ")}`));
     });
   });
 }

@@ -1,7 +1,7 @@
 // The closure step on a real Nix world (test/fixtures/closure-world; switch to the demo world once it
 // is stable): source set vs an independent listing, manifest, --no-export, bad input, atomic export.
 import test from "ava";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -177,3 +177,31 @@ test("closure: a source whose file is gone (never realised) is exit 2 with one l
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("closure: a source whose bytes changed in the store after Nix registered them (tampered) is exit 1 naming it, and nothing is exported", (t) => {
+  const w = makeWorld(`closure-tampered-${process.pid}-${Date.now()}`); // its sources are its own store paths
+  const [first, second] = [tmp(), tmp()];
+  let victim = "";
+  try {
+    const ok = cli(["closure", "--file", w.file, "--attribute", w.attribute, "--out", first]);
+    t.is(ok.code, 0, ok.stderr);
+    const manifest = JSON.parse(fs.readFileSync(path.join(first, "manifest.json"), "utf8"));
+    victim = manifest.sources.find((s: any) => s.path.endsWith("-greeting.txt")).path;
+    fs.chmodSync(victim, 0o644);
+    fs.appendFileSync(victim, "tampered\n");
+    const r = cli(["closure", "--file", w.file, "--attribute", w.attribute, "--out", second]);
+    t.is(r.code, 1, r.stderr);
+    // The reason is the last line: the progress lines of the stopped export and digest come before it.
+    t.regex(r.stderr.trimEnd().split("\n").pop()!, new RegExp(`^supply-chain closure: store path ${victim} is not what Nix registered \\(NAR hash sha256:\\w+, now sha256:\\w+\\): the store is corrupted or tampered, and nothing was exported$`));
+    t.false(fs.existsSync(path.join(second, "source-export.closure")), "no closure published");
+  } finally {
+    if (victim) spawnSyncQuiet("nix-store", ["--delete", victim]); // tampered bytes must not stay in the store
+    removeWorld(w);
+    for (const d of [first, second]) fs.rmSync(d, { recursive: true, force: true });
+  }
+});
+
+function spawnSyncQuiet(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { env: OFFLINE_ENV, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr}`);
+}
