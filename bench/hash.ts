@@ -27,12 +27,12 @@ function say(m: string): void {
   process.stderr.write(`[bench:hash ${new Date().toISOString().slice(11, 19)}] ${m} (load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")})\n`);
 }
 
-/** sh() under GNU time: also the CPU seconds (user + system) of the command and its children. */
-function shCpu(cmd: string, args: string[]): { stdout: string; seconds: number; cpu: number } {
-  const r = sh("/usr/bin/time", ["-f", "cpu %U %S", cmd, ...args]);
-  const m = /cpu ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
-  if (!m) throw new Error(`no CPU time from GNU time for ${cmd}: ${r.stderr.slice(-300)}`);
-  return { stdout: r.stdout, seconds: r.seconds, cpu: Number(m[1]) + Number(m[2]) };
+/** sh() under GNU time: also the CPU seconds (user + system) and the peak RSS (MB) of the command and its children. */
+function shTimed(cmd: string, args: string[]): { stdout: string; seconds: number; cpu: number; maxRssMB: number } {
+  const r = sh("/usr/bin/time", ["-f", "cpu %U %S maxrss-kib %M", cmd, ...args]);
+  const m = /cpu ([\d.]+) ([\d.]+) maxrss-kib (\d+)\s*$/.exec(r.stderr);
+  if (!m) throw new Error(`no figures from GNU time for ${cmd}: ${r.stderr.slice(-300)}`);
+  return { stdout: r.stdout, seconds: r.seconds, cpu: Number(m[1]) + Number(m[2]), maxRssMB: Number(m[3]) / 1024 };
 }
 
 function sh(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv } = {}): { stdout: string; stderr: string; seconds: number } {
@@ -176,10 +176,11 @@ function main(): void {
     const baseline = path.join(out, "baseline.closure");
     const scenarios: [keyof typeof t, () => number][] = [
       ["check", () => {
-        const r = sh("/usr/bin/time", ["-f", "maxrss-kib %M", ...node(["check-closure", ...target, "--closure", closure])]);
+        const [cmd, ...args] = node(["check-closure", ...target, "--closure", closure]);
+        const r = shTimed(cmd, args);
         const v = JSON.parse(r.stdout);
         if (!v.ok || v.checked !== exported.length) throw new Error(`check-closure: ${r.stdout.slice(0, 400)}`);
-        rss.push(Number(/maxrss-kib (\d+)/.exec(r.stderr)![1]) / 1024);
+        rss.push(r.maxRssMB);
         return r.seconds;
       }],
       ["sha256sum", () => sh("sha256sum", [closure]).seconds],
@@ -187,14 +188,14 @@ function main(): void {
         // As the baselines' file below: the previous run's closure goes first, untimed (replacing it inside the
         // timed run freed its 2.25 GB at the rename, about 0.5 s the baselines never paid).
         removeSettled(closureDir);
-        const r = shCpu(process.execPath, node(["closure", ...target, "--offline", "--out", closureDir]).slice(1));
+        const r = shTimed(process.execPath, node(["closure", ...target, "--offline", "--out", closureDir]).slice(1));
         if (JSON.parse(r.stdout).closureSha256 !== digest) throw new Error("closure: another digest");
         cpu.closure.push(r.cpu);
         return r.seconds;
       }],
       ["nixExport", () => {
         removeSettled(baseline);
-        const r = shCpu("sh", ["-c", 'f="$1"; shift; nix-store --export "$@" > "$f"', "sh", baseline, ...exported]);
+        const r = shTimed("sh", ["-c", 'f="$1"; shift; nix-store --export "$@" > "$f"', "sh", baseline, ...exported]);
         cpu.nixExport.push(r.cpu);
         return r.seconds;
       }],
@@ -207,7 +208,7 @@ function main(): void {
     const hashFile = "const h=require('crypto').createHash('sha256'),fs=require('fs'),b=Buffer.allocUnsafe(1<<20),fd=fs.openSync(process.argv[1]);" +
       "for(let n;(n=fs.readSync(fd,b))>0;)h.update(b.subarray(0,n));process.stdout.write(h.digest('hex'))";
     for (let i = 0; i < REPS; i++) {
-      const d = shCpu(process.execPath, ["-e", hashFile, closure]);
+      const d = shTimed(process.execPath, ["-e", hashFile, closure]);
       if (d.stdout !== digest) throw new Error("the digest alone: another digest");
       cpu.digest.push(d.cpu);
       // Alternating the order: whatever runs first or second in a round does not always fall to one side.
