@@ -12,7 +12,7 @@ import { NixTarget } from "./nix";
 import { narHashOfFile } from "./nar-diff";
 import { localFlakeDir } from "./eval-inputs";
 import { BUILDER_TOOLS, BuilderRecord, machinesSpec, openBuilderTunnels, RemoteBuilder, storeUri } from "./builders";
-import { TOOL_PACKAGES } from "./proc";
+import { diskFullIn, TOOL_PACKAGES } from "./proc";
 
 /** A completed rebuild's result file, written last: <out>/rebuild.json. */
 export const REBUILD_RESULT = "rebuild.json";
@@ -159,8 +159,8 @@ export function machineFault(res: IsolatedResult, logText: string, out: string, 
   const builder = builderFault(logText);
   if (builder) return new InputError(`${builder} (log ${log})`);
   // Policy warn must not tolerate a full disk as if the sources had failed.
-  const full = /No space left on device/.test(logText) ? "no space left on device (ENOSPC" : /Disk quota exceeded/.test(logText) ? "disk quota exceeded (EDQUOT" : undefined;
-  if (full) return new InputError(`${full}, the isolated rebuild writing under ${out}; log ${log})`);
+  const full = diskFullIn(logText);
+  if (full) return new InputError(`${full.reason} (${full.code}, the isolated rebuild writing under ${out}; log ${log})`);
   return undefined;
 }
 

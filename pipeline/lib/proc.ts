@@ -47,6 +47,13 @@ export interface RunResult {
   stderr: string;
 }
 
+/** A full disk or quota, as a tool's own message says it (the C library's text for the errno). */
+export function diskFullIn(output: string): { code: "ENOSPC" | "EDQUOT"; reason: string } | undefined {
+  if (/No space left on device/.test(output)) return { code: "ENOSPC", reason: "no space left on device" };
+  if (/Disk quota exceeded/.test(output)) return { code: "EDQUOT", reason: "disk quota exceeded" };
+  return undefined;
+}
+
 export function missingTool(tool: string): InputError {
   const pkg = TOOL_PACKAGES[tool];
   return new InputError(`missing tool '${tool}' on PATH${pkg ? ` (install the Debian package ${pkg}, or run scripts/setup.sh)` : ""}`);

@@ -12,7 +12,7 @@ import { chainTo, collectSources, Derivation, DerivationGraph, SourceSet, urlsOf
 import { humanBytes, produceAtomic, sha256Following, writeFileAtomic } from "../lib/files";
 import { trackBytes } from "../lib/progress";
 import { describeTarget, explainBuildFailure, loadDerivationGraph, nixOptionArgs, NixTarget, TARGET_OPTIONS, targetFrom } from "../lib/nix";
-import { missingTool, run } from "../lib/proc";
+import { diskFullIn, missingTool, run } from "../lib/proc";
 import { CheckFailed, InputError, log, StepDefinition } from "../lib/step";
 import { nix32Encode, storePathName } from "../lib/storepath";
 import { narSizeOf } from "../lib/nar";
@@ -357,9 +357,9 @@ function exportInto(fd: number, paths: string[], target: string, narBytes: numbe
       // store) are a failed check, exit 1, never published.
       const changed = /hash of path '([^']+)' has changed from '([^']+)' to '([^']+)'/.exec(err);
       if (changed) return reject(new CheckFailed(`store path ${changed[1]} is not what Nix registered (NAR hash ${changed[2]}, now ${changed[3]}): the store is corrupted or tampered, and nothing was exported`));
-      // A full disk is the machine refusing, not a bug: the same one line as Node's own ENOSPC.
-      if (/No space left on device/.test(err)) return reject(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC", syscall: "write", path: target }));
-      if (/Disk quota exceeded/.test(err)) return reject(Object.assign(new Error("EDQUOT: disk quota exceeded, write"), { code: "EDQUOT", syscall: "write", path: target }));
+      // A full disk or quota is the machine refusing, not a bug: the same one line as Node's own ENOSPC.
+      const full = diskFullIn(err);
+      if (full) return reject(Object.assign(new Error(`${full.code}: ${full.reason}, write`), { code: full.code, syscall: "write", path: target }));
       // Anything else is Nix or its store refusing (exit 2), not a bug of ours.
       reject(new InputError(`nix-store --export failed (exit ${code ?? "signal"}): ${err.trim().split("\n").slice(-3).join(" ")}`));
     });
