@@ -11,6 +11,7 @@ import { ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
 import { Engine, outputs, projectCopy, pulumi, ROOT, Run, useMinimalWorld, verifyDemoAttestations } from "./engine-helpers";
 import { DOC, FAULT_CASES, FaultRow, RESULTS_FILE, renderReliability } from "./reliability";
 import { narHashOfFile } from "../../pipeline/lib/nar-diff";
+import { mountTmpfs } from "../helpers/tmpfs";
 
 const STACK = "demo";
 const e = {} as Engine;
@@ -319,7 +320,7 @@ test.serial("(real engine) two pulumi up at once: a step run on the work dir the
 });
 
 // Disk full: a tmpfs as --out, at the CLI (what the Pulumi command runs).
-const df = {} as { dir: string; world: string; closure: string; mounts: string[] };
+const df = {} as { dir: string; world: string; closure: string; unmounts: (() => void)[] };
 
 function cli(args: string[]): Promise<Run> {
   return new Promise((resolve) =>
@@ -328,11 +329,8 @@ function cli(args: string[]): Promise<Run> {
 }
 
 function tmpfs(name: string, size: string): string {
-  if (process.getuid?.() !== 0) throw new Error("the disk-full cases mount a tmpfs: run them as root (as CI does)");
   const dir = path.join(df.dir, name);
-  fs.mkdirSync(dir);
-  execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir]);
-  df.mounts.push(dir);
+  df.unmounts.push(mountTmpfs(dir, size));
   return dir;
 }
 
@@ -350,7 +348,7 @@ function assertOneLine(t: ExecutionContext, step: string, r: Run, mention: RegEx
 async function demoWorldForDiskFull(): Promise<void> {
   if (df.dir) return;
   df.dir = fs.mkdtempSync(path.join(os.tmpdir(), "sc-diskfull-"));
-  df.mounts = [];
+  df.unmounts = [];
   df.world = path.join(df.dir, "world");
   const w = await cli(["demo-world", df.world]);
   if (w.code !== 0) throw new Error(w.stderr.slice(-2000));
@@ -360,7 +358,7 @@ async function demoWorldForDiskFull(): Promise<void> {
 }
 
 test.after.always(() => {
-  for (const m of df.mounts ?? []) execFileSync("umount", [m]);
+  for (const unmount of df.unmounts ?? []) unmount();
   if (df.dir) fs.rmSync(df.dir, { recursive: true, force: true });
 });
 

@@ -3,12 +3,12 @@
 // world's file:// source cache. A probe given the same secret as a readOnly path sees it (the probe
 // is not blind). With a systemRoot, the root's system (its Nix) replaces the host's.
 import test from "ava";
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { bwrapArgs, IsolatedRun, runIsolated } from "../../pipeline/lib/isolation";
 import { describeSystemError } from "../../pipeline/lib/step";
+import { mountTmpfs } from "../helpers/tmpfs";
 import { demoWorld, DemoWorld, rm, ROOT } from "../steps/rebuild-helpers";
 import { demoSourceCache, hostSecret, probeIsolation } from "../helpers/visibility";
 import { hostNixVersion, nixRoot } from "../helpers/nix-root";
@@ -93,11 +93,9 @@ test("bwrap with systemRoot: the root's Nix (sid: 2.34) runs, not the host's, st
 });
 
 test.serial("a log that cannot be written (a full disk) stops the isolated run and rejects naming the log, instead of crashing the step", async (t) => {
-  if (process.getuid?.() !== 0) throw new Error("this case mounts a tmpfs: run it as root (as CI does)");
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "isolation-full-log-"));
   const full = path.join(work, "full");
-  fs.mkdirSync(full);
-  execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", full]);
+  const unmount = mountTmpfs(full, "64k");
   try {
     // 1 MiB of output, then a marker the run must never reach once its log is full.
     fs.writeFileSync(path.join(work, "s.sh"), `head -c 1048576 /dev/zero | tr '\\0' x\nsleep 5\ntouch "$1/finished"\n`);
@@ -108,7 +106,7 @@ test.serial("a log that cannot be written (a full disk) stops the isolated run a
     t.is(describeSystemError(e), `no space left on device (ENOSPC, write ${logFile})`);
     t.false(fs.existsSync(path.join(work, "finished")), "the run was stopped, not waited for");
   } finally {
-    execFileSync("umount", [full]);
+    unmount();
     rm(work);
   }
 });

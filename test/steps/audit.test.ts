@@ -14,6 +14,7 @@ import { DEFAULT_CACHE_DIR, findKernelDeb } from "../../pipeline/steps/demo-worl
 import { cli } from "../fixtures/closure-world/world";
 import { payloadOf } from "./attest.helpers";
 import { hostNixVersion, nixRoot } from "../helpers/nix-root";
+import { mountTmpfs } from "../helpers/tmpfs";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "audit-test-"));
 const S: Record<string, any> = {};
@@ -99,12 +100,9 @@ test.serial("the whole audit, in an empty store with the file:// sources moved a
 });
 
 test.serial("a disk full under --out is the auditor's machine refusing (exit 2, one line naming ENOSPC and the log), not a verdict on the publisher", (t) => {
-  if (process.getuid?.() !== 0) throw new Error("this case mounts a tmpfs: run it as root (as CI does)");
   const out = path.join(dir, "disk-full");
-  fs.mkdirSync(out);
   // Room for the staged copy of the closure, not for importing it as well.
-  const size = Math.ceil((fs.statSync(S.closure.closureFile).size * 1.4) / 2 ** 20);
-  execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}m`, "tmpfs", out]);
+  const unmount = mountTmpfs(out, `${Math.ceil((fs.statSync(S.closure.closureFile).size * 1.4) / 2 ** 20)}m`);
   try {
     const r = audit("disk-full");
     t.is(r.code, 2, r.stderr.slice(-3000));
@@ -114,7 +112,7 @@ test.serial("a disk full under --out is the auditor's machine refusing (exit 2, 
     t.regex(own[0], new RegExp(`no space left on device \\(ENOSPC, the isolated rebuild writing under ${out}; log ${out}/audit\\.log\\)`));
     t.deepEqual(fs.readdirSync(out).filter((e) => e.startsWith(".audit-")), [], "the run's private directory is removed");
   } finally {
-    execFileSync("umount", [out]);
+    unmount();
   }
 });
 
