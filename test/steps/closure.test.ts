@@ -1,7 +1,7 @@
 // The closure step on a real Nix world (test/fixtures/closure-world; switch to the demo world once it
 // is stable): source set vs an independent listing, manifest, --no-export, bad input, atomic export.
 import test from "ava";
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -195,13 +195,8 @@ test("closure: a source whose bytes changed in the store after Nix registered th
     t.regex(r.stderr.trimEnd().split("\n").pop()!, new RegExp(`^supply-chain closure: store path ${victim} is not what Nix registered \\(NAR hash sha256:\\w+, now sha256:\\w+\\): the store is corrupted or tampered, and nothing was exported$`));
     t.false(fs.existsSync(path.join(second, "source-export.closure")), "no closure published");
   } finally {
-    if (victim) spawnSyncQuiet("nix-store", ["--delete", victim]); // tampered bytes must not stay in the store
+    if (victim) nix("nix-store", ["--delete", victim]); // tampered bytes must not stay in the store
     removeWorld(w);
     for (const d of [first, second]) fs.rmSync(d, { recursive: true, force: true });
   }
 });
-
-function spawnSyncQuiet(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { env: OFFLINE_ENV, encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr}`);
-}
