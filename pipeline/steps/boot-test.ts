@@ -51,16 +51,17 @@ export const step: StepDefinition<BootTestResult> = {
     const files = runFiles(values.out);
 
     const boot = await bootAndProbe({ qemu, image, accel, memoryMiB, spec, deadlineMs: timeoutS * 1000, token: newToken(), files });
+    const passed = boot.results.every((r) => r.ok);
     // QEMU ending by itself with an error status is QEMU refusing to run here (no memory for the guest, a
     // port or file it cannot open): the machine, exit 2, and no result a verification could sign. A guest
     // cannot choose QEMU's status: it powers off or reboots (-no-reboot) with status 0.
-    if (!boot.results.every((r) => r.ok) && boot.exit.signal === null && boot.exit.code !== 0 && boot.exit.code !== null) {
+    if (!passed && boot.exit.signal === null && boot.exit.code !== 0 && boot.exit.code !== null) {
       throw new InputError(`QEMU could not run ${values.image}: ${lastLine(boot.exit.stderr) || "no message"} (exit ${boot.exit.code}; serial log ${files.serialLog})`);
     }
 
     const firstPass = boot.results.find((r) => r.ok);
     const result: BootTestResult = {
-      passed: boot.results.every((r) => r.ok),
+      passed,
       accel,
       bootSeconds: firstPass === undefined ? null : Math.round(firstPass.ms / 100) / 10,
       probes: boot.results,
