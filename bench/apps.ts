@@ -134,17 +134,15 @@ function buildOneAtATime(dir: string): string {
   return bin;
 }
 
-/** The C client's lines answered per second over SECONDS (it exits non-zero on a reply that is not OK). */
-function oneAtATimeC(bin: string, port: number, tag: string, expectOk = true): number {
-  return Number(execFileSync(bin, [String(port), String(SECONDS), tag, expectOk ? "1" : "0"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim());
-}
-
-/** `n` C clients at once, each with one line in flight: their lines answered per second, together. */
-async function oneAtATimeCTogether(bin: string, port: number, tag: string, n: number): Promise<number> {
+/**
+ * `clients` C clients at once (default 1), each with one line in flight, for SECONDS: their lines answered
+ * per second, together. A client exits non-zero on a reply that is not OK, unless `expectOk` is false.
+ */
+async function oneAtATimeC(bin: string, port: number, tag: string, o: { clients?: number; expectOk?: boolean } = {}): Promise<number> {
   const each = await Promise.all(
-    Array.from({ length: n }, (_, i) =>
+    Array.from({ length: o.clients ?? 1 }, (_, i) =>
       new Promise<number>((resolve, reject) => {
-        const p = spawn(bin, [String(port), String(SECONDS), `${tag} c${i}`, "1"], { stdio: ["ignore", "pipe", "inherit"] });
+        const p = spawn(bin, [String(port), String(SECONDS), `${tag} c${i}`, o.expectOk === false ? "0" : "1"], { stdio: ["ignore", "pipe", "inherit"] });
         let out = "";
         p.stdout!.on("data", (d) => (out += d));
         p.on("error", reject);
@@ -177,14 +175,14 @@ async function main() {
       log(`round ${r}/${ROUNDS}: writer ${w[w.length - 1].toFixed(0)} lines/s (${CLIENTS} clients, window ${WINDOW})`);
       // The two clients take turns going first, so neither always follows the batched round.
       for (const lang of r % 2 ? ["C", "Node"] : ["Node", "C"]) {
-        if (lang === "C") single.push(oneAtATimeC(client, writer.port, `bench r${r} single`));
+        if (lang === "C") single.push(await oneAtATimeC(client, writer.port, `bench r${r} single`));
         else singleNode.push(await oneAtATime(writer.port, `bench r${r} single node`));
         const last = lang === "C" ? single[single.length - 1] : singleNode[singleNode.length - 1];
         log(`round ${r}/${ROUNDS}: writer, 1 client (${lang}), 1 line in flight: ${last.toFixed(0)} lines/s`);
       }
-      two.push(await oneAtATimeCTogether(client, writer.port, `bench r${r} two`, 2));
+      two.push(await oneAtATimeC(client, writer.port, `bench r${r} two`, { clients: 2 }));
       log(`round ${r}/${ROUNDS}: writer, 2 clients (C), 1 line in flight each: ${two[two.length - 1].toFixed(0)} lines/s`);
-      echoed.push(oneAtATimeC(client, echo.port, "echo", false));
+      echoed.push(await oneAtATimeC(client, echo.port, "echo", { expectOk: false }));
       log(`round ${r}/${ROUNDS}: the C client against a trivial echo server: ${echoed[echoed.length - 1].toFixed(0)} round trips/s`);
       raw.push(pgbench(pg, script, ["-M", "prepared", "-c", "1", "-j", "1"]));
       log(`round ${r}/${ROUNDS}: pgbench -M prepared, 1 connection: ${raw[raw.length - 1].toFixed(0)} inserts/s`);
